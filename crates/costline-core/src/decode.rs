@@ -1,0 +1,355 @@
+//! Bytes → [`UsageEvent`], or a [`RejectReason`] that names the field and the rule.
+//!
+//! The JSON object is walked once with serde: each known key keeps its raw JSON text (borrowed,
+//! no copy), unknown keys are skipped, and a repeated key is an error. Each field is then read
+//! from its raw text by its own rule, so a wrong type, a negative count and a too-long tag each
+//! get their own precise reason. Numbers are read from their text, never through a float.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::event::{DataMode, UsageEvent};
+use crate::money::{AmountError, PicoUsd};
+use crate::reject::RejectReason;
+
+/// Messages larger than this are rejected unread (SPEC §2).
+pub const MAX_EVENT_BYTES: usize = 1 << 20;
+/// Upper bound for any token count: far above any real call, low enough that sums of billions
+/// of events still fit ClickHouse's `UInt64`.
+pub const MAX_TOKENS: u64 = 1_000_000_000_000;
+/// A call that took longer than a day is a broken clock, not a slow model.
+pub const MAX_LATENCY_MS: u64 = 86_400_000;
+pub const MAX_ATTEMPT: u64 = 10_000;
+/// One call billed at more than a million dollars is a unit error on the producer's side.
+pub const MAX_COST_PICO: i128 = 1_000_000 * crate::money::PICO_PER_USD;
+/// Event times must fit ClickHouse's `DateTime` (seconds since 1970 in a `UInt32`).
+pub const MAX_TIMESTAMP_MS: i64 = u32::MAX as i64 * 1000;
+
+macro_rules! fields {
+    ($($variant:ident => $name:literal),* $(,)?) => {
+        #[derive(Clone, Copy)]
+        enum Field { $($variant,)* Unknown }
+        const FIELD_COUNT: usize = [$($name),*].len();
+        impl Field {
+            fn from_key(key: &str) -> Field {
+                match key { $($name => Field::$variant,)* _ => Field::Unknown }
+            }
+            fn name(self) -> &'static str {
+                match self { $(Field::$variant => $name,)* Field::Unknown => "" }
+            }
+        }
+    };
+}
+
+fields! {
+    ExternalRequestId => "externalRequestId",
+    Provider => "provider",
+    Model => "model",
+    EndpointTag => "endpointTag",
+    PromptVersion => "promptVersion",
+    UserId => "userId",
+    InputTokens => "inputTokens",
+    OutputTokens => "outputTokens",
+    CachedInputTokens => "cachedInputTokens",
+    CacheWriteTokens => "cacheWriteTokens",
+    LatencyMs => "latencyMs",
+    Status => "status",
+    DataModeField => "dataMode",
+    Environment => "environment",
+    Attempt => "attempt",
+    Timestamp => "timestamp",
+    CostUsd => "costUsd",
+    ErrorCode => "errorCode",
+}
+
+/// Raw JSON text of each known field, in `Field` order.
+struct RawFields<'a> {
+    values: [Option<&'a RawValue>; FIELD_COUNT],
+}
+
+impl<'a> RawFields<'a> {
+    /// A present, non-null value. `null` counts as absent.
+    fn get(&self, field: Field) -> Option<&'a str> {
+        self.values[field as usize].map(RawValue::get).filter(|raw| *raw != "null")
+    }
+}
+
+enum WalkError {
+    Duplicate(&'static str),
+    NotAnObject,
+}
+
+impl fmt::Display for WalkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WalkError::Duplicate(name) => write!(f, "duplicate {name}"),
+            WalkError::NotAnObject => f.write_str("not an object"),
+        }
+    }
+}
+
+struct FieldKey(Field);
+
+impl<'de> de::Deserialize<'de> for FieldKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = FieldKey;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<FieldKey, E> {
+                Ok(FieldKey(Field::from_key(key)))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+struct ObjectVisitor;
+
+impl<'de> Visitor<'de> for ObjectVisitor {
+    type Value = Result<RawFields<'de>, WalkError>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = RawFields { values: [None; FIELD_COUNT] };
+        while let Some(FieldKey(field)) = map.next_key()? {
+            if let Field::Unknown = field {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            let slot = &mut fields.values[field as usize];
+            if slot.is_some() {
+                // Finish reading so the error is about the duplicate, not the syntax.
+                map.next_value::<IgnoredAny>()?;
+                return Ok(Err(WalkError::Duplicate(field.name())));
+            }
+            *slot = Some(map.next_value::<&'de RawValue>()?);
+        }
+        Ok(Ok(fields))
+    }
+}
+
+/// Any non-object value ends up here, so it is reported as "not an object", not as a syntax error.
+struct AnyValue<'de>(Result<RawFields<'de>, WalkError>);
+
+impl<'de> de::Deserialize<'de> for AnyValue<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ValueVisitor;
+        macro_rules! not_object {
+            ($($method:ident: $ty:ty),*) => {
+                $(fn $method<E: de::Error>(self, _: $ty) -> Result<Self::Value, E> {
+                    Ok(Err(WalkError::NotAnObject))
+                })*
+            };
+        }
+        impl<'de> Visitor<'de> for ValueVisitor {
+            type Value = Result<RawFields<'de>, WalkError>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            not_object!(visit_bool: bool, visit_i64: i64, visit_u64: u64, visit_f64: f64, visit_str: &str);
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Err(WalkError::NotAnObject))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Err(WalkError::NotAnObject))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                ObjectVisitor.visit_map(map)
+            }
+        }
+        deserializer.deserialize_any(ValueVisitor).map(AnyValue)
+    }
+}
+
+/// Decodes and validates one message value.
+pub fn decode_event(payload: &[u8]) -> Result<UsageEvent, RejectReason> {
+    if payload.len() > MAX_EVENT_BYTES {
+        return Err(RejectReason::TooLarge { bytes: payload.len(), limit: MAX_EVENT_BYTES });
+    }
+    let text = std::str::from_utf8(payload)
+        .map_err(|e| RejectReason::InvalidUtf8 { valid_up_to: e.valid_up_to() })?;
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let walked = de::Deserialize::deserialize(&mut deserializer)
+        .and_then(|AnyValue(walked)| deserializer.end().map(|()| walked))
+        .map_err(|e| RejectReason::MalformedJson { detail: e.to_string() })?;
+    let raw = walked.map_err(|e| match e {
+        WalkError::Duplicate(field) => RejectReason::DuplicateField { field: field.to_string() },
+        WalkError::NotAnObject => RejectReason::NotAnObject,
+    })?;
+    build_event(&raw)
+}
+
+fn build_event(raw: &RawFields<'_>) -> Result<UsageEvent, RejectReason> {
+    // Fields are read in the order of SPEC §1, so the first problem reported is the first there.
+    let external_request_id = required(raw, Field::ExternalRequestId, |f, r| text(f, r, 1, 128))?.into_owned();
+    let provider = required(raw, Field::Provider, |f, r| text(f, r, 1, 64))?.to_lowercase();
+    let model = required(raw, Field::Model, |f, r| text(f, r, 1, 128))?.into_owned();
+    let endpoint_tag = required(raw, Field::EndpointTag, |f, r| text(f, r, 1, 128))?.into_owned();
+    let prompt_version = optional_text(raw, Field::PromptVersion, 128)?;
+    let user_id = optional_text(raw, Field::UserId, 128)?;
+    let input_tokens = required(raw, Field::InputTokens, |f, r| integer(f, r, 0, MAX_TOKENS))?;
+    let output_tokens = required(raw, Field::OutputTokens, |f, r| integer(f, r, 0, MAX_TOKENS))?;
+    let cached_input_tokens = optional(raw, Field::CachedInputTokens, |f, r| integer(f, r, 0, MAX_TOKENS))?.unwrap_or(0);
+    let cache_write_tokens = optional(raw, Field::CacheWriteTokens, |f, r| integer(f, r, 0, MAX_TOKENS))?.unwrap_or(0);
+    if cached_input_tokens > input_tokens {
+        return Err(RejectReason::InconsistentTokens { rule: "cachedInputTokens must be <= inputTokens" });
+    }
+    if cache_write_tokens > input_tokens - cached_input_tokens {
+        return Err(RejectReason::InconsistentTokens {
+            rule: "cacheWriteTokens must be <= inputTokens - cachedInputTokens",
+        });
+    }
+    let latency_ms = optional(raw, Field::LatencyMs, |f, r| integer(f, r, 0, MAX_LATENCY_MS))?.map(|v| v as u32);
+    let status = required(raw, Field::Status, |f, r| text(f, r, 1, 32))?.into_owned();
+    let data_mode = match optional(raw, Field::DataModeField, |f, r| text(f, r, 1, 16))? {
+        None => DataMode::Real,
+        Some(mode) => DataMode::parse(&mode).ok_or_else(|| RejectReason::OutOfRange {
+            field: "dataMode",
+            rule: format!("must be one of real, test, demo (got {mode:?})"),
+        })?,
+    };
+    let environment = optional(raw, Field::Environment, |f, r| text(f, r, 1, 32))?
+        .map_or_else(|| "prod".to_string(), Cow::into_owned);
+    Ok(UsageEvent {
+        external_request_id,
+        provider,
+        model,
+        endpoint_tag,
+        prompt_version,
+        user_id,
+        input_tokens,
+        output_tokens,
+        cached_input_tokens,
+        cache_write_tokens,
+        latency_ms,
+        status,
+        data_mode,
+        environment,
+        attempt: optional(raw, Field::Attempt, |f, r| integer(f, r, 1, MAX_ATTEMPT))?.map_or(1, |a| a as u32),
+        timestamp_ms: optional(raw, Field::Timestamp, timestamp)?,
+        cost_usd: optional(raw, Field::CostUsd, cost)?,
+        error_code: optional_text(raw, Field::ErrorCode, 64)?,
+    })
+}
+
+fn required<'a, T>(
+    raw: &RawFields<'a>,
+    field: Field,
+    read: impl FnOnce(&'static str, &'a str) -> Result<T, RejectReason>,
+) -> Result<T, RejectReason> {
+    match raw.get(field) {
+        Some(value) => read(field.name(), value),
+        None => Err(RejectReason::MissingField { field: field.name() }),
+    }
+}
+
+fn optional<'a, T>(
+    raw: &RawFields<'a>,
+    field: Field,
+    read: impl FnOnce(&'static str, &'a str) -> Result<T, RejectReason>,
+) -> Result<Option<T>, RejectReason> {
+    raw.get(field).map(|value| read(field.name(), value)).transpose()
+}
+
+fn optional_text(raw: &RawFields<'_>, field: Field, max_chars: usize) -> Result<String, RejectReason> {
+    Ok(optional(raw, field, |f, r| text(f, r, 0, max_chars))?.map_or_else(String::new, Cow::into_owned))
+}
+
+/// A JSON string of `min..=max` characters without control characters.
+fn text<'a>(field: &'static str, raw: &'a str, min: usize, max: usize) -> Result<Cow<'a, str>, RejectReason> {
+    if !raw.starts_with('"') {
+        return Err(RejectReason::WrongType { field, expected: "a string" });
+    }
+    let value: Cow<'a, str> = match raw[1..raw.len() - 1].contains('\\') {
+        false => Cow::Borrowed(&raw[1..raw.len() - 1]),
+        true => Cow::Owned(
+            serde_json::from_str::<String>(raw)
+                .map_err(|e| RejectReason::OutOfRange { field, rule: format!("is not a valid string: {e}") })?,
+        ),
+    };
+    let chars = if value.is_ascii() { value.len() } else { value.chars().count() };
+    if chars < min || chars > max {
+        return Err(RejectReason::OutOfRange {
+            field,
+            rule: format!("must be {min} to {max} characters long (got {chars})"),
+        });
+    }
+    if let Some(c) = value.chars().find(|c| c.is_control()) {
+        return Err(RejectReason::OutOfRange {
+            field,
+            rule: format!("must not contain control characters (found U+{:04X})", c as u32),
+        });
+    }
+    Ok(value)
+}
+
+/// A JSON integer (no fraction, no exponent) in `min..=max`.
+fn integer(field: &'static str, raw: &str, min: u64, max: u64) -> Result<u64, RejectReason> {
+    let out_of_range = || RejectReason::OutOfRange { field, rule: format!("must be between {min} and {max}") };
+    let digits = raw.strip_prefix('-');
+    let body = digits.unwrap_or(raw);
+    if body.is_empty() || !body.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(RejectReason::WrongType { field, expected: "an integer" });
+    }
+    if digits.is_some() {
+        return if body.bytes().all(|b| b == b'0') && min == 0 { Ok(0) } else { Err(out_of_range()) };
+    }
+    let value: u64 = body.parse().map_err(|_| out_of_range())?;
+    if value < min || value > max {
+        return Err(out_of_range());
+    }
+    Ok(value)
+}
+
+/// RFC 3339 text or epoch milliseconds.
+fn timestamp(field: &'static str, raw: &str) -> Result<i64, RejectReason> {
+    let millis = if raw.starts_with('"') {
+        let value = text(field, raw, 1, 64)?;
+        chrono::DateTime::parse_from_rfc3339(&value)
+            .map_err(|e| RejectReason::OutOfRange { field, rule: format!("is not an RFC 3339 time ({e})") })?
+            .timestamp_millis()
+    } else {
+        match integer(field, raw, 0, MAX_TIMESTAMP_MS as u64) {
+            Ok(ms) => ms as i64,
+            Err(RejectReason::WrongType { .. }) => {
+                return Err(RejectReason::WrongType { field, expected: "an RFC 3339 string or epoch milliseconds" })
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    if !(0..MAX_TIMESTAMP_MS).contains(&millis) {
+        return Err(RejectReason::OutOfRange { field, rule: "must be between 1970-01-01 and 2106-02-07".into() });
+    }
+    Ok(millis)
+}
+
+/// A non-negative JSON number, rounded half-to-even to 12 decimals.
+fn cost(field: &'static str, raw: &str) -> Result<PicoUsd, RejectReason> {
+    if !raw.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+        return Err(RejectReason::WrongType { field, expected: "a number" });
+    }
+    let pico = PicoUsd::parse_scaled(raw, 12, true).map_err(|e| match e {
+        AmountError::NotDecimal => RejectReason::WrongType { field, expected: "a number" },
+        AmountError::Negative => RejectReason::OutOfRange { field, rule: "must be >= 0".into() },
+        AmountError::TooPrecise { .. } | AmountError::TooLarge => {
+            RejectReason::OutOfRange { field, rule: "must be at most 1000000".into() }
+        }
+    })?;
+    if pico > MAX_COST_PICO {
+        return Err(RejectReason::OutOfRange { field, rule: "must be at most 1000000".into() });
+    }
+    Ok(PicoUsd(pico))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,139 @@
+use proptest::prelude::*;
+
+use super::*;
+
+const GOOD: &str = r#"{"externalRequestId":"req-1","provider":"OpenAI","model":"gpt-4o","endpointTag":"checkout.ai_summary","inputTokens":1200,"outputTokens":300,"status":"success"}"#;
+
+fn with(extra: &str) -> String {
+    format!("{}{extra}}}", &GOOD[..GOOD.len() - 1])
+}
+
+fn reason(payload: &str) -> String {
+    decode_event(payload.as_bytes()).expect_err("must be rejected").to_string()
+}
+
+#[test]
+fn minimal_event_gets_defaults() {
+    let event = decode_event(GOOD.as_bytes()).unwrap();
+    assert_eq!(event.provider, "openai");
+    assert_eq!((event.prompt_version.as_str(), event.user_id.as_str()), ("", ""));
+    assert_eq!((event.environment.as_str(), event.data_mode, event.attempt), ("prod", DataMode::Real, 1));
+    assert_eq!((event.timestamp_ms, event.cost_usd, event.latency_ms), (None, None, None));
+}
+
+#[test]
+fn full_event_and_unknown_fields() {
+    let event = decode_event(
+        with(r#","promptVersion":"summary_v3","userId":"t-9","cachedInputTokens":200,"cacheWriteTokens":100,"latencyMs":812,"dataMode":"test","environment":"staging","attempt":2,"timestamp":"2025-05-01T10:00:00.250+02:00","costUsd":0.0123,"errorCode":"","extra":{"deep":[1,2,{"x":null}]}"#)
+            .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(event.timestamp_ms, Some(1_746_086_400_250));
+    assert_eq!(event.cost_usd, Some(PicoUsd(12_300_000_000)));
+    assert_eq!((event.cached_input_tokens, event.cache_write_tokens, event.latency_ms), (200, 100, Some(812)));
+    assert_eq!((event.data_mode, event.attempt, event.environment.as_str()), (DataMode::Test, 2, "staging"));
+}
+
+#[test]
+fn epoch_millis_and_null_optionals() {
+    let event = decode_event(with(r#","timestamp":1746086400250,"promptVersion":null"#).as_bytes()).unwrap();
+    assert_eq!(event.timestamp_ms, Some(1_746_086_400_250));
+    assert_eq!(event.prompt_version, "");
+}
+
+#[test]
+fn unicode_and_escapes_count_characters() {
+    let tag = "é".repeat(128);
+    let event = decode_event(with(&format!(r#","promptVersion":"{tag}","userId":"a\"b\u00e9""#)).as_bytes()).unwrap();
+    assert_eq!(event.prompt_version, tag);
+    assert_eq!(event.user_id, "a\"bé");
+    assert_eq!(
+        reason(&with(&format!(r#","promptVersion":"{}""#, "é".repeat(129)))),
+        "field `promptVersion` must be 0 to 128 characters long (got 129)"
+    );
+}
+
+#[test]
+fn precise_reasons() {
+    let cases: &[(&str, &str)] = &[
+        (r#"{"provider":"openai"}"#, "required field `externalRequestId` is missing"),
+        (&GOOD.replace("1200", "-5"), "field `inputTokens` must be between 0 and 1000000000000"),
+        (&GOOD.replace("1200", "12.5"), "field `inputTokens` must be an integer"),
+        (&GOOD.replace("1200", "\"1200\""), "field `inputTokens` must be an integer"),
+        (&GOOD.replace("1200", "99999999999999999999999"), "field `inputTokens` must be between 0 and 1000000000000"),
+        (&GOOD.replace("\"req-1\"", "\"\""), "field `externalRequestId` must be 1 to 128 characters long (got 0)"),
+        (&GOOD.replace("\"req-1\"", "7"), "field `externalRequestId` must be a string"),
+        (&with(r#","cachedInputTokens":1201"#), "token counts are inconsistent: cachedInputTokens must be <= inputTokens"),
+        (
+            &with(r#","cachedInputTokens":1000,"cacheWriteTokens":201"#),
+            "token counts are inconsistent: cacheWriteTokens must be <= inputTokens - cachedInputTokens",
+        ),
+        (&with(r#","dataMode":"prod""#), "field `dataMode` must be one of real, test, demo (got \"prod\")"),
+        (&with(r#","attempt":0"#), "field `attempt` must be between 1 and 10000"),
+        (&with(r#","costUsd":-1"#), "field `costUsd` must be >= 0"),
+        (&with(r#","costUsd":"1.0""#), "field `costUsd` must be a number"),
+        (&with(r#","timestamp":"yesterday""#), "field `timestamp` is not an RFC 3339 time (premature end of input)"),
+        (&with(r#","timestamp":true"#), "field `timestamp` must be an RFC 3339 string or epoch milliseconds"),
+        (&with(r#","endpointTag":"x""#), "field `endpointTag` appears more than once"),
+        (&GOOD.replace("req-1", "req\\u0000"), "field `externalRequestId` must not contain control characters (found U+0000)"),
+        ("[1,2]", "payload is JSON but not an object"),
+        ("42", "payload is JSON but not an object"),
+        ("", "payload is not valid JSON: EOF while parsing a value at line 1 column 0"),
+        (&GOOD[..40], "payload is not valid JSON: EOF while parsing a value at line 1 column 40"),
+        (&format!("{GOOD} {{}}"), "payload is not valid JSON: trailing characters at line 1 column 167"),
+        (&with(r#","x":NaN"#), "payload is not valid JSON: expected value at line 1 column 165"),
+    ];
+    for (payload, expected) in cases {
+        assert_eq!(&reason(payload), expected, "payload: {payload}");
+    }
+}
+
+#[test]
+fn codes_and_fields_are_stable() {
+    let err = decode_event(GOOD.replace("1200", "-5").as_bytes()).unwrap_err();
+    assert_eq!((err.code(), err.field()), ("out_of_range", "inputTokens"));
+    let err = decode_event(&[0xff, 0xfe]).unwrap_err();
+    assert_eq!(err.code(), "invalid_utf8");
+    assert_eq!(err.to_string(), "payload is not valid UTF-8 (valid up to byte 0)");
+}
+
+#[test]
+fn oversized_and_deeply_nested_payloads() {
+    let big = with(&format!(r#","pad":"{}""#, "x".repeat(MAX_EVENT_BYTES)));
+    assert_eq!(decode_event(big.as_bytes()).unwrap_err().code(), "too_large");
+    // Unknown fields are skipped without recursion, however deep; a known field must have its type.
+    let deep = with(&format!(r#","deep":{}{}"#, "[".repeat(100_000), "]".repeat(100_000)));
+    assert!(decode_event(deep.as_bytes()).is_ok());
+    let deep = GOOD.replace("\"gpt-4o\"", &format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)));
+    assert_eq!(reason(&deep), "field `model` must be a string");
+}
+
+#[test]
+fn sql_looking_tags_are_plain_data() {
+    let event = decode_event(GOOD.replace("checkout.ai_summary", "x'); DROP TABLE usage_events; --").as_bytes()).unwrap();
+    assert_eq!(event.endpoint_tag, "x'); DROP TABLE usage_events; --");
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = decode_event(&bytes);
+    }
+
+    #[test]
+    fn arbitrary_json_values_never_panic(text in "\\{(\"[a-zA-Z]{1,18}\":(-?[0-9]{1,25}(\\.[0-9]{1,5})?|\"[^\"\\\\]{0,20}\"|null|true|\\[\\]),){0,20}\"z\":0\\}") {
+        let _ = decode_event(text.as_bytes());
+    }
+
+    #[test]
+    fn valid_token_counts_round_trip(input in 0u64..=MAX_TOKENS, output in 0u64..=MAX_TOKENS, split in 0u64..=100) {
+        let cached = input / 100 * split;
+        let payload = GOOD
+            .replace("1200", "INPUT")
+            .replace("300", &output.to_string())
+            .replace("INPUT", &input.to_string());
+        let payload = format!("{}{}}}", &payload[..payload.len() - 1], format_args!(",\"cachedInputTokens\":{cached}"));
+        let event = decode_event(payload.as_bytes()).unwrap();
+        prop_assert_eq!((event.input_tokens, event.output_tokens, event.cached_input_tokens), (input, output, cached));
+    }
+}

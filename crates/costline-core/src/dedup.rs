@@ -1,0 +1,239 @@
+//! Which attempts were seen before: the identity `(externalRequestId, attempt)` of SPEC §2.
+//!
+//! One entry per live request, not per attempt: a 96-bit hash of the request id, the Kafka
+//! record time (seconds) of the newest counted attempt, and a bit per attempt number 1..=32
+//! (rarer higher attempt numbers live in a small side map). That is 20 bytes per entry in a
+//! SwissTable, about 32 bytes per remembered request on average, less per identity.
+//!
+//! The rule: a request is *live* at record time `T` if one of its attempts was counted at or
+//! after `T − horizon`. A copy of an attempt is a duplicate iff its request is live and the
+//! attempt's bit is set. A copy arriving within the horizon of the first copy is therefore
+//! always caught (the request stays live from the first copy on), while memory is bounded:
+//! entries whose request is no longer live for any record time within `grace` of the newest
+//! one seen are swept. Decisions never depend on when a sweep ran, so replaying a partition
+//! after a crash decides every event exactly as the first run did.
+
+use std::collections::HashMap;
+
+use hashbrown::HashTable;
+use xxhash_rust::xxh3::xxh3_128;
+
+/// How far record times may run backwards within a partition and still see every entry.
+pub const DEFAULT_GRACE_SECS: u32 = 600;
+/// Sweep at most once per this much record time.
+const SWEEP_EVERY_SECS: u32 = 60;
+
+/// The identity of one attempt, hashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Identity {
+    request: [u32; 3],
+    attempt: u32,
+}
+
+impl Identity {
+    pub fn new(external_request_id: &str, attempt: u32) -> Identity {
+        let h = xxh3_128(external_request_id.as_bytes());
+        Identity { request: [(h >> 96) as u32, (h >> 64) as u32, h as u32], attempt }
+    }
+
+    fn table_hash(&self) -> u64 {
+        (u64::from(self.request[0]) << 32) | u64::from(self.request[1])
+    }
+}
+
+/// What the index says of one copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DedupVerdict {
+    /// Seen before within the horizon: count it as a duplicate only.
+    Duplicate,
+    /// First copy: count it. `first_of_request` when no other attempt of its request is live.
+    Counted { first_of_request: bool },
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    request: [u32; 3],
+    last_counted_secs: u32,
+    attempts: u32,
+}
+
+/// The remembered identities of one partition.
+pub struct DedupIndex {
+    live: HashTable<Entry>,
+    high_attempts: HashMap<Identity, u32>,
+    horizon_secs: u32,
+    grace_secs: u32,
+    newest_secs: u32,
+    swept_at_secs: u32,
+}
+
+impl DedupIndex {
+    pub fn new(horizon_secs: u32, grace_secs: u32) -> DedupIndex {
+        DedupIndex {
+            live: HashTable::new(),
+            high_attempts: HashMap::new(),
+            horizon_secs,
+            grace_secs,
+            newest_secs: 0,
+            swept_at_secs: 0,
+        }
+    }
+
+    /// Decides one copy with Kafka record time `record_secs` and remembers it if counted.
+    pub fn observe(&mut self, id: Identity, record_secs: u32) -> DedupVerdict {
+        let live_since = record_secs.saturating_sub(self.horizon_secs);
+        let hash = id.table_hash();
+        let entry = self.live.find_mut(hash, |e| e.request == id.request).filter(|e| e.last_counted_secs >= live_since);
+        let verdict = match entry {
+            Some(entry) => {
+                let seen = if id.attempt <= 32 {
+                    let bit = 1u32 << (id.attempt - 1);
+                    let seen = entry.attempts & bit != 0;
+                    entry.attempts |= bit;
+                    seen
+                } else {
+                    match self.high_attempts.insert(id, record_secs) {
+                        Some(previous) if previous >= live_since => {
+                            self.high_attempts.insert(id, previous);
+                            true
+                        }
+                        _ => false,
+                    }
+                };
+                if seen {
+                    return DedupVerdict::Duplicate;
+                }
+                entry.last_counted_secs = entry.last_counted_secs.max(record_secs);
+                DedupVerdict::Counted { first_of_request: false }
+            }
+            None => {
+                let fresh = Entry {
+                    request: id.request,
+                    last_counted_secs: record_secs,
+                    attempts: if id.attempt <= 32 { 1 << (id.attempt - 1) } else { 0 },
+                };
+                if id.attempt > 32 {
+                    self.high_attempts.insert(id, record_secs);
+                }
+                match self.live.find_mut(hash, |e| e.request == id.request) {
+                    Some(expired) => *expired = fresh,
+                    None => {
+                        self.live.insert_unique(hash, fresh, |e| (u64::from(e.request[0]) << 32) | u64::from(e.request[1]));
+                    }
+                }
+                DedupVerdict::Counted { first_of_request: true }
+            }
+        };
+        self.advance(record_secs);
+        verdict
+    }
+
+    fn advance(&mut self, record_secs: u32) {
+        if record_secs <= self.newest_secs {
+            return;
+        }
+        self.newest_secs = record_secs;
+        if record_secs - self.swept_at_secs < SWEEP_EVERY_SECS {
+            return;
+        }
+        self.swept_at_secs = record_secs;
+        // Dead for every record time at or after newest − grace.
+        let keep_from = record_secs.saturating_sub(self.horizon_secs + self.grace_secs);
+        self.live.retain(|e| e.last_counted_secs >= keep_from);
+        self.high_attempts.retain(|_, secs| *secs >= keep_from);
+    }
+
+    /// Record time from which counted attempts must be replayed to rebuild this index after a
+    /// restart, given the newest record time already counted.
+    pub fn rebuild_from_secs(&self, newest_counted_secs: u32) -> u32 {
+        newest_counted_secs.saturating_sub(self.horizon_secs + self.grace_secs)
+    }
+
+    /// Remembered requests.
+    pub fn len(&self) -> usize {
+        self.live.len() + self.high_attempts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Heap bytes held (table slots, control bytes and the side map).
+    pub fn memory_bytes(&self) -> usize {
+        let slot = std::mem::size_of::<Entry>() + 1;
+        let side = std::mem::size_of::<(Identity, u32)>() + 1;
+        self.live.capacity() * slot + self.high_attempts.capacity() * side
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const H: u32 = 3600;
+
+    fn counted(first: bool) -> DedupVerdict {
+        DedupVerdict::Counted { first_of_request: first }
+    }
+
+    #[test]
+    fn first_copy_counts_later_copies_are_duplicates() {
+        let mut index = DedupIndex::new(H, DEFAULT_GRACE_SECS);
+        assert_eq!(index.observe(Identity::new("r1", 1), 1000), counted(true));
+        assert_eq!(index.observe(Identity::new("r1", 1), 1000 + H), DedupVerdict::Duplicate);
+        assert_eq!(index.observe(Identity::new("r1", 2), 1010), counted(false));
+        assert_eq!(index.observe(Identity::new("r1", 2), 1011), DedupVerdict::Duplicate);
+        assert_eq!(index.observe(Identity::new("r2", 1), 1012), counted(true));
+        assert_eq!(index.observe(Identity::new("r1", 40), 1013), counted(false));
+        assert_eq!(index.observe(Identity::new("r1", 40), 1014), DedupVerdict::Duplicate);
+    }
+
+    #[test]
+    fn copies_beyond_the_horizon_count_again() {
+        let mut index = DedupIndex::new(H, DEFAULT_GRACE_SECS);
+        assert_eq!(index.observe(Identity::new("r1", 1), 1000), counted(true));
+        assert_eq!(index.observe(Identity::new("r1", 1), 1001 + H), counted(true));
+    }
+
+    #[test]
+    fn sweeps_bound_memory() {
+        let mut index = DedupIndex::new(60, 0);
+        for i in 0..10_000u32 {
+            index.observe(Identity::new(&i.to_string(), 1), i);
+        }
+        assert!(index.len() <= 200, "{} entries kept", index.len());
+        assert!(index.memory_bytes() < 10_000 * 8);
+    }
+
+    #[test]
+    fn entry_is_twenty_bytes() {
+        assert_eq!(std::mem::size_of::<Entry>(), 20);
+    }
+
+    proptest! {
+        /// Against a model that keeps every first copy forever: every copy within the horizon
+        /// of its identity's first copy is a duplicate, and sweeping never changes a verdict.
+        #[test]
+        fn matches_a_naive_model(ops in proptest::collection::vec((0u8..20, 1u32..4, 0u32..200), 1..400)) {
+            let horizon = 100;
+            let mut index = DedupIndex::new(horizon, 50);
+            let mut unswept = DedupIndex::new(horizon, u32::MAX / 4);
+            let mut first_copy: HashMap<(u8, u32), u32> = HashMap::new();
+            let mut clock = 0u32;
+            for (request, attempt, step) in ops {
+                clock += step % 7;
+                let id = Identity::new(&format!("req-{request}"), attempt);
+                let verdict = index.observe(id, clock);
+                prop_assert_eq!(verdict, unswept.observe(id, clock));
+                match first_copy.get(&(request, attempt)) {
+                    Some(&first) if clock - first <= horizon => prop_assert_eq!(verdict, DedupVerdict::Duplicate),
+                    _ => {}
+                }
+                if matches!(verdict, DedupVerdict::Counted { .. }) {
+                    first_copy.insert((request, attempt), clock);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! costline's pure core: everything that decides what an LLM call costs and how it is counted,
+//! with no Kafka, ClickHouse, HTTP or async runtime in sight.
+//!
+//! Data flows one way through it:
+//!
+//! ```text
+//! bytes ──decode──▶ UsageEvent ──DedupIndex──▶ counted attempt ──PriceTable──▶ CountedAttempt
+//!                      │                          │ (duplicate)                      │
+//!                      ▼                          ▼                                  ▼
+//!                 Rejection              MinuteRollup.duplicates            MinuteRollup + usage row
+//! ```
+//!
+//! [`PartitionBatch`] strings these steps together for one Kafka partition between two flushes;
+//! adapters only move its contents in and out. Positions are opaque `u64` offsets here: the core
+//! never learns what a partition or a broker is.
+
+pub mod batch;
+pub mod dedup;
+pub mod event;
+pub mod latency;
+pub mod money;
+pub mod price;
+pub mod reject;
+pub mod rollup;
+
+mod decode;
+
+pub use batch::{CountedAttempt, Outcome, PartitionBatch, PartitionCounter, RecordMeta, RejectedRecord};
+pub use decode::{decode_event, MAX_EVENT_BYTES};
+pub use dedup::{DedupIndex, DedupVerdict, Identity};
+pub use event::{DataMode, UsageEvent};
+pub use latency::LatencyHistogram;
+pub use money::PicoUsd;
+pub use price::{Price, PriceTable, PriceTableError, Pricing};
+pub use reject::RejectReason;
+pub use rollup::{MinuteRollup, RollupKey, RollupMeasures};

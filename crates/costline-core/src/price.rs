@@ -1,0 +1,306 @@
+//! The versioned price table: USD per million tokens per provider and model, each row in force
+//! from a date. A counted attempt keeps the cost and the version string of the row that priced
+//! it, so a later price change never rewrites history.
+//!
+//! Layout: `provider → model → rows sorted by effective_from`. A model id with a date suffix
+//! (`claude-sonnet-4-5-20250929`, `gpt-4o-2024-08-06`) that has no row of its own is priced by
+//! the row of the id without the suffix.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::event::UsageEvent;
+use crate::money::{AmountError, PicoUsd};
+
+/// Per-token prices of one row, in pico-USD per token (= micro-USD per million tokens).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Price {
+    pub effective_from_ms: i64,
+    pub input: i128,
+    pub cached_input: i128,
+    pub cache_write: i128,
+    pub output: i128,
+    /// `<table version>:<provider>/<model>@<effective_from>`, stored with every attempt it priced.
+    pub version: Arc<str>,
+}
+
+impl Price {
+    /// `(input − cached − cache_write) × in + cached × cache_read + cache_write × write + output × out`.
+    pub fn cost(&self, event: &UsageEvent) -> PicoUsd {
+        let uncached = event.input_tokens - event.cached_input_tokens - event.cache_write_tokens;
+        PicoUsd(
+            i128::from(uncached) * self.input
+                + i128::from(event.cached_input_tokens) * self.cached_input
+                + i128::from(event.cache_write_tokens) * self.cache_write
+                + i128::from(event.output_tokens) * self.output,
+        )
+    }
+}
+
+/// How an attempt's cost was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pricing {
+    /// The producer sent `costUsd`.
+    Reported,
+    /// A price-table row; the version string names it.
+    Table(Arc<str>),
+    /// No row for this provider and model at the event's time: cost 0, counted as unpriced.
+    Unpriced,
+}
+
+impl Pricing {
+    /// What `usage_events.price_version` holds.
+    pub fn version(&self) -> &str {
+        match self {
+            Pricing::Reported => "reported",
+            Pricing::Table(version) => version,
+            Pricing::Unpriced => "",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PriceTableError {
+    #[error("{source_name}: {message}")]
+    Parse { source_name: String, message: String },
+    #[error("{source_name}: price[{index}] ({provider}/{model}) `{key}` {problem}")]
+    Row { source_name: String, index: usize, provider: String, model: String, key: &'static str, problem: String },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PriceFile {
+    version: String,
+    #[serde(default)]
+    price: Vec<PriceRow>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PriceRow {
+    provider: String,
+    model: String,
+    effective_from: String,
+    input: String,
+    cached_input: Option<String>,
+    cache_write: Option<String>,
+    output: String,
+}
+
+/// All price rows, ready for lookup.
+#[derive(Debug, Clone, Default)]
+pub struct PriceTable {
+    rows: HashMap<String, HashMap<String, Vec<Price>>>,
+}
+
+impl PriceTable {
+    /// Parses a price file (TOML, see `schemas/prices.toml`). `source_name` appears in errors.
+    pub fn from_toml(text: &str, source_name: &str) -> Result<PriceTable, PriceTableError> {
+        let mut table = PriceTable::default();
+        table.merge_toml(text, source_name)?;
+        Ok(table)
+    }
+
+    /// Adds the rows of another price file: a row with the same provider, model and
+    /// effective date replaces the existing one, others are added.
+    pub fn merge_toml(&mut self, text: &str, source_name: &str) -> Result<(), PriceTableError> {
+        let file: PriceFile = toml::from_str(text)
+            .map_err(|e| PriceTableError::Parse { source_name: source_name.to_string(), message: e.to_string() })?;
+        for (index, row) in file.price.into_iter().enumerate() {
+            let provider = row.provider.to_lowercase();
+            let row_error = |key: &'static str, problem: String| PriceTableError::Row {
+                source_name: source_name.to_string(),
+                index,
+                provider: provider.clone(),
+                model: row.model.clone(),
+                key,
+                problem,
+            };
+            let effective_from_ms = chrono::NaiveDate::parse_from_str(&row.effective_from, "%Y-%m-%d")
+                .map_err(|e| row_error("effective_from", format!("is not a YYYY-MM-DD date ({e})")))?
+                .and_hms_opt(0, 0, 0)
+                .map(|t| t.and_utc().timestamp_millis())
+                .ok_or_else(|| row_error("effective_from", "is out of range".into()))?;
+            let per_token = |key: &'static str, text: &str| {
+                PicoUsd::parse_scaled(text, 6, false).map_err(|e: AmountError| row_error(key, e.to_string()))
+            };
+            let input = per_token("input", &row.input)?;
+            let price = Price {
+                effective_from_ms,
+                input,
+                cached_input: row.cached_input.as_deref().map(|t| per_token("cached_input", t)).transpose()?.unwrap_or(input),
+                cache_write: row.cache_write.as_deref().map(|t| per_token("cache_write", t)).transpose()?.unwrap_or(input),
+                output: per_token("output", &row.output)?,
+                version: format!("{}:{}/{}@{}", file.version, provider, row.model, row.effective_from).into(),
+            };
+            let rows = self.rows.entry(provider.clone()).or_default().entry(row.model.clone()).or_default();
+            rows.retain(|existing| existing.effective_from_ms != effective_from_ms);
+            rows.push(price);
+            rows.sort_by_key(|p| p.effective_from_ms);
+        }
+        Ok(())
+    }
+
+    /// The row in force for `provider`/`model` at `at_ms`, if any.
+    pub fn price_at(&self, provider: &str, model: &str, at_ms: i64) -> Option<&Price> {
+        let models = self.rows.get(provider)?;
+        let rows = models.get(model).or_else(|| models.get(strip_date_suffix(model)?))?;
+        rows.iter().rev().find(|p| p.effective_from_ms <= at_ms)
+    }
+
+    /// The cost of one attempt and how it was found.
+    pub fn price(&self, event: &UsageEvent, event_time_ms: i64) -> (PicoUsd, Pricing) {
+        if let Some(reported) = event.cost_usd {
+            return (reported, Pricing::Reported);
+        }
+        match self.price_at(&event.provider, &event.model, event_time_ms) {
+            Some(price) => (price.cost(event), Pricing::Table(price.version.clone())),
+            None => (PicoUsd::ZERO, Pricing::Unpriced),
+        }
+    }
+
+    /// Number of (provider, model) pairs with at least one row.
+    pub fn model_count(&self) -> usize {
+        self.rows.values().map(HashMap::len).sum()
+    }
+}
+
+/// `name-20250929` or `name-2024-08-06` → `name`.
+fn strip_date_suffix(model: &str) -> Option<&str> {
+    let is_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    let bytes = model.as_bytes();
+    if model.len() > 9 && bytes[model.len() - 9] == b'-' && is_digits(&model[model.len() - 8..]) {
+        return Some(&model[..model.len() - 9]);
+    }
+    if model.len() > 11 {
+        let (head, date) = model.split_at(model.len() - 11);
+        let d = date.as_bytes();
+        if d[0] == b'-' && d[5] == b'-' && d[8] == b'-' && is_digits(&date[1..5]) && is_digits(&date[6..8]) && is_digits(&date[9..]) {
+            return Some(head);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::DataMode;
+
+    const TABLE: &str = r#"
+        version = "t1"
+        [[price]]
+        provider = "OpenAI"
+        model = "gpt-4o"
+        effective_from = "2024-01-01"
+        input = "5.00"
+        output = "15.00"
+        [[price]]
+        provider = "openai"
+        model = "gpt-4o"
+        effective_from = "2024-10-01"
+        input = "2.50"
+        cached_input = "1.25"
+        output = "10.00"
+        [[price]]
+        provider = "anthropic"
+        model = "claude-sonnet-4-5"
+        effective_from = "2025-09-29"
+        input = "3"
+        cached_input = "0.30"
+        cache_write = "3.75"
+        output = "15"
+    "#;
+
+    fn event(provider: &str, model: &str) -> UsageEvent {
+        UsageEvent {
+            external_request_id: "r".into(),
+            provider: provider.into(),
+            model: model.into(),
+            endpoint_tag: "e".into(),
+            prompt_version: String::new(),
+            user_id: String::new(),
+            input_tokens: 1000,
+            output_tokens: 200,
+            cached_input_tokens: 300,
+            cache_write_tokens: 100,
+            latency_ms: None,
+            status: "success".into(),
+            data_mode: DataMode::Real,
+            environment: "prod".into(),
+            attempt: 1,
+            timestamp_ms: None,
+            cost_usd: None,
+            error_code: String::new(),
+        }
+    }
+
+    const OCT_2025: i64 = 1_760_000_000_000;
+
+    #[test]
+    fn uses_the_row_in_force_at_event_time() {
+        let table = PriceTable::from_toml(TABLE, "test").unwrap();
+        let e = event("openai", "gpt-4o");
+        // 2024-06: old price, no cache price → cached tokens at input price.
+        let (cost, pricing) = table.price(&e, 1_717_200_000_000);
+        assert_eq!(cost, PicoUsd(1000 * 5_000_000 + 200 * 15_000_000));
+        assert_eq!(pricing, Pricing::Table("t1:openai/gpt-4o@2024-01-01".into()));
+        let (cost, _) = table.price(&e, OCT_2025);
+        assert_eq!(cost, PicoUsd(600 * 2_500_000 + 300 * 1_250_000 + 100 * 2_500_000 + 200 * 10_000_000));
+    }
+
+    #[test]
+    fn cache_write_price_and_dated_model_ids() {
+        let table = PriceTable::from_toml(TABLE, "test").unwrap();
+        let e = event("anthropic", "claude-sonnet-4-5-20250929");
+        let (cost, _) = table.price(&e, OCT_2025);
+        assert_eq!(cost, PicoUsd(600 * 3_000_000 + 300 * 300_000 + 100 * 3_750_000 + 200 * 15_000_000));
+    }
+
+    #[test]
+    fn unpriced_and_reported() {
+        let table = PriceTable::from_toml(TABLE, "test").unwrap();
+        assert_eq!(table.price(&event("openai", "gpt-4o"), 0), (PicoUsd::ZERO, Pricing::Unpriced));
+        assert_eq!(table.price(&event("mistral", "x"), OCT_2025).1, Pricing::Unpriced);
+        let mut e = event("mistral", "x");
+        e.cost_usd = Some(PicoUsd(42));
+        assert_eq!(table.price(&e, OCT_2025), (PicoUsd(42), Pricing::Reported));
+    }
+
+    #[test]
+    fn overrides_replace_same_date_and_add_new() {
+        let mut table = PriceTable::from_toml(TABLE, "test").unwrap();
+        table
+            .merge_toml(
+                "version = \"mine\"\n[[price]]\nprovider=\"openai\"\nmodel=\"gpt-4o\"\neffective_from=\"2024-10-01\"\ninput=\"1\"\noutput=\"2\"\n",
+                "override",
+            )
+            .unwrap();
+        let price = table.price_at("openai", "gpt-4o", OCT_2025).unwrap();
+        assert_eq!((price.input, price.output), (1_000_000, 2_000_000));
+        assert_eq!(&*price.version, "mine:openai/gpt-4o@2024-10-01");
+        assert_eq!(table.model_count(), 2);
+    }
+
+    #[test]
+    fn bad_rows_name_the_key() {
+        let err = PriceTable::from_toml(
+            "version=\"v\"\n[[price]]\nprovider=\"a\"\nmodel=\"m\"\neffective_from=\"2024-01-01\"\ninput=\"0.0000001\"\noutput=\"1\"\n",
+            "prices.toml",
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "prices.toml: price[0] (a/m) `input` has more than 6 digits after the decimal point");
+        let err = PriceTable::from_toml("version=\"v\"\nbogus=1\n", "p.toml").unwrap_err();
+        assert!(err.to_string().contains("unknown field `bogus`"), "{err}");
+    }
+
+    #[test]
+    fn strips_date_suffixes_only() {
+        assert_eq!(strip_date_suffix("gpt-4o-2024-08-06"), Some("gpt-4o"));
+        assert_eq!(strip_date_suffix("claude-3-5-haiku-20241022"), Some("claude-3-5-haiku"));
+        assert_eq!(strip_date_suffix("gpt-4o"), None);
+        assert_eq!(strip_date_suffix("mistral-large-2411"), None);
+    }
+}
