@@ -80,8 +80,8 @@ fn precise_reasons() {
         ("42", "payload is JSON but not an object"),
         ("", "payload is not valid JSON: EOF while parsing a value at line 1 column 0"),
         (&GOOD[..40], "payload is not valid JSON: EOF while parsing a value at line 1 column 40"),
-        (&format!("{GOOD} {{}}"), "payload is not valid JSON: trailing characters at line 1 column 167"),
-        (&with(r#","x":NaN"#), "payload is not valid JSON: expected value at line 1 column 165"),
+        (&format!("{GOOD} {{}}"), "payload is not valid JSON: trailing characters at line 1 column 161"),
+        (&with(r#","x":NaN"#), "payload is not valid JSON: expected value at line 1 column 164"),
     ];
     for (payload, expected) in cases {
         assert_eq!(&reason(payload), expected, "payload: {payload}");
