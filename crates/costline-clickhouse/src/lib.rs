@@ -1,1 +1,15 @@
-//! placeholder
+//! costline's ClickHouse adapter: the schema migrations, the flush ledger that every worker
+//! writes, and the read-backs a worker needs when it takes a partition over (where to resume,
+//! which identities it must remember).
+//!
+//! Layout: [`migrate`] applies `schemas/clickhouse/*.sql`; [`ledger`] turns a core
+//! `PartitionBatch` into one `flush_ledger` row; [`sink`] inserts rows and reads progress.
+//! Works on ClickHouse 18.16 (the test server) and on current releases: rows are sent as
+//! `RowBinary` without schema validation, which 18.16 does not understand.
+
+pub mod ledger;
+pub mod migrate;
+pub mod sink;
+
+pub use ledger::LedgerRow;
+pub use sink::{ClickHouseTarget, LedgerSink, PartitionProgress, RememberedAttempt, SinkError};

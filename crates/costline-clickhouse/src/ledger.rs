@@ -1,0 +1,159 @@
+//! One `flush_ledger` row per flushed partition batch. The struct's fields are the table's
+//! columns in order (RowBinary is positional); the parallel arrays are filled in one pass over
+//! the batch.
+
+use clickhouse::Row;
+use serde::Serialize;
+
+use costline_core::{PartitionBatch, RejectedRecord};
+
+/// A row of `flush_ledger` (see `schemas/clickhouse/001_ledger.sql`).
+#[derive(Debug, Default, Row, Serialize)]
+pub struct LedgerRow {
+    pub kafka_topic: String,
+    pub kafka_partition: u32,
+    pub first_offset: u64,
+    pub next_offset: u64,
+    pub newest_record_time: u32,
+    pub duplicate_count: u64,
+    pub worker: String,
+    pub flushed_at: u32,
+
+    pub ev_offset: Vec<u64>,
+    pub ev_record_time: Vec<u32>,
+    pub ev_event_time: Vec<u32>,
+    pub ev_external_request_id: Vec<String>,
+    pub ev_attempt: Vec<u32>,
+    pub ev_first_of_request: Vec<u8>,
+    pub ev_tenant: Vec<String>,
+    pub ev_endpoint_tag: Vec<String>,
+    pub ev_prompt_version: Vec<String>,
+    pub ev_provider: Vec<String>,
+    pub ev_model: Vec<String>,
+    pub ev_environment: Vec<String>,
+    pub ev_data_mode: Vec<&'static str>,
+    pub ev_status: Vec<String>,
+    pub ev_error_code: Vec<String>,
+    pub ev_input_tokens: Vec<u64>,
+    pub ev_cached_input_tokens: Vec<u64>,
+    pub ev_cache_write_tokens: Vec<u64>,
+    pub ev_output_tokens: Vec<u64>,
+    pub ev_latency_ms: Vec<Option<u32>>,
+    pub ev_cost_usd: Vec<i128>,
+    pub ev_price_version: Vec<String>,
+
+    pub ru_window_start: Vec<u32>,
+    pub ru_tenant: Vec<String>,
+    pub ru_endpoint_tag: Vec<String>,
+    pub ru_prompt_version: Vec<String>,
+    pub ru_provider: Vec<String>,
+    pub ru_model: Vec<String>,
+    pub ru_environment: Vec<String>,
+    pub ru_data_mode: Vec<&'static str>,
+    pub ru_requests: Vec<u64>,
+    pub ru_attempts: Vec<u64>,
+    pub ru_duplicates: Vec<u64>,
+    pub ru_successes: Vec<u64>,
+    pub ru_errors: Vec<u64>,
+    pub ru_input_tokens: Vec<u64>,
+    pub ru_cached_input_tokens: Vec<u64>,
+    pub ru_cache_write_tokens: Vec<u64>,
+    pub ru_output_tokens: Vec<u64>,
+    pub ru_cost_usd: Vec<i128>,
+    pub ru_unpriced_attempts: Vec<u64>,
+    pub ru_latency_ms_sum: Vec<u64>,
+    pub ru_latency_ms_max: Vec<u32>,
+    pub ru_latency_buckets: Vec<Vec<u16>>,
+    pub ru_latency_counts: Vec<Vec<u64>>,
+
+    pub rj_offset: Vec<u64>,
+    pub rj_record_time: Vec<u32>,
+    pub rj_reason_code: Vec<&'static str>,
+    pub rj_field: Vec<String>,
+    pub rj_reason: Vec<String>,
+    pub rj_payload_head: Vec<String>,
+    pub rj_payload_bytes: Vec<u32>,
+}
+
+fn secs(ms: i64) -> u32 {
+    (ms.max(0) / 1000).min(i64::from(u32::MAX)) as u32
+}
+
+impl LedgerRow {
+    /// The row for one non-empty batch. Consumes the batch: its strings move, not copy.
+    pub fn from_batch(batch: PartitionBatch, topic: &str, partition: u32, worker: &str, flushed_at: u32) -> LedgerRow {
+        let mut row = LedgerRow {
+            kafka_topic: topic.to_string(),
+            kafka_partition: partition,
+            first_offset: batch.first_offset.unwrap_or(batch.next_offset),
+            next_offset: batch.next_offset,
+            newest_record_time: secs(batch.newest_record_ms),
+            duplicate_count: batch.duplicates,
+            worker: worker.to_string(),
+            flushed_at,
+            ..LedgerRow::default()
+        };
+        for (key, m) in batch.rollup.iter() {
+            row.ru_window_start.push(key.window_start_secs);
+            row.ru_tenant.push(key.tenant.clone());
+            row.ru_endpoint_tag.push(key.endpoint_tag.clone());
+            row.ru_prompt_version.push(key.prompt_version.clone());
+            row.ru_provider.push(key.provider.clone());
+            row.ru_model.push(key.model.clone());
+            row.ru_environment.push(key.environment.clone());
+            row.ru_data_mode.push(key.data_mode.as_str());
+            row.ru_requests.push(m.requests);
+            row.ru_attempts.push(m.attempts);
+            row.ru_duplicates.push(m.duplicates);
+            row.ru_successes.push(m.successes);
+            row.ru_errors.push(m.errors);
+            row.ru_input_tokens.push(m.input_tokens);
+            row.ru_cached_input_tokens.push(m.cached_input_tokens);
+            row.ru_cache_write_tokens.push(m.cache_write_tokens);
+            row.ru_output_tokens.push(m.output_tokens);
+            row.ru_cost_usd.push(m.cost.0);
+            row.ru_unpriced_attempts.push(m.unpriced_attempts);
+            row.ru_latency_ms_sum.push(m.latency_ms_sum);
+            row.ru_latency_ms_max.push(m.latency_ms_max);
+            let (buckets, counts) = m.latency.buckets().unzip();
+            row.ru_latency_buckets.push(buckets);
+            row.ru_latency_counts.push(counts);
+        }
+        for attempt in batch.counted {
+            let price_version = attempt.pricing.version().to_string();
+            let e = attempt.event;
+            row.ev_offset.push(attempt.record.offset);
+            row.ev_record_time.push(secs(attempt.record.timestamp_ms));
+            row.ev_event_time.push(secs(attempt.event_time_ms));
+            row.ev_external_request_id.push(e.external_request_id);
+            row.ev_attempt.push(e.attempt);
+            row.ev_first_of_request.push(u8::from(attempt.first_of_request));
+            row.ev_tenant.push(e.user_id);
+            row.ev_endpoint_tag.push(e.endpoint_tag);
+            row.ev_prompt_version.push(e.prompt_version);
+            row.ev_provider.push(e.provider);
+            row.ev_model.push(e.model);
+            row.ev_environment.push(e.environment);
+            row.ev_data_mode.push(e.data_mode.as_str());
+            row.ev_status.push(e.status);
+            row.ev_error_code.push(e.error_code);
+            row.ev_input_tokens.push(e.input_tokens);
+            row.ev_cached_input_tokens.push(e.cached_input_tokens);
+            row.ev_cache_write_tokens.push(e.cache_write_tokens);
+            row.ev_output_tokens.push(e.output_tokens);
+            row.ev_latency_ms.push(e.latency_ms);
+            row.ev_cost_usd.push(attempt.cost.0);
+            row.ev_price_version.push(price_version);
+        }
+        for RejectedRecord { record, reason, payload_head, payload_bytes } in batch.rejected {
+            row.rj_offset.push(record.offset);
+            row.rj_record_time.push(secs(record.timestamp_ms));
+            row.rj_reason_code.push(reason.code());
+            row.rj_field.push(reason.field().to_string());
+            row.rj_reason.push(reason.to_string());
+            row.rj_payload_head.push(payload_head);
+            row.rj_payload_bytes.push(payload_bytes.min(u32::MAX as usize) as u32);
+        }
+        row
+    }
+}

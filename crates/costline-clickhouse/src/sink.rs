@@ -1,0 +1,143 @@
+//! Writing flushes and reading back what earlier flushes left.
+//!
+//! A flush is one `INSERT` of ledger rows, tagged with a query id. When an insert fails, the
+//! worker does not know whether the server applied it (a timeout, a dropped connection). It
+//! then cancels that query id on the server and re-reads progress before writing again, so a
+//! flush is never applied twice: see `docs` in the worker's flush loop.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use clickhouse::{Client, Row};
+use serde::Deserialize;
+
+use crate::ledger::LedgerRow;
+
+/// Where ClickHouse is and who we are there.
+#[derive(Clone)]
+pub struct ClickHouseTarget {
+    pub url: String,
+    pub database: String,
+    pub user: String,
+    pub password: Option<String>,
+}
+
+impl ClickHouseTarget {
+    /// A client not bound to the database (for `CREATE DATABASE`).
+    pub fn server_client(&self) -> Client {
+        let client = Client::default().with_url(&self.url).with_user(&self.user).with_validation(false);
+        match &self.password {
+            Some(password) => client.with_password(password),
+            None => client,
+        }
+    }
+
+    /// A client bound to the costline database.
+    pub fn client(&self) -> Client {
+        self.server_client().with_database(&self.database)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("ClickHouse request failed: {0}")]
+    ClickHouse(#[from] clickhouse::error::Error),
+}
+
+/// How far earlier flushes got in one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Row, Deserialize)]
+pub struct PartitionProgress {
+    pub kafka_partition: u32,
+    /// Every offset below this is accounted for.
+    pub next_offset: u64,
+    /// Newest Kafka record time counted, epoch seconds.
+    pub newest_record_secs: u32,
+}
+
+/// A counted attempt read back to rebuild the dedup memory.
+#[derive(Debug, Clone, Row, Deserialize)]
+pub struct RememberedAttempt {
+    pub external_request_id: String,
+    pub attempt: u32,
+    pub record_secs: u32,
+}
+
+/// Inserts ledger rows and reads progress.
+#[derive(Clone)]
+pub struct LedgerSink {
+    client: Client,
+    insert_timeout: Duration,
+}
+
+impl LedgerSink {
+    pub fn new(target: &ClickHouseTarget, insert_timeout: Duration) -> LedgerSink {
+        LedgerSink { client: target.client().with_compression(clickhouse::Compression::Lz4), insert_timeout }
+    }
+
+    /// Writes all rows in one `INSERT` tagged `query_id`.
+    pub async fn write(&self, rows: &[LedgerRow], query_id: &str) -> Result<(), SinkError> {
+        let mut insert = self
+            .client
+            .insert::<LedgerRow>("flush_ledger")
+            .await?
+            .with_setting("query_id", query_id)
+            .with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout));
+        for row in rows {
+            insert.write(row).await?;
+        }
+        insert.end().await?;
+        Ok(())
+    }
+
+    /// Stops a possibly still running insert and waits until it is gone, so that progress read
+    /// afterwards is final.
+    pub async fn cancel(&self, query_id: &str) -> Result<(), SinkError> {
+        self.client.query("KILL QUERY WHERE query_id = ? SYNC").bind(query_id).execute().await?;
+        Ok(())
+    }
+
+    /// Progress of every partition of `topic` that was ever flushed.
+    pub async fn progress(&self, topic: &str) -> Result<HashMap<u32, PartitionProgress>, SinkError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT kafka_partition, max(next_offset) AS next_offset, \
+                 toUInt32(max(newest_record_time)) AS newest_record_secs \
+                 FROM flushes WHERE kafka_topic = ? GROUP BY kafka_partition",
+            )
+            .bind(topic)
+            .fetch_all::<PartitionProgress>()
+            .await?;
+        Ok(rows.into_iter().map(|p| (p.kafka_partition, p)).collect())
+    }
+
+    /// Attempts counted in `partition` with a record time from `from_secs` and an offset below
+    /// `below_offset`, in offset order.
+    pub async fn remembered(
+        &self,
+        topic: &str,
+        partition: u32,
+        from_secs: u32,
+        below_offset: u64,
+    ) -> Result<Vec<RememberedAttempt>, SinkError> {
+        Ok(self
+            .client
+            .query(
+                "SELECT external_request_id, attempt, toUInt32(record_time) AS record_secs FROM usage_events \
+                 WHERE kafka_topic = ? AND kafka_partition = ? AND record_time >= toDateTime(?) AND kafka_offset < ? \
+                 ORDER BY kafka_offset",
+            )
+            .bind(topic)
+            .bind(partition)
+            .bind(from_secs)
+            .bind(below_offset)
+            .fetch_all::<RememberedAttempt>()
+            .await?)
+    }
+
+    /// Cheap round trip for readiness.
+    pub async fn ping(&self) -> Result<(), SinkError> {
+        self.client.query("SELECT 1").execute().await?;
+        Ok(())
+    }
+}
