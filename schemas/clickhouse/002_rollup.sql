@@ -54,7 +54,7 @@ SELECT
     sumState(latency_ms_sum) AS latency_ms_sum_state,
     maxState(latency_ms_max) AS latency_ms_max_state,
     sumMapState(latency_buckets, latency_counts) AS latency_hist_state
-FROM {database}.flush_ledger
+FROM {database}.{fanout:ledger_rollups}
 ARRAY JOIN
     ru_window_start AS ru_window, ru_tenant AS tenant, ru_endpoint_tag AS endpoint_tag,
     ru_prompt_version AS prompt_version, ru_provider AS provider, ru_model AS model,

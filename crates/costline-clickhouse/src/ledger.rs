@@ -81,7 +81,13 @@ fn secs(ms: i64) -> u32 {
 
 impl LedgerRow {
     /// The row for one non-empty batch. Consumes the batch: its strings move, not copy.
-    pub fn from_batch(batch: PartitionBatch, topic: &str, partition: u32, worker: &str, flushed_at: u32) -> LedgerRow {
+    pub fn from_batch(
+        batch: PartitionBatch,
+        topic: &str,
+        partition: u32,
+        worker: &str,
+        flushed_at: u32,
+    ) -> LedgerRow {
         let mut row = LedgerRow {
             kafka_topic: topic.to_string(),
             kafka_partition: partition,
@@ -127,7 +133,8 @@ impl LedgerRow {
             row.ev_event_time.push(secs(attempt.event_time_ms));
             row.ev_external_request_id.push(e.external_request_id);
             row.ev_attempt.push(e.attempt);
-            row.ev_first_of_request.push(u8::from(attempt.first_of_request));
+            row.ev_first_of_request
+                .push(u8::from(attempt.first_of_request));
             row.ev_tenant.push(e.user_id);
             row.ev_endpoint_tag.push(e.endpoint_tag);
             row.ev_prompt_version.push(e.prompt_version);
@@ -145,14 +152,21 @@ impl LedgerRow {
             row.ev_cost_usd.push(attempt.cost.0);
             row.ev_price_version.push(price_version);
         }
-        for RejectedRecord { record, reason, payload_head, payload_bytes } in batch.rejected {
+        for RejectedRecord {
+            record,
+            reason,
+            payload_head,
+            payload_bytes,
+        } in batch.rejected
+        {
             row.rj_offset.push(record.offset);
             row.rj_record_time.push(secs(record.timestamp_ms));
             row.rj_reason_code.push(reason.code());
             row.rj_field.push(reason.field().to_string());
             row.rj_reason.push(reason.to_string());
             row.rj_payload_head.push(payload_head);
-            row.rj_payload_bytes.push(payload_bytes.min(u32::MAX as usize) as u32);
+            row.rj_payload_bytes
+                .push(payload_bytes.min(u32::MAX as usize) as u32);
         }
         row
     }

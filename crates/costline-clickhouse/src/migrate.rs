@@ -4,20 +4,40 @@
 //! harmless.
 //!
 //! A file that mentions `{rollup}` is applied once per rollup granularity, with `{bucket}` set
-//! to the ClickHouse function that truncates a time to it.
+//! to the ClickHouse function that truncates a time to it. `{fanout:X}` becomes `X` or `X_mv`
+//! depending on how the server chains materialized views ([`ChainStyle`], probed at start).
 
-use anyhow::Context;
+use anyhow::{bail, Context};
+use clickhouse::Client;
 
 use crate::sink::ClickHouseTarget;
 
 const FILES: &[(&str, &str)] = &[
-    ("001_ledger.sql", include_str!("../../../schemas/clickhouse/001_ledger.sql")),
-    ("002_rollup.sql", include_str!("../../../schemas/clickhouse/002_rollup.sql")),
+    (
+        "001_ledger.sql",
+        include_str!("../../../schemas/clickhouse/001_ledger.sql"),
+    ),
+    (
+        "002_rollup.sql",
+        include_str!("../../../schemas/clickhouse/002_rollup.sql"),
+    ),
 ];
 
 /// The rollup granularities and the function that truncates a time to each.
-pub const ROLLUPS: &[(&str, &str)] =
-    &[("minute", "toStartOfMinute"), ("hour", "toStartOfHour"), ("day", "toStartOfDay")];
+pub const ROLLUPS: &[(&str, &str)] = &[
+    ("minute", "toStartOfMinute"),
+    ("hour", "toStartOfHour"),
+    ("day", "toStartOfDay"),
+];
+
+/// Which name a view must read from to receive what another view writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainStyle {
+    /// Current ClickHouse: views on the first view's target table fire.
+    TargetTable,
+    /// ClickHouse 18.16: views defined on the first view itself fire.
+    ViewName,
+}
 
 /// One statement to run, with the file it came from.
 #[derive(Debug, Clone)]
@@ -27,10 +47,10 @@ pub struct Statement {
 }
 
 /// Every statement, in order, for `database`.
-pub fn statements(database: &str) -> Vec<Statement> {
+pub fn statements(database: &str, chain: ChainStyle) -> Vec<Statement> {
     let mut out = Vec::new();
     for &(file, text) in FILES {
-        let text = text.replace("{database}", database);
+        let text = expand_fanout(&text.replace("{database}", database), chain);
         if text.contains("{rollup}") {
             for &(rollup, bucket) in ROLLUPS {
                 let expanded = text.replace("{rollup}", rollup).replace("{bucket}", bucket);
@@ -40,6 +60,23 @@ pub fn statements(database: &str) -> Vec<Statement> {
             out.extend(split(&text).map(|sql| Statement { file, sql }));
         }
     }
+    out
+}
+
+fn expand_fanout(text: &str, chain: ChainStyle) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("{fanout:") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + "{fanout:".len()..];
+        let Some(end) = after.find('}') else { break };
+        out.push_str(&after[..end]);
+        if chain == ChainStyle::ViewName {
+            out.push_str("_mv");
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
     out
 }
 
@@ -67,14 +104,70 @@ fn split(text: &str) -> impl Iterator<Item = String> + '_ {
     out.into_iter()
 }
 
+/// Finds out how the server chains views, with throw-away tables in `database`.
+pub async fn probe_chain_style(client: &Client, database: &str) -> anyhow::Result<ChainStyle> {
+    let p = format!("{database}._chain_probe_{:016x}", rand::random::<u64>());
+    let setup = [
+        format!("CREATE DATABASE IF NOT EXISTS {database}"),
+        format!("CREATE TABLE {p}_src (a Array(UInt8)) ENGINE = Null"),
+        format!("CREATE TABLE {p}_mid (a Array(UInt8)) ENGINE = Null"),
+        format!("CREATE MATERIALIZED VIEW {p}_mid_mv TO {p}_mid AS SELECT a FROM {p}_src"),
+        format!("CREATE TABLE {p}_out (x UInt8, via String) ENGINE = Memory"),
+        format!("CREATE MATERIALIZED VIEW {p}_by_target TO {p}_out AS SELECT x, 'target' AS via FROM {p}_mid ARRAY JOIN a AS x"),
+        format!("CREATE MATERIALIZED VIEW {p}_by_view TO {p}_out AS SELECT x, 'view' AS via FROM {p}_mid_mv ARRAY JOIN a AS x"),
+        format!("INSERT INTO {p}_src VALUES ([1])"),
+    ];
+    let mut result = Ok(());
+    for sql in &setup {
+        result = client
+            .query(sql)
+            .execute()
+            .await
+            .with_context(|| format!("probing view chaining: {sql}"));
+        if result.is_err() {
+            break;
+        }
+    }
+    let via = match result {
+        Ok(()) => client
+            .query(&format!("SELECT via FROM {p}_out"))
+            .fetch_all::<String>()
+            .await
+            .context("probing view chaining"),
+        Err(e) => Err(e),
+    };
+    for suffix in ["by_view", "by_target", "out", "mid_mv", "mid", "src"] {
+        let _ = client
+            .query(&format!("DROP TABLE IF EXISTS {p}_{suffix}"))
+            .execute()
+            .await;
+    }
+    let via = via?;
+    if via.iter().any(|v| v == "target") {
+        Ok(ChainStyle::TargetTable)
+    } else if via.iter().any(|v| v == "view") {
+        Ok(ChainStyle::ViewName)
+    } else {
+        bail!("this ClickHouse passes nothing on to chained materialized views; costline needs one of the two behaviours")
+    }
+}
+
 /// Applies every statement. Returns how many ran.
 pub async fn apply(target: &ClickHouseTarget) -> anyhow::Result<usize> {
     let client = target.server_client();
-    let statements = statements(&target.database);
+    let chain = probe_chain_style(&client, &target.database).await?;
+    let statements = statements(&target.database, chain);
     for statement in &statements {
-        client.query(&statement.sql).execute().await.with_context(|| {
-            format!("migration {} failed on statement:\n{}", statement.file, statement.sql)
-        })?;
+        client
+            .query(&statement.sql)
+            .execute()
+            .await
+            .with_context(|| {
+                format!(
+                    "migration {} failed on statement:\n{}",
+                    statement.file, statement.sql
+                )
+            })?;
     }
     Ok(statements.len())
 }
@@ -85,13 +178,31 @@ mod tests {
 
     #[test]
     fn expands_rollups_and_database() {
-        let all = statements("analytics");
-        assert!(all.iter().all(|s| !s.sql.contains('{')), "unexpanded placeholder");
+        let all = statements("analytics", ChainStyle::ViewName);
+        assert!(all
+            .iter()
+            .any(|s| s.sql.contains("FROM analytics.ledger_rollups_mv\n")));
+        let current = statements("analytics", ChainStyle::TargetTable);
+        assert!(current
+            .iter()
+            .any(|s| s.sql.contains("FROM analytics.ledger_rollups\n")));
+        assert!(
+            all.iter().all(|s| !s.sql.contains('{')),
+            "unexpanded placeholder"
+        );
         for rollup in ["minute", "hour", "day"] {
             let view = format!("CREATE VIEW IF NOT EXISTS analytics.usage_{rollup} AS");
-            assert_eq!(all.iter().filter(|s| s.sql.starts_with(&view)).count(), 1, "{view}");
+            assert_eq!(
+                all.iter().filter(|s| s.sql.starts_with(&view)).count(),
+                1,
+                "{view}"
+            );
         }
-        assert!(all[0].sql.starts_with("CREATE DATABASE IF NOT EXISTS analytics"));
-        assert!(all.iter().all(|s| !s.sql.ends_with(';') && !s.sql.starts_with("--")));
+        assert!(all[0]
+            .sql
+            .starts_with("CREATE DATABASE IF NOT EXISTS analytics"));
+        assert!(all
+            .iter()
+            .all(|s| !s.sql.ends_with(';') && !s.sql.starts_with("--")));
     }
 }

@@ -90,7 +90,11 @@ mod tests {
         let mut b = LatencyHistogram::default();
         for ms in 1..=1000u32 {
             whole.record(ms);
-            if ms % 3 == 0 { a.record(ms) } else { b.record(ms) }
+            if ms % 3 == 0 {
+                a.record(ms)
+            } else {
+                b.record(ms)
+            }
         }
         a.merge(&b);
         assert_eq!(a, whole);

@@ -7,21 +7,40 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RejectReason {
     /// The message is larger than the limit.
-    TooLarge { bytes: usize, limit: usize },
+    TooLarge {
+        bytes: usize,
+        limit: usize,
+    },
     /// The payload is not UTF-8.
-    InvalidUtf8 { valid_up_to: usize },
+    InvalidUtf8 {
+        valid_up_to: usize,
+    },
     /// The payload is not a single JSON value (syntax error, trailing data, nesting too deep).
-    MalformedJson { detail: String },
+    MalformedJson {
+        detail: String,
+    },
     /// Valid JSON but not an object.
     NotAnObject,
     /// The same key appears twice in the object.
-    DuplicateField { field: String },
-    MissingField { field: &'static str },
-    WrongType { field: &'static str, expected: &'static str },
+    DuplicateField {
+        field: String,
+    },
+    MissingField {
+        field: &'static str,
+    },
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+    },
     /// The value has the right type but breaks a rule (`rule` says which).
-    OutOfRange { field: &'static str, rule: String },
+    OutOfRange {
+        field: &'static str,
+        rule: String,
+    },
     /// Token counts that contradict each other.
-    InconsistentTokens { rule: &'static str },
+    InconsistentTokens {
+        rule: &'static str,
+    },
 }
 
 impl RejectReason {
@@ -57,18 +76,34 @@ impl fmt::Display for RejectReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RejectReason::TooLarge { bytes, limit } => {
-                write!(f, "message is {bytes} bytes, over the limit of {limit} bytes")
+                write!(
+                    f,
+                    "message is {bytes} bytes, over the limit of {limit} bytes"
+                )
             }
             RejectReason::InvalidUtf8 { valid_up_to } => {
-                write!(f, "payload is not valid UTF-8 (valid up to byte {valid_up_to})")
+                write!(
+                    f,
+                    "payload is not valid UTF-8 (valid up to byte {valid_up_to})"
+                )
             }
-            RejectReason::MalformedJson { detail } => write!(f, "payload is not valid JSON: {detail}"),
+            RejectReason::MalformedJson { detail } => {
+                write!(f, "payload is not valid JSON: {detail}")
+            }
             RejectReason::NotAnObject => write!(f, "payload is JSON but not an object"),
-            RejectReason::DuplicateField { field } => write!(f, "field `{field}` appears more than once"),
-            RejectReason::MissingField { field } => write!(f, "required field `{field}` is missing"),
-            RejectReason::WrongType { field, expected } => write!(f, "field `{field}` must be {expected}"),
+            RejectReason::DuplicateField { field } => {
+                write!(f, "field `{field}` appears more than once")
+            }
+            RejectReason::MissingField { field } => {
+                write!(f, "required field `{field}` is missing")
+            }
+            RejectReason::WrongType { field, expected } => {
+                write!(f, "field `{field}` must be {expected}")
+            }
             RejectReason::OutOfRange { field, rule } => write!(f, "field `{field}` {rule}"),
-            RejectReason::InconsistentTokens { rule } => write!(f, "token counts are inconsistent: {rule}"),
+            RejectReason::InconsistentTokens { rule } => {
+                write!(f, "token counts are inconsistent: {rule}")
+            }
         }
     }
 }

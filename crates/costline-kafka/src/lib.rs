@@ -1,1 +1,15 @@
-//! placeholder
+//! costline's Kafka adapter. It knows brokers, partitions and offsets; it knows nothing of
+//! what an event means.
+//!
+//! - [`source`]: a consumer-group member with manual offsets. Where a newly assigned partition
+//!   starts is asked of a [`PartitionLifecycle`] (the worker answers from ClickHouse, where the
+//!   truth is), inside the rebalance, before the partition is fetched.
+//! - [`producer`]: publishing records (the load generator, the dead-letter topic).
+
+pub mod producer;
+pub mod source;
+pub mod topics;
+
+pub use producer::RecordProducer;
+pub use source::{KafkaSource, PartitionLifecycle, SourceSettings};
+pub use topics::ensure_topic;

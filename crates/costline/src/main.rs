@@ -1,1 +1,189 @@
-fn main() {}
+//! `costline`: LLM cost attribution from Kafka to ClickHouse.
+//!
+//! One binary: `run` (a worker), `migrate`, `produce` (realistic load), `demo`, `config`.
+//! This file only parses the command line and wires the pieces; each lives in its module.
+
+mod config;
+mod demo;
+mod http;
+mod loadgen;
+mod metrics;
+mod pricing;
+mod produce;
+mod reports;
+mod worker;
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "costline",
+    version,
+    about = "LLM cost attribution and governance: Kafka usage events → exact rollups in ClickHouse"
+)]
+struct Cli {
+    /// Configuration file (TOML). Every key can also be set as COSTLINE_<SECTION>__<KEY>.
+    #[arg(long, short, global = true, env = "COSTLINE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a worker: consume usage events, write rollups, until SIGTERM/SIGINT.
+    Run,
+    /// Apply the ClickHouse schema (idempotent).
+    Migrate {
+        /// Print the SQL instead of applying it.
+        #[arg(long)]
+        print_sql: bool,
+        /// With --print-sql: the SQL for ClickHouse 18.x (views chained by view name).
+        #[arg(long, requires = "print_sql")]
+        legacy_chaining: bool,
+    },
+    /// Publish realistic generated usage events to the topic.
+    Produce(produce::ProduceArgs),
+    /// Start a worker, publish traffic, and print what analysts would see.
+    Demo(demo::DemoArgs),
+    /// Validate the configuration and print it (secrets redacted).
+    Config,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("costline: invalid configuration: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("costline: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(cli.command, config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("costline: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Run => run_worker(config).await,
+        Command::Migrate {
+            print_sql: true,
+            legacy_chaining,
+        } => {
+            use costline_clickhouse::migrate::{statements, ChainStyle};
+            let chain = if legacy_chaining {
+                ChainStyle::ViewName
+            } else {
+                ChainStyle::TargetTable
+            };
+            for statement in statements(&config.clickhouse.database, chain) {
+                println!("-- {}\n{};\n", statement.file, statement.sql);
+            }
+            Ok(())
+        }
+        Command::Migrate {
+            print_sql: false, ..
+        } => {
+            let applied =
+                costline_clickhouse::migrate::apply(&worker::clickhouse_target(&config)).await?;
+            println!(
+                "applied {applied} idempotent statements to database `{}`",
+                config.clickhouse.database
+            );
+            Ok(())
+        }
+        Command::Produce(args) => produce::run(&config, &args).await,
+        Command::Demo(args) => demo::run(config, &args).await,
+        Command::Config => {
+            print!(
+                "{}",
+                toml::to_string_pretty(&config).context("rendering the configuration")?
+            );
+            println!(
+                "# clickhouse password: {}",
+                if config.clickhouse.password.is_some() {
+                    "set (***)"
+                } else {
+                    "not set"
+                }
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn run_worker(config: Config) -> anyhow::Result<()> {
+    let prices = pricing::load(&config.pricing)?;
+    let metrics = Arc::new(metrics::Metrics::new().context("registering metrics")?);
+    let health = Arc::new(http::Health {
+        metrics,
+        ready: AtomicBool::new(false),
+    });
+    let shutdown = CancellationToken::new();
+    let listen = config
+        .http
+        .listen
+        .parse()
+        .context("config key `http.listen`")?;
+    let server = tokio::spawn(http::serve(listen, health.clone(), shutdown.clone()));
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    info!(models = prices.model_count(), http = %listen, "costline worker starting");
+    let result = worker::run(&config, prices, health, shutdown.clone()).await;
+    shutdown.cancel();
+    let _ = server.await;
+    result
+}
+
+/// Cancels `token` on SIGTERM or SIGINT.
+pub async fn cancel_on_signal(token: CancellationToken) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+    }
+    token.cancel();
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if config.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

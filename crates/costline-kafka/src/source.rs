@@ -1,0 +1,171 @@
+//! The consumer side.
+//!
+//! Offsets are never committed automatically: the worker commits a partition's offset only
+//! after ClickHouse holds everything below it, and on assignment it starts each partition at
+//! the offset ClickHouse says was last written, not at Kafka's committed offset (which may lag).
+//! The rebalance protocol is cooperative-sticky, so only partitions that move are revoked.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::BorrowedMessage;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::ClientContext;
+use tracing::{info, warn};
+
+/// Decisions the worker makes when partitions move.
+pub trait PartitionLifecycle: Send + Sync + 'static {
+    /// A partition was assigned. Prepare its state and return the offset to start at (`None`:
+    /// Kafka's committed offset, else the earliest). Runs inside the rebalance, before any of
+    /// its records is fetched.
+    fn assigned(&self, topic: &str, partition: i32) -> Option<i64>;
+    /// A partition is about to be taken away. Runs before it is unassigned.
+    fn revoked(&self, topic: &str, partition: i32);
+}
+
+/// Consumer settings, already validated by the caller.
+#[derive(Debug, Clone)]
+pub struct SourceSettings {
+    pub brokers: String,
+    pub topic: String,
+    pub group_id: String,
+    pub session_timeout_ms: u32,
+    pub max_poll_interval_ms: u32,
+    /// Extra librdkafka properties, applied last.
+    pub extra: Vec<(String, String)>,
+}
+
+pub struct SourceContext<L> {
+    lifecycle: Arc<L>,
+}
+
+impl<L: PartitionLifecycle> ClientContext for SourceContext<L> {}
+
+impl<L: PartitionLifecycle> ConsumerContext for SourceContext<L> {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let assigned: Vec<(String, i32)> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect();
+                for (topic, partition) in assigned {
+                    let start = self.lifecycle.assigned(&topic, partition);
+                    info!(topic, partition, start_offset = ?start, "partition assigned");
+                    if let Some(offset) = start {
+                        if let Err(e) =
+                            tpl.set_partition_offset(&topic, partition, Offset::Offset(offset))
+                        {
+                            warn!(topic, partition, error = %e, "could not set the start offset");
+                        }
+                    }
+                }
+                if let Err(e) = consumer.incremental_assign(tpl) {
+                    warn!(error = %e, "incremental assign failed");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                for elem in tpl.elements() {
+                    info!(
+                        topic = elem.topic(),
+                        partition = elem.partition(),
+                        "partition revoked"
+                    );
+                    self.lifecycle.revoked(elem.topic(), elem.partition());
+                }
+                if let Err(e) = consumer.incremental_unassign(tpl) {
+                    warn!(error = %e, "incremental unassign failed");
+                }
+            }
+            other => {
+                warn!(error = ?other, "rebalance error");
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+/// A consumer-group member reading one topic.
+pub struct KafkaSource<L: PartitionLifecycle> {
+    consumer: StreamConsumer<SourceContext<L>>,
+    topic: String,
+}
+
+impl<L: PartitionLifecycle> KafkaSource<L> {
+    pub fn connect(settings: &SourceSettings, lifecycle: Arc<L>) -> KafkaResult<KafkaSource<L>> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &settings.brokers)
+            .set("group.id", &settings.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set(
+                "session.timeout.ms",
+                settings.session_timeout_ms.to_string(),
+            )
+            .set(
+                "max.poll.interval.ms",
+                settings.max_poll_interval_ms.to_string(),
+            )
+            .set("enable.partition.eof", "false")
+            .set_log_level(RDKafkaLogLevel::Warning);
+        for (key, value) in &settings.extra {
+            config.set(key, value);
+        }
+        let consumer: StreamConsumer<SourceContext<L>> =
+            config.create_with_context(SourceContext { lifecycle })?;
+        consumer.subscribe(&[&settings.topic])?;
+        Ok(KafkaSource {
+            consumer,
+            topic: settings.topic.clone(),
+        })
+    }
+
+    /// The next record. Rebalance callbacks run inside this call.
+    pub async fn recv(&self) -> KafkaResult<BorrowedMessage<'_>> {
+        self.consumer.recv().await
+    }
+
+    /// Commits `next_offset` for each partition (the offset of the next record to read).
+    /// Kafka's committed offsets are informational here (lag tools read them); the resume point
+    /// is read from ClickHouse.
+    pub fn commit(&self, offsets: &[(i32, u64)], mode: CommitMode) -> KafkaResult<()> {
+        let mut tpl = TopicPartitionList::new();
+        for &(partition, next_offset) in offsets {
+            tpl.add_partition_offset(&self.topic, partition, Offset::Offset(next_offset as i64))?;
+        }
+        self.consumer.commit(&tpl, mode)
+    }
+
+    /// Leaves the group cleanly (revoking every partition through the lifecycle).
+    pub fn unsubscribe(&self) {
+        self.consumer.unsubscribe();
+    }
+
+    /// Partitions currently assigned to this member.
+    pub fn assigned_partitions(&self) -> Vec<i32> {
+        self.consumer
+            .assignment()
+            .map(|tpl| tpl.elements().iter().map(|e| e.partition()).collect())
+            .unwrap_or_default()
+    }
+
+    /// High-water marks from the last fetch responses, for lag. (Tansu answers ListOffsets
+    /// for "latest" wrongly, so queried watermarks are not used.)
+    pub fn fetch_watermarks(&self, partition: i32, timeout: Duration) -> KafkaResult<(i64, i64)> {
+        self.consumer
+            .fetch_watermarks(&self.topic, partition, timeout)
+    }
+}

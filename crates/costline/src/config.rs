@@ -1,0 +1,417 @@
+//! Configuration: one TOML file, every key overridable by an environment variable
+//! `COSTLINE_<SECTION>__<KEY>` (double underscore between section and key, e.g.
+//! `COSTLINE_KAFKA__BROKERS`). Secrets come only from the environment or a file and print as
+//! `***`. Every section rejects unknown keys, and every problem names the key it is about.
+//!
+//! The `///` line of each field is the configuration reference (README §Configuration).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+/// Prefix of environment overrides.
+pub const ENV_PREFIX: &str = "COSTLINE_";
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub clickhouse: ClickHouseConfig,
+    pub pipeline: PipelineConfig,
+    pub pricing: PricingConfig,
+    pub http: HttpConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, comma-separated `host:port`.
+    pub brokers: String,
+    /// Topic the usage events are published to.
+    pub topic: String,
+    /// Consumer group of the workers; run more processes with the same group to scale out.
+    pub group_id: String,
+    /// Topic that receives every rejected record (payload unchanged, reason in headers).
+    pub dead_letter_topic: String,
+    /// Consumer session timeout. A worker that dies is replaced after this long.
+    pub session_timeout_ms: u32,
+    /// Longest pause between two polls before the group gives the worker's partitions away.
+    pub max_poll_interval_ms: u32,
+    /// Extra librdkafka properties for consumer and producers (e.g. `security.protocol`).
+    pub librdkafka: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:19092".into(),
+            topic: "costline.usage.v1".into(),
+            group_id: "costline".into(),
+            dead_letter_topic: "costline.usage.dead-letter".into(),
+            session_timeout_ms: 10_000,
+            max_poll_interval_ms: 300_000,
+            librdkafka: Default::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClickHouseConfig {
+    /// HTTP endpoint of ClickHouse.
+    pub url: String,
+    /// Database holding costline's tables (created by migrations).
+    pub database: String,
+    /// ClickHouse user.
+    pub user: String,
+    /// File holding the password (first line). Alternatively set `COSTLINE_CLICKHOUSE_PASSWORD`.
+    pub password_file: Option<PathBuf>,
+    /// Longest wait for one flush insert before it is cancelled and retried.
+    pub insert_timeout_secs: u64,
+    #[serde(skip)]
+    pub password: Option<Secret>,
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        ClickHouseConfig {
+            url: "http://127.0.0.1:18123".into(),
+            database: "costline".into(),
+            user: "default".into(),
+            password_file: None,
+            insert_timeout_secs: 30,
+            password: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// How often pending rollups and events are written to ClickHouse.
+    pub flush_interval_ms: u64,
+    /// Flush early once this many records are pending (bounds memory).
+    pub max_pending_records: u64,
+    /// Copies of an attempt whose Kafka record times are this close are always duplicates.
+    pub dedup_horizon_secs: u32,
+    /// How far record times may go backwards within a partition and still see every identity.
+    pub dedup_grace_secs: u32,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            flush_interval_ms: 2_000,
+            max_pending_records: 200_000,
+            dedup_horizon_secs: 3_600,
+            dedup_grace_secs: costline_core::dedup::DEFAULT_GRACE_SECS,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PricingConfig {
+    /// Your own price file (same format as `schemas/prices.toml`): its rows replace built-in
+    /// rows with the same provider, model and effective date, and add the others.
+    pub override_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of `/metrics`, `/healthz` and `/readyz`. Loopback by default.
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:9464".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` (for terminals) or `json`.
+    pub format: String,
+    /// A tracing filter, e.g. `info` or `costline=debug,rdkafka=warn`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+/// A secret: never printed.
+#[derive(Clone, Serialize)]
+pub struct Secret(#[serde(skip)] String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl Config {
+    /// Reads `path` (if given), applies environment overrides, loads secrets and validates.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let (text, source) = match path {
+            Some(path) => (
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?,
+                path.display().to_string(),
+            ),
+            None => (String::new(), "(defaults)".to_string()),
+        };
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Config::from_parts(&text, &source, &env)
+    }
+
+    fn from_parts(text: &str, source: &str, env: &[(String, String)]) -> anyhow::Result<Config> {
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let Some((section, key)) = rest.split_once("__") else {
+                continue;
+            };
+            let (section, key) = (section.to_lowercase(), key.to_lowercase());
+            let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(value.clone()));
+            let section_table = table
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .with_context(|| {
+                    format!("environment variable {name}: `{section}` is not a section")
+                })?;
+            section_table.insert(key, parsed);
+        }
+        let mut config: Config = Config::deserialize(toml::Value::Table(table)).map_err(|e| {
+            anyhow::anyhow!(
+                "{source} (with COSTLINE_* overrides): {}",
+                e.to_string().trim()
+            )
+        })?;
+        config.clickhouse.password = load_password(&config.clickhouse, env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        fn require(ok: bool, key: &str, rule: &str) -> anyhow::Result<()> {
+            if ok {
+                Ok(())
+            } else {
+                bail!("config key `{key}` {rule}")
+            }
+        }
+        require(
+            !self.kafka.brokers.trim().is_empty(),
+            "kafka.brokers",
+            "must not be empty",
+        )?;
+        require(
+            !self.kafka.topic.is_empty(),
+            "kafka.topic",
+            "must not be empty",
+        )?;
+        require(
+            !self.kafka.group_id.is_empty(),
+            "kafka.group_id",
+            "must not be empty",
+        )?;
+        require(
+            self.kafka.dead_letter_topic != self.kafka.topic,
+            "kafka.dead_letter_topic",
+            "must differ from kafka.topic",
+        )?;
+        require(
+            (1_000..=3_600_000).contains(&self.kafka.session_timeout_ms),
+            "kafka.session_timeout_ms",
+            "must be between 1000 and 3600000",
+        )?;
+        require(
+            self.kafka.max_poll_interval_ms >= self.kafka.session_timeout_ms,
+            "kafka.max_poll_interval_ms",
+            "must be at least kafka.session_timeout_ms",
+        )?;
+        require(
+            self.clickhouse.url.starts_with("http://")
+                || self.clickhouse.url.starts_with("https://"),
+            "clickhouse.url",
+            "must start with http:// or https://",
+        )?;
+        require(
+            !self.clickhouse.database.is_empty()
+                && self
+                    .clickhouse
+                    .database
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "clickhouse.database",
+            "must be a plain identifier (letters, digits, _)",
+        )?;
+        require(
+            self.clickhouse.insert_timeout_secs >= 1,
+            "clickhouse.insert_timeout_secs",
+            "must be at least 1",
+        )?;
+        require(
+            self.pipeline.flush_interval_ms >= 100,
+            "pipeline.flush_interval_ms",
+            "must be at least 100",
+        )?;
+        require(
+            self.pipeline.max_pending_records >= 1,
+            "pipeline.max_pending_records",
+            "must be at least 1",
+        )?;
+        require(
+            self.pipeline.dedup_horizon_secs >= 1,
+            "pipeline.dedup_horizon_secs",
+            "must be at least 1",
+        )?;
+        require(
+            self.http.listen.parse::<SocketAddr>().is_ok(),
+            "http.listen",
+            "must be an address like 127.0.0.1:9464",
+        )?;
+        require(
+            matches!(self.log.format.as_str(), "text" | "json"),
+            "log.format",
+            "must be `text` or `json`",
+        )?;
+        if let Some(path) = &self.pricing.override_file {
+            require(
+                path.is_file(),
+                "pricing.override_file",
+                &format!("names a file that does not exist: {}", path.display()),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn load_password(
+    config: &ClickHouseConfig,
+    env: &[(String, String)],
+) -> anyhow::Result<Option<Secret>> {
+    if let Some(path) = &config.password_file {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "config key `clickhouse.password_file`: cannot read {}",
+                path.display()
+            )
+        })?;
+        return Ok(Some(Secret(
+            text.lines().next().unwrap_or_default().to_string(),
+        )));
+    }
+    Ok(env
+        .iter()
+        .find(|(name, _)| name == "COSTLINE_CLICKHOUSE_PASSWORD")
+        .map(|(_, v)| Secret(v.clone())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_file_and_env_layer() {
+        let config = Config::from_parts(
+            "[kafka]\ntopic = \"t\"\n[pipeline]\nflush_interval_ms = 500\n",
+            "c.toml",
+            &env(&[
+                ("COSTLINE_KAFKA__BROKERS", "127.0.0.1:1"),
+                ("COSTLINE_PIPELINE__DEDUP_HORIZON_SECS", "60"),
+                ("COSTLINE_STATE_DIR", "/x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.kafka.topic, "t");
+        assert_eq!(config.kafka.brokers, "127.0.0.1:1");
+        assert_eq!(config.pipeline.flush_interval_ms, 500);
+        assert_eq!(config.pipeline.dedup_horizon_secs, 60);
+        assert_eq!(config.clickhouse.database, "costline");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_parts("[kafka]\nbrokerz = \"x\"\n", "c.toml", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `brokerz`"), "{err}");
+        let err = Config::from_parts(
+            "",
+            "c.toml",
+            &env(&[("COSTLINE_PIPELINE__FLUSH_INTERVAL_MS", "abc")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("invalid type"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let err = Config::from_parts("[pipeline]\nflush_interval_ms = 5\n", "c.toml", &[])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "config key `pipeline.flush_interval_ms` must be at least 100"
+        );
+        let err = Config::from_parts("[http]\nlisten = \"nowhere\"\n", "c.toml", &[])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "config key `http.listen` must be an address like 127.0.0.1:9464"
+        );
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let config = Config::from_parts(
+            "",
+            "c.toml",
+            &env(&[("COSTLINE_CLICKHOUSE_PASSWORD", "hunter2")]),
+        )
+        .unwrap();
+        assert_eq!(
+            config.clickhouse.password.as_ref().map(Secret::expose),
+            Some("hunter2")
+        );
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}

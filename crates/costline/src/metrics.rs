@@ -1,0 +1,120 @@
+//! Prometheus metrics of a worker. Names follow `costline_<noun>_<unit>_total`; labels are
+//! bounded (partition, reason code), never a tenant or a request id.
+
+use prometheus::{
+    register_histogram_with_registry, register_int_counter_vec_with_registry,
+    register_int_counter_with_registry, register_int_gauge_vec_with_registry,
+    register_int_gauge_with_registry, Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Registry,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub records_consumed: IntCounter,
+    pub events_counted: IntCounter,
+    pub events_duplicate: IntCounter,
+    pub events_rejected: IntCounterVec,
+    pub flushes: IntCounter,
+    pub flush_seconds: Histogram,
+    pub sink_errors: IntCounter,
+    pub dead_letters: IntCounter,
+    pub consume_errors: IntCounter,
+    pub pending_records: IntGauge,
+    pub dedup_memory_bytes: IntGauge,
+    pub dedup_entries: IntGauge,
+    pub assigned_partitions: IntGauge,
+    pub partition_next_offset: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new_custom(Some("costline".into()), None)?;
+        let r = &registry;
+        Ok(Metrics {
+            records_consumed: register_int_counter_with_registry!(
+                "records_consumed_total",
+                "Kafka records read",
+                r
+            )?,
+            events_counted: register_int_counter_with_registry!(
+                "events_counted_total",
+                "Attempts counted",
+                r
+            )?,
+            events_duplicate: register_int_counter_with_registry!(
+                "events_duplicate_total",
+                "Copies counted as duplicates",
+                r
+            )?,
+            events_rejected: register_int_counter_vec_with_registry!(
+                "events_rejected_total",
+                "Records rejected, by reason code",
+                &["reason"],
+                r
+            )?,
+            flushes: register_int_counter_with_registry!(
+                "flushes_total",
+                "Flushes written to ClickHouse",
+                r
+            )?,
+            flush_seconds: register_histogram_with_registry!(
+                "flush_duration_seconds",
+                "Time to write one flush, retries included",
+                vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
+                r
+            )?,
+            sink_errors: register_int_counter_with_registry!(
+                "sink_errors_total",
+                "Failed ClickHouse inserts (each retried)",
+                r
+            )?,
+            dead_letters: register_int_counter_with_registry!(
+                "dead_letters_total",
+                "Records published to the dead-letter topic",
+                r
+            )?,
+            consume_errors: register_int_counter_with_registry!(
+                "consume_errors_total",
+                "Errors returned by the Kafka consumer",
+                r
+            )?,
+            pending_records: register_int_gauge_with_registry!(
+                "pending_records",
+                "Records counted but not yet flushed",
+                r
+            )?,
+            dedup_memory_bytes: register_int_gauge_with_registry!(
+                "dedup_memory_bytes",
+                "Heap held by the dedup indexes",
+                r
+            )?,
+            dedup_entries: register_int_gauge_with_registry!(
+                "dedup_entries",
+                "Requests remembered by the dedup indexes",
+                r
+            )?,
+            assigned_partitions: register_int_gauge_with_registry!(
+                "assigned_partitions",
+                "Partitions this worker owns",
+                r
+            )?,
+            partition_next_offset: register_int_gauge_vec_with_registry!(
+                "partition_flushed_offset",
+                "Next offset of each owned partition that ClickHouse holds everything below",
+                &["partition"],
+                r
+            )?,
+            registry,
+        })
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let encoder = prometheus::TextEncoder::new();
+        if let Err(e) = encoder.encode_utf8(&self.registry.gather(), &mut out) {
+            out = format!("# metrics encoding failed: {e}\n");
+        }
+        out
+    }
+}

@@ -1,0 +1,153 @@
+//! `costline produce`: publishes generated traffic (see `loadgen`) keyed by
+//! `externalRequestId`, by count, at a rate or as fast as the broker takes it. `--record`
+//! writes every published record as a JSON line, so a test can recompute the expected totals
+//! on its own.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use costline_kafka::{ensure_topic, RecordProducer};
+
+use crate::config::Config;
+use crate::loadgen::{RecordKind, TrafficGenerator, TrafficMix};
+
+#[derive(Args, Debug, Clone)]
+pub struct ProduceArgs {
+    /// How many records to publish.
+    #[arg(long, default_value_t = 10_000)]
+    pub count: u64,
+    /// Records per second (0: as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Seed of the generator; the same seed and start give the same records.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Virtual time of the first record, epoch ms (default: now).
+    #[arg(long)]
+    pub start_ms: Option<i64>,
+    /// Virtual milliseconds between two records (spreads event times).
+    #[arg(long, default_value_t = 10.0)]
+    pub spacing_ms: f64,
+    /// Partitions of the topic when it has to be created.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    /// Write every published record as a JSON line to this file.
+    #[arg(long)]
+    pub record: Option<std::path::PathBuf>,
+}
+
+/// What was published.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Published {
+    pub valid: u64,
+    pub duplicates: u64,
+    pub invalid: u64,
+}
+
+impl Published {
+    pub fn total(&self) -> u64 {
+        self.valid + self.duplicates + self.invalid
+    }
+}
+
+pub async fn run(config: &Config, args: &ProduceArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let published = publish(config, args).await?;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "published {} records to {} ({} valid, {} duplicate copies, {} invalid) in {secs:.1} s ({:.0} records/s)",
+        published.total(),
+        config.kafka.topic,
+        published.valid,
+        published.duplicates,
+        published.invalid,
+        published.total() as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
+
+pub async fn publish(config: &Config, args: &ProduceArgs) -> anyhow::Result<Published> {
+    let topic = &config.kafka.topic;
+    ensure_topic(&config.kafka.brokers, topic, args.partitions)
+        .await
+        .with_context(|| format!("creating topic {topic} on {}", config.kafka.brokers))?;
+    let extra: Vec<(String, String)> = config.kafka.librdkafka.clone().into_iter().collect();
+    let producer =
+        RecordProducer::connect(&config.kafka.brokers, &extra).context("creating the producer")?;
+    let start_ms = args
+        .start_ms
+        .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+    let mut mix = TrafficMix::new(args.seed, start_ms);
+    mix.spacing_ms = args.spacing_ms;
+    let mut record_file = match &args.record {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => None,
+    };
+    let mut published = Published::default();
+    let mut in_flight = std::collections::VecDeque::new();
+    let started = Instant::now();
+    for (i, record) in TrafficGenerator::new(mix)
+        .take(args.count as usize)
+        .enumerate()
+    {
+        if args.rate > 0.0 {
+            let due = Duration::from_secs_f64(i as f64 / args.rate);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        let delivery = producer
+            .enqueue(
+                topic,
+                Some(record.key.as_bytes()),
+                &record.payload,
+                Some(record.timestamp_ms),
+                &[],
+            )
+            .await
+            .context("publishing")?;
+        in_flight.push_back(delivery);
+        while in_flight.len() > 50_000 {
+            if let Some(delivery) = in_flight.pop_front() {
+                confirm(delivery).await?;
+            }
+        }
+        match record.kind {
+            RecordKind::Valid => published.valid += 1,
+            RecordKind::Duplicate => published.duplicates += 1,
+            RecordKind::Invalid => published.invalid += 1,
+        }
+        if let Some(file) = record_file.as_mut() {
+            let line = match std::str::from_utf8(&record.payload) {
+                Ok(text) => {
+                    serde_json::json!({"key": record.key, "ts": record.timestamp_ms, "kind": record.kind.as_str(), "payload": text})
+                }
+                Err(_) => {
+                    serde_json::json!({"key": record.key, "ts": record.timestamp_ms, "kind": record.kind.as_str(), "payload": null})
+                }
+            };
+            writeln!(file, "{line}").context("writing the record file")?;
+        }
+    }
+    for delivery in in_flight {
+        confirm(delivery).await?;
+    }
+    if let Some(mut file) = record_file {
+        file.flush().context("writing the record file")?;
+    }
+    Ok(published)
+}
+
+async fn confirm(delivery: rdkafka::producer::DeliveryFuture) -> anyhow::Result<()> {
+    match delivery.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((e, _))) => Err(anyhow::anyhow!("the broker refused a record: {e}")),
+        Err(_) => Err(anyhow::anyhow!(
+            "the producer was closed before a record was confirmed"
+        )),
+    }
+}

@@ -1,0 +1,140 @@
+//! Analyst questions answered as aligned tables, each shown with the SQL it ran so it can be
+//! copied into any ClickHouse client.
+
+use anyhow::Context;
+use clickhouse::Client;
+
+/// A titled query.
+pub struct Report {
+    pub title: &'static str,
+    pub sql: String,
+}
+
+/// The reports the demo prints.
+pub fn demo_reports() -> Vec<Report> {
+    vec![
+        Report {
+            title: "Top endpoints by cost (real, prod)",
+            sql: "SELECT endpoint_tag, sum(requests) AS total_requests, sum(attempts) AS total_attempts, \
+                  round(sum(retries) / sum(requests), 3) AS retry_ratio, toDecimal64(sum(cost_usd), 4) AS total_cost_usd, \
+                  toDecimal64(sum(cost_usd) / sum(requests), 6) AS cost_per_request \
+                  FROM usage_hour WHERE data_mode = 'real' AND environment = 'prod' \
+                  GROUP BY endpoint_tag ORDER BY sum(cost_usd) DESC LIMIT 10"
+                .into(),
+        },
+        Report {
+            title: "Prompt versions: cost per request and retry ratio",
+            sql: "SELECT endpoint_tag, if(prompt_version = '', '(untagged)', prompt_version) AS prompt_version, \
+                  sum(requests) AS total_requests, round(sum(retries) / sum(requests), 3) AS retry_ratio, \
+                  toDecimal64(sum(cost_usd) / sum(requests), 6) AS cost_per_request, \
+                  round(sum(latency_ms_sum) / sum(latency_samples)) AS avg_latency_ms \
+                  FROM usage_hour WHERE data_mode = 'real' AND environment = 'prod' \
+                  GROUP BY endpoint_tag, prompt_version ORDER BY endpoint_tag, prompt_version"
+                .into(),
+        },
+        Report {
+            title: "Model mix and unpriced attempts",
+            sql: "SELECT provider, model, sum(attempts) AS total_attempts, sum(unpriced_attempts) AS unpriced, \
+                  toDecimal64(sum(cost_usd), 4) AS total_cost_usd FROM usage_day WHERE data_mode = 'real' \
+                  GROUP BY provider, model ORDER BY sum(cost_usd) DESC"
+                .into(),
+        },
+        Report {
+            title: "Rejected records by reason",
+            sql: "SELECT reason_code, field, count() AS records, any(reason) AS example FROM rejected_events \
+                  GROUP BY reason_code, field ORDER BY records DESC"
+                .into(),
+        },
+    ]
+}
+
+/// Runs a query and renders it as an aligned text table.
+pub async fn render(client: &Client, report: &Report) -> anyhow::Result<String> {
+    let mut cursor = client
+        .query(&report.sql)
+        .fetch_bytes("TSVWithNames")
+        .context("starting the query")?;
+    let bytes = cursor
+        .collect()
+        .await
+        .with_context(|| format!("running: {}", report.sql))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let rows: Vec<Vec<String>> = text
+        .lines()
+        .map(|l| l.split('\t').map(unescape_tsv).collect())
+        .collect();
+    let mut out = format!("\n== {} ==\n", report.title);
+    out.push_str(&align(&rows));
+    out.push_str(&format!("-- SQL: {}\n", report.sql));
+    Ok(out)
+}
+
+fn unescape_tsv(field: &str) -> String {
+    field
+        .replace("\\t", "\t")
+        .replace("\\n", "\n")
+        .replace("\\\\", "\\")
+}
+
+/// Left-aligns text columns and right-aligns numeric ones.
+fn align(rows: &[Vec<String>]) -> String {
+    let columns = rows.first().map_or(0, Vec::len);
+    let width = |c: usize| {
+        rows.iter()
+            .map(|r| r.get(c).map_or(0, |v| v.chars().count()))
+            .max()
+            .unwrap_or(0)
+    };
+    let widths: Vec<usize> = (0..columns).map(width).collect();
+    let numeric: Vec<bool> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .skip(1)
+                .all(|r| r.get(c).is_some_and(|v| v.parse::<f64>().is_ok()))
+        })
+        .collect();
+    let mut out = String::new();
+    for (i, row) in rows.iter().enumerate() {
+        let cells: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(c, v)| {
+                let pad = widths[c].saturating_sub(v.chars().count());
+                if numeric[c] && i > 0 {
+                    format!("{}{v}", " ".repeat(pad))
+                } else {
+                    format!("{v}{}", " ".repeat(pad))
+                }
+            })
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+        if i == 0 {
+            out.push_str(
+                &widths
+                    .iter()
+                    .map(|w| "-".repeat(*w))
+                    .collect::<Vec<_>>()
+                    .join("  "),
+            );
+            out.push('\n');
+        }
+    }
+    if rows.len() <= 1 {
+        out.push_str("(no rows)\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn aligns_numbers_right() {
+        let rows = vec![
+            vec!["endpoint".to_string(), "cost".to_string()],
+            vec!["a.b".to_string(), "1.5".to_string()],
+            vec!["long.endpoint".to_string(), "12.25".to_string()],
+        ];
+        assert_eq!(super::align(&rows), "endpoint       cost\n-------------  -----\na.b              1.5\nlong.endpoint  12.25\n");
+    }
+}

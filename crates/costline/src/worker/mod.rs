@@ -1,0 +1,245 @@
+//! The worker: Kafka records in, ClickHouse flushes out, offsets committed after.
+//!
+//! ```text
+//!  KafkaSource ──record──▶ PartitionCounter (per partition: decode, dedup, price, rollup)
+//!       ▲                          │ every flush_interval or max_pending_records
+//!       │ commit (after)           ▼
+//!       └────────────────── flush: dead letters delivered → one INSERT of ledger rows
+//! ```
+//!
+//! One task does it all, in order, so nothing is in flight while partitions move: a rebalance
+//! runs inside `recv`, never during a flush. Shutdown (SIGTERM/SIGINT) stops reading, flushes,
+//! commits and returns.
+
+mod flush;
+mod partitions;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use costline_clickhouse::{ClickHouseTarget, LedgerSink};
+use costline_core::{Outcome, PartitionCounter, PriceTable, RecordMeta};
+use costline_kafka::{KafkaSource, RecordProducer, SourceSettings};
+use rdkafka::message::{Message, Timestamp};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::http::Health;
+use flush::Flusher;
+use partitions::{PartitionChange, PartitionChanges};
+
+/// Runs a worker until `shutdown` is cancelled.
+pub async fn run(
+    config: &Config,
+    prices: PriceTable,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let target = clickhouse_target(config);
+    let applied = costline_clickhouse::migrate::apply(&target)
+        .await
+        .context("applying ClickHouse migrations")?;
+    info!(statements = applied, database = %target.database, "schema is up to date");
+    let sink = LedgerSink::new(
+        &target,
+        Duration::from_secs(config.clickhouse.insert_timeout_secs),
+    );
+    let librdkafka: Vec<(String, String)> = config.kafka.librdkafka.clone().into_iter().collect();
+    let dead_letters = RecordProducer::connect(&config.kafka.brokers, &librdkafka)
+        .context("creating the dead-letter producer")?;
+    let changes = Arc::new(PartitionChanges::new(
+        sink.clone(),
+        config.pipeline.dedup_horizon_secs,
+        config.pipeline.dedup_grace_secs,
+        shutdown.clone(),
+    ));
+    let settings = SourceSettings {
+        brokers: config.kafka.brokers.clone(),
+        topic: config.kafka.topic.clone(),
+        group_id: config.kafka.group_id.clone(),
+        session_timeout_ms: config.kafka.session_timeout_ms,
+        max_poll_interval_ms: config.kafka.max_poll_interval_ms,
+        extra: librdkafka,
+    };
+    let source =
+        KafkaSource::connect(&settings, changes.clone()).context("creating the Kafka consumer")?;
+    health.ready.store(true, Ordering::Relaxed);
+    info!(topic = %settings.topic, group = %settings.group_id, "worker started");
+
+    let mut worker = Worker {
+        topic: config.kafka.topic.clone(),
+        prices,
+        partitions: HashMap::new(),
+        flusher: Flusher::new(sink, dead_letters, config, health.clone(), shutdown.clone()),
+        health,
+        max_pending: config.pipeline.max_pending_records,
+    };
+    let mut ticker =
+        tokio::time::interval(Duration::from_millis(config.pipeline.flush_interval_ms));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let received = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            _ = ticker.tick() => None,
+            received = source.recv() => Some(received),
+        };
+        worker.apply(changes.drain());
+        match received {
+            None => worker.flush(&source).await?,
+            Some(Ok(message)) => {
+                worker.count(&message);
+                if worker.pending() >= worker.max_pending {
+                    worker.flush(&source).await?;
+                }
+            }
+            Some(Err(e)) => {
+                worker.health.metrics.consume_errors.inc();
+                warn!(error = %e, "Kafka consumer error; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    info!("shutting down: flushing what is pending");
+    worker.flush(&source).await?;
+    info!("flushed; leaving the group");
+    Ok(())
+}
+
+pub fn clickhouse_target(config: &Config) -> ClickHouseTarget {
+    ClickHouseTarget {
+        url: config.clickhouse.url.clone(),
+        database: config.clickhouse.database.clone(),
+        user: config.clickhouse.user.clone(),
+        password: config
+            .clickhouse
+            .password
+            .as_ref()
+            .map(|s| s.expose().to_string()),
+    }
+}
+
+struct Worker {
+    topic: String,
+    prices: PriceTable,
+    partitions: HashMap<i32, PartitionCounter>,
+    flusher: Flusher,
+    health: Arc<Health>,
+    max_pending: u64,
+}
+
+impl Worker {
+    fn apply(&mut self, changes: Vec<PartitionChange>) {
+        for change in changes {
+            match change {
+                PartitionChange::Assigned { partition, counter } => {
+                    self.partitions.insert(partition, *counter);
+                }
+                // Unflushed records of a revoked partition are dropped: they were not
+                // committed, and the partition's next owner reads them again from ClickHouse's
+                // progress on.
+                PartitionChange::Revoked { partition } => {
+                    if let Some(counter) = self.partitions.remove(&partition) {
+                        self.flusher.forget(partition);
+                        info!(
+                            partition,
+                            dropped = counter.pending_records(),
+                            "partition revoked"
+                        );
+                    }
+                }
+            }
+        }
+        self.health
+            .metrics
+            .assigned_partitions
+            .set(self.partitions.len() as i64);
+    }
+
+    fn count(&mut self, message: &rdkafka::message::BorrowedMessage<'_>) {
+        let metrics = &self.health.metrics;
+        metrics.records_consumed.inc();
+        let partition = message.partition();
+        let Some(counter) = self.partitions.get_mut(&partition) else {
+            error!(
+                partition,
+                offset = message.offset(),
+                "record of a partition without state: not counted here"
+            );
+            return;
+        };
+        let offset = message.offset() as u64;
+        if offset < counter.next_offset() {
+            return; // Already counted (before a seek took effect).
+        }
+        let timestamp_ms = match message.timestamp() {
+            Timestamp::CreateTime(ms) | Timestamp::LogAppendTime(ms) => ms,
+            Timestamp::NotAvailable => 0,
+        };
+        let payload = message.payload().unwrap_or_default();
+        match counter.count(
+            RecordMeta {
+                offset,
+                timestamp_ms,
+            },
+            payload,
+            &self.prices,
+        ) {
+            Outcome::Counted => metrics.events_counted.inc(),
+            Outcome::Duplicate => metrics.events_duplicate.inc(),
+            Outcome::Rejected => {
+                if let Some(rejected) = counter.last_rejected() {
+                    let reason = &rejected.reason;
+                    self.flusher.dead_letter(
+                        partition,
+                        offset,
+                        payload,
+                        reason.code(),
+                        reason.to_string(),
+                    );
+                }
+            }
+        }
+        metrics.pending_records.inc();
+    }
+
+    fn pending(&self) -> u64 {
+        self.health.metrics.pending_records.get() as u64
+    }
+
+    async fn flush(&mut self, source: &KafkaSource<PartitionChanges>) -> anyhow::Result<()> {
+        let committed = self
+            .flusher
+            .flush(&self.topic, &mut self.partitions)
+            .await?;
+        if !committed.is_empty() {
+            if let Err(e) = source.commit(&committed, rdkafka::consumer::CommitMode::Async) {
+                warn!(error = %e, "offset commit failed (ClickHouse holds the progress; harmless)");
+            }
+        }
+        let metrics = &self.health.metrics;
+        metrics.pending_records.set(
+            self.partitions
+                .values()
+                .map(PartitionCounter::pending_records)
+                .sum::<u64>() as i64,
+        );
+        metrics.dedup_entries.set(
+            self.partitions
+                .values()
+                .map(|c| c.dedup().len())
+                .sum::<usize>() as i64,
+        );
+        metrics.dedup_memory_bytes.set(
+            self.partitions
+                .values()
+                .map(|c| c.dedup().memory_bytes())
+                .sum::<usize>() as i64,
+        );
+        Ok(())
+    }
+}

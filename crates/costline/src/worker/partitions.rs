@@ -1,0 +1,148 @@
+//! What happens when partitions move (`PartitionLifecycle`).
+//!
+//! On assignment the worker asks ClickHouse how far the partition was written (`flushes`) and
+//! which attempts it counted within the dedup horizon (`usage_events`), rebuilds the dedup
+//! memory from them and starts fetching right after the last written offset. Kafka's committed
+//! offset is ignored when ClickHouse knows better: after a crash between the insert and the
+//! commit, ClickHouse is ahead, and starting there is what keeps events from counting twice.
+//!
+//! This runs inside the rebalance callback, which librdkafka calls from the consumer's poll,
+//! i.e. from the worker's own task: the counter is handed to the worker loop through
+//! [`PartitionChanges`] and is in place before the partition's first record arrives.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::Context;
+use costline_clickhouse::LedgerSink;
+use costline_core::{DedupIndex, PartitionCounter};
+use costline_kafka::PartitionLifecycle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// A partition gained or lost.
+pub enum PartitionChange {
+    Assigned {
+        partition: i32,
+        counter: Box<PartitionCounter>,
+    },
+    Revoked {
+        partition: i32,
+    },
+}
+
+/// Changes produced inside rebalances, drained by the worker loop after each poll.
+pub struct PartitionChanges {
+    sink: LedgerSink,
+    horizon_secs: u32,
+    grace_secs: u32,
+    shutdown: CancellationToken,
+    pending: Mutex<Vec<PartitionChange>>,
+    any: AtomicBool,
+}
+
+impl PartitionChanges {
+    pub fn new(
+        sink: LedgerSink,
+        horizon_secs: u32,
+        grace_secs: u32,
+        shutdown: CancellationToken,
+    ) -> Self {
+        PartitionChanges {
+            sink,
+            horizon_secs,
+            grace_secs,
+            shutdown,
+            pending: Mutex::new(Vec::new()),
+            any: AtomicBool::new(false),
+        }
+    }
+
+    /// Takes every change since the last call (cheap when there is none).
+    pub fn drain(&self) -> Vec<PartitionChange> {
+        if !self.any.swap(false, Ordering::Acquire) {
+            return Vec::new();
+        }
+        self.pending
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default()
+    }
+
+    fn push(&self, change: PartitionChange) {
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.push(change);
+            self.any.store(true, Ordering::Release);
+        }
+    }
+
+    /// Reads the partition's past from ClickHouse and builds its counter.
+    async fn open(&self, topic: &str, partition: i32) -> anyhow::Result<(u64, PartitionCounter)> {
+        let progress = self
+            .sink
+            .progress(topic)
+            .await
+            .context("reading flush progress")?;
+        let dedup = DedupIndex::new(self.horizon_secs, self.grace_secs);
+        let Some(progress) = progress.get(&(partition as u32)) else {
+            return Ok((0, PartitionCounter::new(dedup, 0)));
+        };
+        let from_secs = dedup.rebuild_from_secs(progress.newest_record_secs);
+        let remembered = self
+            .sink
+            .remembered(topic, partition as u32, from_secs, progress.next_offset)
+            .await
+            .context("reading counted attempts for the dedup memory")?;
+        let mut counter = PartitionCounter::new(dedup, progress.next_offset);
+        for attempt in &remembered {
+            counter.remember(
+                &attempt.external_request_id,
+                attempt.attempt,
+                i64::from(attempt.record_secs) * 1000,
+            );
+        }
+        info!(
+            topic,
+            partition,
+            next_offset = progress.next_offset,
+            remembered = remembered.len(),
+            "partition state rebuilt"
+        );
+        Ok((progress.next_offset, counter))
+    }
+}
+
+impl PartitionLifecycle for PartitionChanges {
+    fn assigned(&self, topic: &str, partition: i32) -> Option<i64> {
+        let handle = tokio::runtime::Handle::current();
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match tokio::task::block_in_place(|| handle.block_on(self.open(topic, partition))) {
+                Ok((next_offset, counter)) => {
+                    self.push(PartitionChange::Assigned {
+                        partition,
+                        counter: Box::new(counter),
+                    });
+                    return Some(next_offset as i64);
+                }
+                Err(e) if !self.shutdown.is_cancelled() => {
+                    warn!(
+                        topic,
+                        partition,
+                        error = format!("{e:#}"),
+                        "cannot take the partition over yet; retrying"
+                    );
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                // Shutting down: the partition is left without a counter; its records are not counted here.
+                Err(_) => return None,
+            }
+        }
+    }
+
+    fn revoked(&self, _topic: &str, partition: i32) {
+        self.push(PartitionChange::Revoked { partition });
+    }
+}
