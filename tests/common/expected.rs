@@ -1,0 +1,270 @@
+//! The independent computation the end-to-end tests compare ClickHouse against.
+//!
+//! It reads the records exactly as `costline produce --record` published them and recomputes
+//! every minute rollup with its own code: its own JSON reading, its own identity set, its own
+//! price lookup in `schemas/prices.toml` with integer arithmetic. It shares nothing with the
+//! worker but the contract (SPEC §1–§3).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+
+use serde_json::Value;
+
+/// The dimensions of a `usage_minute` row.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Dims {
+    pub window_start: u32,
+    pub tenant: String,
+    pub endpoint_tag: String,
+    pub prompt_version: String,
+    pub provider: String,
+    pub model: String,
+    pub environment: String,
+    pub data_mode: String,
+}
+
+/// The measures compared exactly. Cost in pico-USD.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Measures {
+    pub requests: u64,
+    pub attempts: u64,
+    pub retries: u64,
+    pub duplicates: u64,
+    pub input_tokens: u64,
+    pub cached_input_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_pico: i128,
+    pub unpriced_attempts: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Expected {
+    pub minutes: BTreeMap<Dims, Measures>,
+    pub rejected: u64,
+    pub records: u64,
+}
+
+struct PriceRow {
+    from_ms: i64,
+    per_token_pico: [i128; 4], // input, cached, cache write, output
+}
+
+fn prices() -> HashMap<(String, String), Vec<PriceRow>> {
+    let text = std::fs::read_to_string(super::repo_root().join("schemas/prices.toml")).unwrap();
+    let table: toml::Table = toml::from_str(&text).unwrap();
+    let mut out: HashMap<(String, String), Vec<PriceRow>> = HashMap::new();
+    for row in table["price"].as_array().unwrap() {
+        let get = |k: &str| row.get(k).and_then(|v| v.as_str()).map(micro_usd);
+        let input = get("input").unwrap();
+        let date = row["effective_from"].as_str().unwrap();
+        let from_ms = days_from_civil(date) * 86_400_000;
+        out.entry((
+            row["provider"].as_str().unwrap().to_lowercase(),
+            row["model"].as_str().unwrap().to_string(),
+        ))
+        .or_default()
+        .push(PriceRow {
+            from_ms,
+            per_token_pico: [
+                input,
+                get("cached_input").unwrap_or(input),
+                get("cache_write").unwrap_or(input),
+                get("output").unwrap(),
+            ],
+        });
+    }
+    out
+}
+
+/// "2.50" USD per million tokens → 2_500_000 pico-USD per token.
+fn micro_usd(text: &str) -> i128 {
+    decimal_scaled(text, 6)
+}
+
+/// Decimal text (no exponent) → integer × 10^scale; panics on more precision.
+fn decimal_scaled(text: &str, scale: usize) -> i128 {
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    assert!(frac.len() <= scale, "{text} has more than {scale} decimals");
+    let padded = format!("{int}{frac:0<scale$}");
+    padded.parse().unwrap()
+}
+
+/// Days since 1970-01-01 of a YYYY-MM-DD date (Howard Hinnant's algorithm).
+fn days_from_civil(date: &str) -> i64 {
+    let mut parts = date.split('-').map(|p| p.parse::<i64>().unwrap());
+    let (y, m, d) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// "2025-05-01T10:00:00.250Z" (the generator writes UTC with milliseconds) → epoch ms.
+fn rfc3339_utc_ms(text: &str) -> i64 {
+    let (date, time) = text.trim_end_matches('Z').split_once('T').unwrap();
+    let (hms, millis) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':').map(|p| p.parse::<i64>().unwrap());
+    let (h, mi, s) = (t.next().unwrap(), t.next().unwrap(), t.next().unwrap());
+    days_from_civil(date) * 86_400_000
+        + ((h * 60 + mi) * 60 + s) * 1000
+        + format!("{millis:0<3}")[..3].parse::<i64>().unwrap()
+}
+
+impl Expected {
+    /// Recomputes the totals from a `--record` file. `--record` lines are in publish order, which
+    /// is each partition's order (all copies of a request share its key, hence its partition).
+    pub fn from_record_file(path: &Path) -> Expected {
+        let prices = prices();
+        let mut expected = Expected::default();
+        let mut identities: HashSet<(String, u64)> = HashSet::new();
+        let mut requests: HashSet<String> = HashSet::new();
+        for line in std::fs::read_to_string(path).unwrap().lines() {
+            let record: Value = serde_json::from_str(line).unwrap();
+            expected.records += 1;
+            if record["kind"] == "invalid" {
+                expected.rejected += 1;
+                continue;
+            }
+            let event: Value = serde_json::from_str(record["payload"].as_str().unwrap()).unwrap();
+            let text = |k: &str, default: &str| {
+                event
+                    .get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or(default)
+                    .to_string()
+            };
+            let int = |k: &str| event.get(k).and_then(Value::as_u64).unwrap_or(0);
+            let event_ms = match event.get("timestamp") {
+                Some(Value::String(s)) => rfc3339_utc_ms(s),
+                Some(Value::Number(n)) => n.as_i64().unwrap(),
+                _ => record["ts"].as_i64().unwrap(),
+            };
+            let dims = Dims {
+                window_start: (event_ms / 60_000 * 60) as u32,
+                tenant: text("userId", ""),
+                endpoint_tag: text("endpointTag", ""),
+                prompt_version: text("promptVersion", ""),
+                provider: text("provider", "").to_lowercase(),
+                model: text("model", ""),
+                environment: text("environment", "prod"),
+                data_mode: text("dataMode", "real"),
+            };
+            let request_id = text("externalRequestId", "");
+            let attempt = event.get("attempt").and_then(Value::as_u64).unwrap_or(1);
+            let m = expected.minutes.entry(dims.clone()).or_default();
+            if !identities.insert((request_id.clone(), attempt)) {
+                m.duplicates += 1;
+                continue;
+            }
+            let first_of_request = requests.insert(request_id);
+            m.requests += u64::from(first_of_request);
+            m.attempts += 1;
+            m.retries += u64::from(!first_of_request);
+            let (input, cached, write, output) = (
+                int("inputTokens"),
+                int("cachedInputTokens"),
+                int("cacheWriteTokens"),
+                int("outputTokens"),
+            );
+            m.input_tokens += input;
+            m.cached_input_tokens += cached;
+            m.cache_write_tokens += write;
+            m.output_tokens += output;
+            if let Some(cost) = event.get("costUsd") {
+                m.cost_pico += decimal_scaled(&cost.to_string(), 12);
+            } else {
+                let row = prices
+                    .get(&(dims.provider.clone(), dims.model.clone()))
+                    .and_then(|rows| {
+                        rows.iter()
+                            .filter(|r| r.from_ms <= event_ms)
+                            .max_by_key(|r| r.from_ms)
+                    });
+                match row {
+                    Some(row) => {
+                        let [p_in, p_cached, p_write, p_out] = row.per_token_pico;
+                        m.cost_pico += i128::from(input - cached - write) * p_in
+                            + i128::from(cached) * p_cached
+                            + i128::from(write) * p_write
+                            + i128::from(output) * p_out;
+                    }
+                    None => m.unpriced_attempts += 1,
+                }
+            }
+        }
+        expected
+    }
+
+    /// Sums over every window and key.
+    pub fn totals(&self) -> Measures {
+        let mut total = Measures::default();
+        for m in self.minutes.values() {
+            add(&mut total, m);
+        }
+        total
+    }
+}
+
+pub fn add(total: &mut Measures, m: &Measures) {
+    total.requests += m.requests;
+    total.attempts += m.attempts;
+    total.retries += m.retries;
+    total.duplicates += m.duplicates;
+    total.input_tokens += m.input_tokens;
+    total.cached_input_tokens += m.cached_input_tokens;
+    total.cache_write_tokens += m.cache_write_tokens;
+    total.output_tokens += m.output_tokens;
+    total.cost_pico += m.cost_pico;
+    total.unpriced_attempts += m.unpriced_attempts;
+}
+
+/// The measured columns, in the order [`parse_rollup_rows`] reads them.
+pub const ROLLUP_COLUMNS: &str = "toUInt32(window_start), tenant, endpoint_tag, prompt_version, provider, model, \
+    environment, data_mode, requests, attempts, retries, duplicates, input_tokens, cached_input_tokens, \
+    cache_write_tokens, output_tokens, toString(cost_usd), unpriced_attempts";
+
+/// Parses `SELECT {ROLLUP_COLUMNS} FROM usage_… FORMAT TSV`.
+pub fn parse_rollup_rows(tsv: &str) -> BTreeMap<Dims, Measures> {
+    let mut out = BTreeMap::new();
+    for line in tsv.lines() {
+        let f: Vec<String> = line
+            .split('\t')
+            .map(|s| s.replace("\\\\", "\\").replace("\\'", "'"))
+            .collect();
+        let n = |i: usize| f[i].parse::<u64>().unwrap();
+        let dims = Dims {
+            window_start: n(0) as u32,
+            tenant: f[1].clone(),
+            endpoint_tag: f[2].clone(),
+            prompt_version: f[3].clone(),
+            provider: f[4].clone(),
+            model: f[5].clone(),
+            environment: f[6].clone(),
+            data_mode: f[7].clone(),
+        };
+        let measures = Measures {
+            requests: n(8),
+            attempts: n(9),
+            retries: n(10),
+            duplicates: n(11),
+            input_tokens: n(12),
+            cached_input_tokens: n(13),
+            cache_write_tokens: n(14),
+            output_tokens: n(15),
+            cost_pico: decimal_scaled(&f[16], 12),
+            unpriced_attempts: n(17),
+        };
+        assert!(
+            out.insert(dims, measures).is_none(),
+            "duplicate rollup row: {line}"
+        );
+    }
+    out
+}

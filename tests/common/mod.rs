@@ -1,0 +1,280 @@
+//! Shared plumbing of the end-to-end tests: real services started by `scripts/services.sh`,
+//! unique topics and databases per test, the `costline` binary as a child process, and
+//! ClickHouse queries over HTTP. A test that cannot get its services fails loudly; it never
+//! skips.
+
+#![allow(dead_code)] // Each test binary uses its own subset.
+
+pub mod expected;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const KAFKA: &str = "127.0.0.1:19092";
+pub const CLICKHOUSE: &str = "http://127.0.0.1:18123";
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repository root")
+}
+
+/// Starts Kafka (Tansu) and ClickHouse on loopback, once per test process.
+pub fn ensure_services() {
+    static STARTED: OnceLock<Result<(), String>> = OnceLock::new();
+    let result = STARTED.get_or_init(|| {
+        let output = Command::new("bash")
+            .arg(repo_root().join("scripts/services.sh"))
+            .arg("up")
+            .output()
+            .map_err(|e| format!("cannot run scripts/services.sh: {e}"))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "scripts/services.sh up failed ({}):\n{}\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ))
+        }
+    });
+    if let Err(message) = result {
+        panic!("the real services this test needs could not be started:\n{message}");
+    }
+}
+
+/// `prefix_<time>_<pid>_<n>`: unique across runs and tests.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    format!("{prefix}_{secs}_{}_{n}", std::process::id())
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Everything a test's workers and producers share.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    pub topic: String,
+    pub database: String,
+    pub group: String,
+    pub flush_interval_ms: u64,
+}
+
+impl Setup {
+    pub fn new(name: &str) -> Setup {
+        ensure_services();
+        Setup {
+            topic: unique_name(&format!("test.{name}")),
+            database: unique_name(&format!("test_{name}")),
+            group: unique_name(&format!("group-{name}")),
+            flush_interval_ms: 1000,
+        }
+    }
+
+    /// A `costline` command with this setup's configuration in its environment.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_costline"));
+        command
+            .args(args)
+            .env("COSTLINE_KAFKA__BROKERS", KAFKA)
+            .env("COSTLINE_KAFKA__TOPIC", &self.topic)
+            .env("COSTLINE_KAFKA__GROUP_ID", &self.group)
+            .env(
+                "COSTLINE_KAFKA__DEAD_LETTER_TOPIC",
+                format!("{}.dead-letter", self.topic),
+            )
+            .env("COSTLINE_KAFKA__SESSION_TIMEOUT_MS", "6000")
+            .env("COSTLINE_CLICKHOUSE__URL", CLICKHOUSE)
+            .env("COSTLINE_CLICKHOUSE__DATABASE", &self.database)
+            .env(
+                "COSTLINE_PIPELINE__FLUSH_INTERVAL_MS",
+                self.flush_interval_ms.to_string(),
+            )
+            .env("COSTLINE_LOG__LEVEL", "info,rdkafka=warn");
+        command
+    }
+
+    /// Publishes `count` generated records and records them in `record_file`.
+    pub fn produce(&self, count: u64, seed: u64, start_ms: i64, record_file: &Path) {
+        let output = self
+            .command(&[
+                "produce",
+                "--count",
+                &count.to_string(),
+                "--seed",
+                &seed.to_string(),
+                "--start-ms",
+                &start_ms.to_string(),
+                "--partitions",
+                "4",
+                "--record",
+                record_file.to_str().unwrap(),
+            ])
+            .output()
+            .expect("running costline produce");
+        assert!(
+            output.status.success(),
+            "costline produce failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Starts a worker; its log goes to a file under `target/`.
+    pub fn spawn_worker(&self, label: &str) -> Worker {
+        let port = free_port();
+        let log_path = std::env::temp_dir().join(format!("{}-{label}.log", self.database));
+        let log = std::fs::File::create(&log_path).expect("worker log file");
+        let child = self
+            .command(&["run"])
+            .env("COSTLINE_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting costline run");
+        Worker {
+            child,
+            port,
+            log_path,
+        }
+    }
+
+    /// Runs a query in this setup's database and returns its TSV output.
+    pub fn query(&self, sql: &str) -> String {
+        clickhouse_query(&self.database, sql)
+    }
+
+    /// Records ClickHouse has accounted for (counted + duplicate + rejected), from `flushes`.
+    pub fn records_accounted(&self) -> u64 {
+        self.query("SELECT sum(counted + duplicates + rejected) FROM flushes")
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    }
+
+    /// Waits until ClickHouse accounts for `total` records.
+    pub fn wait_accounted(&self, total: u64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let accounted = self.records_accounted();
+            if accounted == total {
+                return;
+            }
+            assert!(
+                accounted <= total,
+                "ClickHouse accounts for {accounted} records, more than the {total} published"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "only {accounted} of {total} records accounted for after {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+pub fn clickhouse_query(database: &str, sql: &str) -> String {
+    let url = format!("{CLICKHOUSE}/?database={database}");
+    match ureq::post(&url).send(sql) {
+        Ok(mut response) => response
+            .body_mut()
+            .read_to_string()
+            .expect("reading ClickHouse response"),
+        Err(e) => {
+            // Databases that do not exist yet read as empty.
+            if database_missing(database) {
+                String::new()
+            } else {
+                panic!("ClickHouse query failed: {e}\n{sql}")
+            }
+        }
+    }
+}
+
+fn database_missing(database: &str) -> bool {
+    ureq::post(&format!("{CLICKHOUSE}/"))
+        .send(format!(
+            "SELECT count() FROM system.databases WHERE name = '{database}'"
+        ))
+        .ok()
+        .and_then(|mut r| r.body_mut().read_to_string().ok())
+        .is_some_and(|s| s.trim() == "0")
+}
+
+/// A `costline run` child process.
+pub struct Worker {
+    pub child: Child,
+    pub port: u16,
+    pub log_path: PathBuf,
+}
+
+impl Worker {
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// SIGTERM, then waits (bounded) for a clean exit and returns its status code.
+    pub fn stop(mut self) -> i32 {
+        self.signal("TERM");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "worker did not stop within 60 s of SIGTERM; log: {}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        match ureq::get(&format!("http://127.0.0.1:{}{path}", self.port)).call() {
+            Ok(mut r) => (
+                r.status().as_u16(),
+                r.body_mut().read_to_string().unwrap_or_default(),
+            ),
+            Err(ureq::Error::StatusCode(code)) => (code, String::new()),
+            Err(e) => (0, e.to_string()),
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
