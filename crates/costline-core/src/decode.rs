@@ -57,7 +57,7 @@ fields! {
     CacheWriteTokens => "cacheWriteTokens",
     LatencyMs => "latencyMs",
     Status => "status",
-    DataModeField => "dataMode",
+    DataMode => "dataMode",
     Environment => "environment",
     Attempt => "attempt",
     Timestamp => "timestamp",
@@ -237,7 +237,7 @@ fn build_event(raw: &RawFields<'_>) -> Result<UsageEvent, RejectReason> {
     })?
     .map(|v| v as u32);
     let status = required(raw, Field::Status, |f, r| text(f, r, 1, 32))?.into_owned();
-    let data_mode = match optional(raw, Field::DataModeField, |f, r| text(f, r, 1, 16))? {
+    let data_mode = match optional(raw, Field::DataMode, |f, r| text(f, r, 1, 16))? {
         None => DataMode::Real,
         Some(mode) => DataMode::parse(&mode).ok_or_else(|| RejectReason::OutOfRange {
             field: "dataMode",

@@ -41,8 +41,8 @@ impl PicoUsd {
             }
             None => (text, 0),
         };
-        if mantissa.starts_with('-') {
-            let is_zero = mantissa[1..].chars().all(|c| c == '0' || c == '.');
+        if let Some(negated) = mantissa.strip_prefix('-') {
+            let is_zero = negated.chars().all(|c| c == '0' || c == '.');
             return if is_zero {
                 Ok(0)
             } else {

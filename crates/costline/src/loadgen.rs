@@ -317,7 +317,7 @@ impl TrafficGenerator {
             r#"{{"externalRequestId":"{request_id}","provider":"openai","model":"gpt-4o","endpointTag":"checkout.ai_summary","inputTokens":100,"outputTokens":10,"status":"success"}}"#
         );
         match self.rng.random_range(0..10) {
-            0 => good[..good.len() / 2].as_bytes().to_vec(),
+            0 => good.as_bytes()[..good.len() / 2].to_vec(),
             1 => good.replace(r#""model":"gpt-4o","#, "").into_bytes(),
             2 => good
                 .replace(r#""inputTokens":100"#, r#""inputTokens":-100"#)

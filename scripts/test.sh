@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# All tests, in one command: formatting and lints, unit and property tests of every crate, then
+# the integration and end-to-end tests against real services (Kafka-protocol broker Tansu,
+# ClickHouse 18.16, chDB), which this script installs and starts on loopback if needed.
+# A test whose service cannot start fails; nothing is skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/services.sh up
+scripts/services.sh chdb >/dev/null
+echo "== format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== unit and property tests"
+cargo test --workspace --lib --bins
+echo "== integration and end-to-end tests (real services, one at a time)"
+cargo test -p costline --tests -- --test-threads=1
