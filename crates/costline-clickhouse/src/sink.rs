@@ -152,9 +152,74 @@ impl LedgerSink {
             .await?)
     }
 
+    /// Drops whole partitions of `usage_events` (one per UTC day of Kafka record time) and
+    /// `rejected_events` (one per month) that end before `keep_from_secs`. ClickHouse 18.16 has
+    /// no TTL, so retention is enforced here. Returns the partitions dropped.
+    pub async fn drop_expired(&self, keep_from_secs: u32) -> Result<Vec<String>, SinkError> {
+        #[derive(Row, Deserialize)]
+        struct Part {
+            table: String,
+            partition: String,
+        }
+        let (keep_day, keep_month) = partition_ids(keep_from_secs);
+        let parts = self
+            .client
+            .query(
+                "SELECT table, partition FROM system.parts WHERE database = currentDatabase() AND active \
+                 AND table IN ('usage_events', 'rejected_events') GROUP BY table, partition",
+            )
+            .fetch_all::<Part>()
+            .await?;
+        let mut dropped = Vec::new();
+        for Part { table, partition } in parts {
+            let Ok(id) = partition.parse::<u32>() else {
+                continue;
+            };
+            let expired = if table == "usage_events" {
+                id < keep_day
+            } else {
+                id < keep_month
+            };
+            if expired {
+                self.client
+                    .query(&format!("ALTER TABLE {table} DROP PARTITION {id}"))
+                    .execute()
+                    .await?;
+                dropped.push(format!("{table}/{id}"));
+            }
+        }
+        Ok(dropped)
+    }
+
     /// Cheap round trip for readiness.
     pub async fn ping(&self) -> Result<(), SinkError> {
         self.client.query("SELECT 1").execute().await?;
         Ok(())
+    }
+}
+
+/// `(YYYYMMDD, YYYYMM)` of the UTC day holding `secs`.
+fn partition_ids(secs: u32) -> (u32, u32) {
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = i64::from(secs / 86_400) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let month_id = (year * 100 + month) as u32;
+    (month_id * 100 + day as u32, month_id)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn partition_ids_are_utc_days_and_months() {
+        assert_eq!(super::partition_ids(0), (19_700_101, 197_001));
+        assert_eq!(super::partition_ids(1_795_608_125), (20_261_125, 202_611));
+        assert_eq!(super::partition_ids(951_782_400), (20_000_229, 200_002));
     }
 }

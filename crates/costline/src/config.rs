@@ -72,6 +72,9 @@ pub struct ClickHouseConfig {
     pub password_file: Option<PathBuf>,
     /// Longest wait for one flush insert before it is cancelled and retried.
     pub insert_timeout_secs: u64,
+    /// Days of `usage_events` and `rejected_events` kept (whole UTC days / months are dropped);
+    /// 0 keeps everything. Must cover the dedup horizon: restarts rebuild it from `usage_events`.
+    pub retention_days: u32,
     #[serde(skip)]
     pub password: Option<Secret>,
 }
@@ -84,6 +87,7 @@ impl Default for ClickHouseConfig {
             user: "default".into(),
             password_file: None,
             insert_timeout_secs: 30,
+            retention_days: 0,
             password: None,
         }
     }

@@ -68,6 +68,10 @@ impl Flusher {
         }
     }
 
+    pub fn sink(&self) -> LedgerSink {
+        self.sink.clone()
+    }
+
     /// Queues a rejected record for the dead-letter topic.
     pub fn dead_letter(
         &mut self,

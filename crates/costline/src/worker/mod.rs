@@ -78,6 +78,14 @@ pub async fn run(
         health,
         max_pending: config.pipeline.max_pending_records,
     };
+    if config.clickhouse.retention_days > 0 {
+        let sink = worker.flusher.sink();
+        tokio::spawn(enforce_retention(
+            sink,
+            config.clickhouse.retention_days,
+            shutdown.clone(),
+        ));
+    }
     let mut ticker =
         tokio::time::interval(Duration::from_millis(config.pipeline.flush_interval_ms));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -108,6 +116,29 @@ pub async fn run(
     worker.flush(&source).await?;
     info!("flushed; leaving the group");
     Ok(())
+}
+
+/// Drops expired `usage_events`/`rejected_events` partitions at start and every hour.
+async fn enforce_retention(sink: LedgerSink, retention_days: u32, shutdown: CancellationToken) {
+    let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = hourly.tick() => {}
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let keep_from = now.saturating_sub(u64::from(retention_days) * 86_400) as u32;
+        match sink.drop_expired(keep_from).await {
+            Ok(dropped) if !dropped.is_empty() => {
+                info!(?dropped, "retention: dropped expired partitions")
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "retention: could not drop expired partitions"),
+        }
+    }
 }
 
 pub fn clickhouse_target(config: &Config) -> ClickHouseTarget {
