@@ -112,19 +112,7 @@ impl Setup {
     /// Publishes `count` generated records and records them in `record_file`.
     pub fn produce(&self, count: u64, seed: u64, start_ms: i64, record_file: &Path) {
         let output = self
-            .command(&[
-                "produce",
-                "--count",
-                &count.to_string(),
-                "--seed",
-                &seed.to_string(),
-                "--start-ms",
-                &start_ms.to_string(),
-                "--partitions",
-                "4",
-                "--record",
-                record_file.to_str().unwrap(),
-            ])
+            .produce_command(count, 0, seed, start_ms, record_file)
             .output()
             .expect("running costline produce");
         assert!(
@@ -132,6 +120,53 @@ impl Setup {
             "costline produce failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
+    }
+
+    /// Starts publishing `count` records at `rate` per second in the background.
+    pub fn spawn_producer(
+        &self,
+        count: u64,
+        rate: u64,
+        seed: u64,
+        start_ms: i64,
+        record_file: &Path,
+    ) -> Child {
+        self.produce_command(count, rate, seed, start_ms, record_file)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting costline produce")
+    }
+
+    fn produce_command(
+        &self,
+        count: u64,
+        rate: u64,
+        seed: u64,
+        start_ms: i64,
+        record_file: &Path,
+    ) -> Command {
+        let (count, rate, seed, start_ms) = (
+            count.to_string(),
+            rate.to_string(),
+            seed.to_string(),
+            start_ms.to_string(),
+        );
+        let record = record_file.to_str().unwrap();
+        self.command(&[
+            "produce",
+            "--count",
+            &count,
+            "--rate",
+            &rate,
+            "--seed",
+            &seed,
+            "--start-ms",
+            &start_ms,
+            "--partitions",
+            "4",
+            "--record",
+            record,
+        ])
     }
 
     /// Starts a worker; its log goes to a file under `target/`.
@@ -192,6 +227,8 @@ pub fn clickhouse_query(database: &str, sql: &str) -> String {
     match ureq::post(&url).send(sql) {
         Ok(mut response) => response
             .body_mut()
+            .with_config()
+            .limit(u64::MAX)
             .read_to_string()
             .expect("reading ClickHouse response"),
         Err(e) => {
@@ -277,4 +314,97 @@ impl Drop for Worker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Waits (bounded) for a background producer to finish successfully.
+pub fn wait_producer(mut producer: Child, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = producer.try_wait().unwrap() {
+            assert!(status.success(), "costline produce failed: {status}");
+            return;
+        }
+        if Instant::now() > deadline {
+            let _ = producer.kill();
+            panic!("producer did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A small deterministic random source for test schedules; the seed is printed so a failing
+/// schedule can be replayed with `COSTLINE_TEST_SEED`.
+pub struct Schedule(u64);
+
+impl Schedule {
+    pub fn new() -> Schedule {
+        let seed = std::env::var("COSTLINE_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+                    | 1
+            });
+        eprintln!("schedule seed: COSTLINE_TEST_SEED={seed}");
+        Schedule(seed)
+    }
+
+    /// Uniform in `low..high` milliseconds.
+    pub fn millis(&mut self, low: u64, high: u64) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        Duration::from_millis(low + self.0 % (high - low))
+    }
+}
+
+/// Compares every `usage_minute` row and the `rejected_events` count with the independent
+/// computation from `record_file`, and checks no Kafka position was counted twice.
+pub fn assert_totals_exact(setup: &Setup, record_file: &Path) {
+    use expected::{parse_rollup_rows, Expected, ROLLUP_COLUMNS};
+    let expected = Expected::from_record_file(record_file);
+    setup.wait_accounted(expected.records, Duration::from_secs(300));
+    let minutes = parse_rollup_rows(&setup.query(&format!(
+        "SELECT {ROLLUP_COLUMNS} FROM usage_minute FORMAT TSV"
+    )));
+    let mismatched: Vec<_> = expected
+        .minutes
+        .iter()
+        .filter(|(dims, want)| minutes.get(*dims) != Some(*want))
+        .take(3)
+        .collect();
+    assert!(
+        mismatched.is_empty(),
+        "rollups differ, e.g. {:?}",
+        mismatched
+            .iter()
+            .map(|(d, w)| (d, w, minutes.get(*d)))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        minutes.len(),
+        expected.minutes.len(),
+        "number of (minute, dimension set) rows"
+    );
+    let rejected: u64 = setup
+        .query("SELECT count() FROM rejected_events")
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(rejected, expected.rejected, "rejected_events");
+    let counted: u64 = setup
+        .query("SELECT count() FROM usage_events")
+        .trim()
+        .parse()
+        .unwrap();
+    let positions: u64 = setup
+        .query("SELECT uniqExact(kafka_partition, kafka_offset) FROM usage_events")
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(counted, positions, "a Kafka position was counted twice");
+    assert_eq!(counted, expected.totals().attempts, "usage_events rows");
 }
