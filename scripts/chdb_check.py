@@ -100,7 +100,7 @@ SMOKE_TIME = "2025-01-15 10:07:30"
 SMOKE_ROW = {
     "kafka_topic": "smoke.usage", "kafka_partition": 3, "first_offset": 10, "next_offset": 14,
     "newest_record_time": SMOKE_TIME, "duplicate_count": 1, "worker": "smoke",
-    "flushed_at": "2025-01-15 10:08:00",
+    "flushed_at": "2025-01-15 10:08:00", "targets": 63,
 
     "ev_offset": [10, 11],
     "ev_record_time": [SMOKE_TIME, SMOKE_TIME],
@@ -140,7 +140,7 @@ SMOKE_ROW = {
     "ru_cost_usd": [0.0125],
     "ru_unpriced_attempts": [0],
     "ru_latency_ms_sum": [100], "ru_latency_ms_max": [100],
-    "ru_latency_buckets": [[118]], "ru_latency_counts": [[1]],
+    "ru_latency_buckets": [[118]], "ru_latency_counts": [[1]], "ru_flush_offset": [0],
 
     "rj_offset": [12],
     "rj_record_time": [SMOKE_TIME],

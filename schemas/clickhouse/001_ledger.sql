@@ -27,6 +27,10 @@ CREATE TABLE IF NOT EXISTS {database}.flush_ledger
     duplicate_count UInt64,
     worker String,
     flushed_at DateTime('UTC'),
+    -- Which tables this row is for (bits: 1 usage_events, 2 rejected_events, 4 usage_minute,
+    -- 8 usage_hour, 16 usage_day, 32 flushes). A first write sets all; a retry after a
+    -- server-side failure sets only the tables the failed write did not reach.
+    targets UInt8,
 
     ev_offset Array(UInt64),
     ev_record_time Array(DateTime('UTC')),
@@ -74,6 +78,7 @@ CREATE TABLE IF NOT EXISTS {database}.flush_ledger
     ru_latency_ms_max Array(UInt32),
     ru_latency_buckets Array(Array(UInt16)),
     ru_latency_counts Array(Array(UInt64)),
+    ru_flush_offset Array(UInt64),
 
     rj_offset Array(UInt64),
     rj_record_time Array(DateTime('UTC')),
@@ -120,7 +125,8 @@ SELECT kafka_topic, kafka_partition, ev_offset, ev_record_time, ev_event_time,
     ev_prompt_version, ev_provider, ev_model, ev_environment, ev_data_mode, ev_status,
     ev_error_code, ev_input_tokens, ev_cached_input_tokens, ev_cache_write_tokens,
     ev_output_tokens, ev_latency_ms, ev_cost_usd, ev_price_version
-FROM {database}.flush_ledger;
+FROM {database}.flush_ledger
+WHERE bitAnd(targets, 1) != 0;
 
 CREATE TABLE IF NOT EXISTS {database}.ledger_rejects
 (
@@ -140,10 +146,12 @@ ENGINE = Null;
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.ledger_rejects_mv TO {database}.ledger_rejects AS
 SELECT kafka_topic, kafka_partition, flushed_at, rj_offset, rj_record_time, rj_reason_code,
     rj_field, rj_reason, rj_payload_head, rj_payload_bytes
-FROM {database}.flush_ledger;
+FROM {database}.flush_ledger
+WHERE bitAnd(targets, 2) != 0;
 
 CREATE TABLE IF NOT EXISTS {database}.ledger_rollups
 (
+    targets UInt8,
     ru_window_start Array(DateTime('UTC')),
     ru_tenant Array(String),
     ru_endpoint_tag Array(String),
@@ -166,17 +174,19 @@ CREATE TABLE IF NOT EXISTS {database}.ledger_rollups
     ru_latency_ms_sum Array(UInt64),
     ru_latency_ms_max Array(UInt32),
     ru_latency_buckets Array(Array(UInt16)),
-    ru_latency_counts Array(Array(UInt64))
+    ru_latency_counts Array(Array(UInt64)),
+    ru_flush_offset Array(UInt64)
 )
 ENGINE = Null;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.ledger_rollups_mv TO {database}.ledger_rollups AS
-SELECT ru_window_start, ru_tenant, ru_endpoint_tag, ru_prompt_version, ru_provider, ru_model,
-    ru_environment, ru_data_mode, ru_requests, ru_attempts, ru_duplicates, ru_successes,
-    ru_errors, ru_input_tokens, ru_cached_input_tokens, ru_cache_write_tokens,
+SELECT targets, ru_window_start, ru_tenant, ru_endpoint_tag, ru_prompt_version, ru_provider,
+    ru_model, ru_environment, ru_data_mode, ru_requests, ru_attempts, ru_duplicates,
+    ru_successes, ru_errors, ru_input_tokens, ru_cached_input_tokens, ru_cache_write_tokens,
     ru_output_tokens, ru_cost_usd, ru_unpriced_attempts, ru_latency_ms_sum,
-    ru_latency_ms_max, ru_latency_buckets, ru_latency_counts
-FROM {database}.flush_ledger;
+    ru_latency_ms_max, ru_latency_buckets, ru_latency_counts, ru_flush_offset
+FROM {database}.flush_ledger
+WHERE bitAnd(targets, 28) != 0;
 
 -- One row per flush: what was covered. `max(next_offset)` per partition is where a worker
 -- that takes the partition over resumes. ClickHouse 18.16 pushes a block to its views one
@@ -203,7 +213,8 @@ CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.zz_flushes_mv TO {database}.fl
 SELECT
     kafka_topic, kafka_partition, first_offset, next_offset, newest_record_time,
     length(ev_offset) AS counted, duplicate_count AS duplicates, length(rj_offset) AS rejected, worker, flushed_at
-FROM {database}.flush_ledger;
+FROM {database}.flush_ledger
+WHERE bitAnd(targets, 32) != 0;
 
 -- Every counted (deduplicated) attempt, with its cost, the price-table version that produced
 -- it and the Kafka position it came from.

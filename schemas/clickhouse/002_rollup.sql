@@ -1,11 +1,21 @@
 -- Rollups per {rollup}: applied once for each of minute, hour and day ({bucket} is
--- toStartOfMinute, toStartOfHour or toStartOfDay).
+-- toStartOfMinute, toStartOfHour or toStartOfDay; {target_bit} is the table's bit in
+-- flush_ledger.targets).
+--
+-- Each flush adds one progress row per partition: window_start 0, endpoint_tag '' (never a
+-- valid tag),
+-- prompt_version = topic, tenant = partition, and the flush's next offset in
+-- flush_offset_state. It lands in the same block as the flush's rollups, so it tells whether
+-- this table received a flush even when ClickHouse failed half-way through the fan-out. The
+-- analyst view leaves these rows out.
 --
 -- `usage_{rollup}_state` keeps partial aggregates (one row per flush and key until merges
 -- fold them); `usage_{rollup}` is what analysts query: one row per window and dimension set,
 -- merged at read time, so partials from any number of flushes and workers add up exactly.
 -- Latency quantiles come from a merged sparse histogram (4 % log buckets, see
 -- crates/costline-core/src/latency.rs): within 2 % of the true value.
+-- Write `tupleElement(t, 1)` and `arrayElement(a, i)` on separate names, never `t.1[i]`:
+-- 18.16 stores views as formatted SQL and cannot parse `t.1[i]` back when it restarts.
 
 CREATE TABLE IF NOT EXISTS {database}.usage_{rollup}_state
 (
@@ -30,7 +40,8 @@ CREATE TABLE IF NOT EXISTS {database}.usage_{rollup}_state
     unpriced_attempts_state AggregateFunction(sum, UInt64),
     latency_ms_sum_state AggregateFunction(sum, UInt64),
     latency_ms_max_state AggregateFunction(max, UInt32),
-    latency_hist_state AggregateFunction(sumMap, Array(UInt16), Array(UInt64))
+    latency_hist_state AggregateFunction(sumMap, Array(UInt16), Array(UInt64)),
+    flush_offset_state AggregateFunction(max, UInt64)
 )
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(window_start)
@@ -53,7 +64,8 @@ SELECT
     sumState(unpriced_attempts) AS unpriced_attempts_state,
     sumState(latency_ms_sum) AS latency_ms_sum_state,
     maxState(latency_ms_max) AS latency_ms_max_state,
-    sumMapState(latency_buckets, latency_counts) AS latency_hist_state
+    sumMapState(latency_buckets, latency_counts) AS latency_hist_state,
+    maxState(flush_offset) AS flush_offset_state
 FROM {database}.{fanout:ledger_rollups}
 ARRAY JOIN
     ru_window_start AS ru_window, ru_tenant AS tenant, ru_endpoint_tag AS endpoint_tag,
@@ -65,7 +77,8 @@ ARRAY JOIN
     ru_output_tokens AS output_tokens, ru_cost_usd AS cost_usd,
     ru_unpriced_attempts AS unpriced_attempts, ru_latency_ms_sum AS latency_ms_sum,
     ru_latency_ms_max AS latency_ms_max, ru_latency_buckets AS latency_buckets,
-    ru_latency_counts AS latency_counts
+    ru_latency_counts AS latency_counts, ru_flush_offset AS flush_offset
+WHERE bitAnd(targets, {target_bit}) != 0
 GROUP BY window_start, tenant, endpoint_tag, prompt_version, provider, model, environment, data_mode;
 
 CREATE VIEW IF NOT EXISTS {database}.usage_{rollup} AS
@@ -74,9 +87,9 @@ SELECT
     requests, attempts, attempts - requests AS retries, duplicates, successes, errors,
     input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, cost_usd,
     unpriced_attempts, latency_ms_sum, latency_ms_max, latency_samples,
-    if(latency_samples = 0, 0, round(pow(1.04, arrayElement(latency_hist.1, arrayFirstIndex(c -> c >= 0.50 * latency_samples, latency_cumulative)) - 0.5) * (arrayElement(latency_hist.1, arrayFirstIndex(c -> c >= 0.50 * latency_samples, latency_cumulative)) > 0), 1)) AS latency_ms_p50,
-    if(latency_samples = 0, 0, round(pow(1.04, arrayElement(latency_hist.1, arrayFirstIndex(c -> c >= 0.95 * latency_samples, latency_cumulative)) - 0.5) * (arrayElement(latency_hist.1, arrayFirstIndex(c -> c >= 0.95 * latency_samples, latency_cumulative)) > 0), 1)) AS latency_ms_p95,
-    if(latency_samples = 0, 0, round(pow(1.04, arrayElement(latency_hist.1, arrayFirstIndex(c -> c >= 0.99 * latency_samples, latency_cumulative)) - 0.5) * (arrayElement(latency_hist.1, arrayFirstIndex(c -> c >= 0.99 * latency_samples, latency_cumulative)) > 0), 1)) AS latency_ms_p99
+    if(latency_samples = 0, 0, round(pow(1.04, arrayElement(latency_buckets, arrayFirstIndex(c -> c >= 0.50 * latency_samples, latency_cumulative)) - 0.5) * (arrayElement(latency_buckets, arrayFirstIndex(c -> c >= 0.50 * latency_samples, latency_cumulative)) > 0), 1)) AS latency_ms_p50,
+    if(latency_samples = 0, 0, round(pow(1.04, arrayElement(latency_buckets, arrayFirstIndex(c -> c >= 0.95 * latency_samples, latency_cumulative)) - 0.5) * (arrayElement(latency_buckets, arrayFirstIndex(c -> c >= 0.95 * latency_samples, latency_cumulative)) > 0), 1)) AS latency_ms_p95,
+    if(latency_samples = 0, 0, round(pow(1.04, arrayElement(latency_buckets, arrayFirstIndex(c -> c >= 0.99 * latency_samples, latency_cumulative)) - 0.5) * (arrayElement(latency_buckets, arrayFirstIndex(c -> c >= 0.99 * latency_samples, latency_cumulative)) > 0), 1)) AS latency_ms_p99
 FROM
 (
     SELECT
@@ -95,8 +108,10 @@ FROM
         sumMerge(latency_ms_sum_state) AS latency_ms_sum,
         maxMerge(latency_ms_max_state) AS latency_ms_max,
         sumMapMerge(latency_hist_state) AS latency_hist,
-        arraySum(latency_hist.2) AS latency_samples,
-        arrayCumSum(latency_hist.2) AS latency_cumulative
+        tupleElement(latency_hist, 1) AS latency_buckets,
+        arraySum(tupleElement(latency_hist, 2)) AS latency_samples,
+        arrayCumSum(tupleElement(latency_hist, 2)) AS latency_cumulative
     FROM {database}.usage_{rollup}_state
+    WHERE endpoint_tag != ''
     GROUP BY window_start, tenant, endpoint_tag, prompt_version, provider, model, environment, data_mode
 );

@@ -82,12 +82,23 @@ fn micro_usd(text: &str) -> i128 {
     decimal_scaled(text, 6)
 }
 
-/// Decimal text (no exponent) → integer × 10^scale; panics on more precision.
+/// Decimal text, possibly with an exponent (`3e-8`, as JSON writers print small numbers) →
+/// integer × 10^scale; panics on more precision than `scale`.
 fn decimal_scaled(text: &str, scale: usize) -> i128 {
-    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
-    assert!(frac.len() <= scale, "{text} has more than {scale} decimals");
-    let padded = format!("{int}{frac:0<scale$}");
-    padded.parse().unwrap()
+    let (mantissa, exponent) = match text.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i64>().unwrap()),
+        None => (text, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits: i128 = format!("{int}{frac}").parse().unwrap();
+    let shift = scale as i64 + exponent - frac.len() as i64;
+    if shift >= 0 {
+        digits * 10i128.pow(shift as u32)
+    } else {
+        let divisor = 10i128.pow((-shift) as u32);
+        assert_eq!(digits % divisor, 0, "{text} has more than {scale} decimals");
+        digits / divisor
+    }
 }
 
 /// Days since 1970-01-01 of a YYYY-MM-DD date (Howard Hinnant's algorithm).

@@ -69,6 +69,7 @@ pub fn free_port() -> u16 {
 /// Everything a test's workers and producers share.
 #[derive(Clone, Debug)]
 pub struct Setup {
+    pub brokers: String,
     pub topic: String,
     pub database: String,
     pub group: String,
@@ -79,6 +80,7 @@ impl Setup {
     pub fn new(name: &str) -> Setup {
         ensure_services();
         Setup {
+            brokers: KAFKA.to_string(),
             topic: unique_name(&format!("test.{name}")),
             database: unique_name(&format!("test_{name}")),
             group: unique_name(&format!("group-{name}")),
@@ -91,7 +93,7 @@ impl Setup {
         let mut command = Command::new(env!("CARGO_BIN_EXE_costline"));
         command
             .args(args)
-            .env("COSTLINE_KAFKA__BROKERS", KAFKA)
+            .env("COSTLINE_KAFKA__BROKERS", &self.brokers)
             .env("COSTLINE_KAFKA__TOPIC", &self.topic)
             .env("COSTLINE_KAFKA__GROUP_ID", &self.group)
             .env(
@@ -137,7 +139,7 @@ impl Setup {
             .expect("starting costline produce")
     }
 
-    fn produce_command(
+    pub fn produce_command(
         &self,
         count: u64,
         rate: u64,
@@ -193,8 +195,16 @@ impl Setup {
         clickhouse_query(&self.database, sql)
     }
 
-    /// Records ClickHouse has accounted for (counted + duplicate + rejected), from `flushes`.
+    /// Records ClickHouse has accounted for (counted + duplicate + rejected), from `flushes`;
+    /// 0 while the worker has not created the schema yet.
     pub fn records_accounted(&self) -> u64 {
+        let sql = format!(
+            "SELECT count() FROM system.tables WHERE database = '{}' AND name = 'flushes'",
+            self.database
+        );
+        if clickhouse_query("default", &sql).trim() != "1" {
+            return 0;
+        }
         self.query("SELECT sum(counted + duplicates + rejected) FROM flushes")
             .trim()
             .parse()

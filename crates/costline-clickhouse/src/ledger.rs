@@ -7,6 +7,33 @@ use serde::Serialize;
 
 use costline_core::{PartitionBatch, RejectedRecord};
 
+/// The tables a ledger row is fanned out to, as bits of `flush_ledger.targets`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Targets(pub u8);
+
+impl Targets {
+    pub const EVENTS: Targets = Targets(1);
+    pub const REJECTS: Targets = Targets(2);
+    pub const MINUTE: Targets = Targets(4);
+    pub const HOUR: Targets = Targets(8);
+    pub const DAY: Targets = Targets(16);
+    pub const PROGRESS: Targets = Targets(32);
+    pub const ALL: Targets = Targets(63);
+    pub const NONE: Targets = Targets(0);
+
+    pub fn contains(self, other: Targets) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub fn without(self, other: Targets) -> Targets {
+        Targets(self.0 & !other.0)
+    }
+
+    pub fn with(self, other: Targets) -> Targets {
+        Targets(self.0 | other.0)
+    }
+}
+
 /// A row of `flush_ledger` (see `schemas/clickhouse/001_ledger.sql`).
 #[derive(Debug, Default, Row, Serialize)]
 pub struct LedgerRow {
@@ -18,6 +45,7 @@ pub struct LedgerRow {
     pub duplicate_count: u64,
     pub worker: String,
     pub flushed_at: u32,
+    pub targets: u8,
 
     pub ev_offset: Vec<u64>,
     pub ev_record_time: Vec<u32>,
@@ -65,6 +93,7 @@ pub struct LedgerRow {
     pub ru_latency_ms_max: Vec<u32>,
     pub ru_latency_buckets: Vec<Vec<u16>>,
     pub ru_latency_counts: Vec<Vec<u64>>,
+    pub ru_flush_offset: Vec<u64>,
 
     pub rj_offset: Vec<u64>,
     pub rj_record_time: Vec<u32>,
@@ -97,8 +126,10 @@ impl LedgerRow {
             duplicate_count: batch.duplicates,
             worker: worker.to_string(),
             flushed_at,
+            targets: Targets::ALL.0,
             ..LedgerRow::default()
         };
+        row.push_progress_marker(topic, partition);
         for (key, m) in batch.rollup.iter() {
             row.ru_window_start.push(key.window_start_secs);
             row.ru_tenant.push(key.tenant.clone());
@@ -124,6 +155,7 @@ impl LedgerRow {
             let (buckets, counts) = m.latency.buckets().unzip();
             row.ru_latency_buckets.push(buckets);
             row.ru_latency_counts.push(counts);
+            row.ru_flush_offset.push(0);
         }
         for attempt in batch.counted {
             let price_version = attempt.pricing.version().to_string();
@@ -169,5 +201,55 @@ impl LedgerRow {
                 .push(payload_bytes.min(u32::MAX as usize) as u32);
         }
         row
+    }
+
+    /// The rollup tables' progress row: window 0, endpoint tag `""` (no valid event has an
+    /// empty tag), the flush's next offset. See `schemas/clickhouse/002_rollup.sql`.
+    fn push_progress_marker(&mut self, topic: &str, partition: u32) {
+        self.ru_window_start.push(0);
+        self.ru_tenant.push(partition.to_string());
+        self.ru_endpoint_tag.push(String::new());
+        self.ru_prompt_version.push(topic.to_string());
+        for dims in [
+            &mut self.ru_provider,
+            &mut self.ru_model,
+            &mut self.ru_environment,
+        ] {
+            dims.push(String::new());
+        }
+        self.ru_data_mode.push("");
+        for measure in [
+            &mut self.ru_requests,
+            &mut self.ru_attempts,
+            &mut self.ru_duplicates,
+            &mut self.ru_successes,
+            &mut self.ru_errors,
+            &mut self.ru_input_tokens,
+            &mut self.ru_cached_input_tokens,
+            &mut self.ru_cache_write_tokens,
+            &mut self.ru_output_tokens,
+            &mut self.ru_unpriced_attempts,
+            &mut self.ru_latency_ms_sum,
+        ] {
+            measure.push(0);
+        }
+        self.ru_cost_usd.push(0);
+        self.ru_latency_ms_max.push(0);
+        self.ru_latency_buckets.push(Vec::new());
+        self.ru_latency_counts.push(Vec::new());
+        self.ru_flush_offset.push(self.next_offset);
+    }
+
+    /// The tables that have something to receive from this row.
+    pub fn targets(&self) -> Targets {
+        Targets(self.targets)
+    }
+
+    /// Offset of the last counted event and of the last rejected record, if any.
+    pub fn last_offsets(&self) -> (Option<u64>, Option<u64>) {
+        (
+            self.ev_offset.last().copied(),
+            self.rj_offset.last().copied(),
+        )
     }
 }

@@ -11,5 +11,5 @@ pub mod ledger;
 pub mod migrate;
 pub mod sink;
 
-pub use ledger::LedgerRow;
+pub use ledger::{LedgerRow, Targets};
 pub use sink::{ClickHouseTarget, LedgerSink, PartitionProgress, RememberedAttempt, SinkError};

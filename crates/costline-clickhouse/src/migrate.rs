@@ -10,6 +10,7 @@
 use anyhow::{bail, Context};
 use clickhouse::Client;
 
+use crate::ledger::Targets;
 use crate::sink::ClickHouseTarget;
 
 const FILES: &[(&str, &str)] = &[
@@ -23,11 +24,12 @@ const FILES: &[(&str, &str)] = &[
     ),
 ];
 
-/// The rollup granularities and the function that truncates a time to each.
-pub const ROLLUPS: &[(&str, &str)] = &[
-    ("minute", "toStartOfMinute"),
-    ("hour", "toStartOfHour"),
-    ("day", "toStartOfDay"),
+/// The rollup granularities, the function that truncates a time to each, and the table's bit
+/// in `flush_ledger.targets`.
+pub const ROLLUPS: &[(&str, &str, Targets)] = &[
+    ("minute", "toStartOfMinute", Targets::MINUTE),
+    ("hour", "toStartOfHour", Targets::HOUR),
+    ("day", "toStartOfDay", Targets::DAY),
 ];
 
 /// Which name a view must read from to receive what another view writes.
@@ -52,8 +54,11 @@ pub fn statements(database: &str, chain: ChainStyle) -> Vec<Statement> {
     for &(file, text) in FILES {
         let text = expand_fanout(&text.replace("{database}", database), chain);
         if text.contains("{rollup}") {
-            for &(rollup, bucket) in ROLLUPS {
-                let expanded = text.replace("{rollup}", rollup).replace("{bucket}", bucket);
+            for &(rollup, bucket, bit) in ROLLUPS {
+                let expanded = text
+                    .replace("{rollup}", rollup)
+                    .replace("{bucket}", bucket)
+                    .replace("{target_bit}", &bit.0.to_string());
                 out.extend(split(&expanded).map(|sql| Statement { file, sql }));
             }
         } else {

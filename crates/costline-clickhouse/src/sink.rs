@@ -11,7 +11,8 @@ use std::time::Duration;
 use clickhouse::{Client, Row};
 use serde::Deserialize;
 
-use crate::ledger::LedgerRow;
+use crate::ledger::{LedgerRow, Targets};
+use crate::migrate::ROLLUPS;
 
 /// Where ClickHouse is and who we are there.
 #[derive(Clone)]
@@ -126,6 +127,65 @@ impl LedgerSink {
             .fetch_all::<PartitionProgress>()
             .await?;
         Ok(rows.into_iter().map(|p| (p.kafka_partition, p)).collect())
+    }
+
+    /// The tables that already hold `row`, after a write of it failed. ClickHouse fans one
+    /// insert out to its tables one after another, so a server-side failure can leave some of
+    /// them written: each table is asked on its own (offsets for the per-event tables, the
+    /// progress rows for the rollups, `flushes` for progress).
+    pub async fn landed(&self, row: &LedgerRow) -> Result<Targets, SinkError> {
+        let (topic, partition) = (row.kafka_topic.as_str(), row.kafka_partition);
+        let mut landed = Targets::NONE;
+        if self
+            .progress(topic)
+            .await?
+            .get(&partition)
+            .is_some_and(|p| p.next_offset >= row.next_offset)
+        {
+            landed = landed.with(Targets::PROGRESS);
+        }
+        for &(rollup, _, bit) in ROLLUPS {
+            let marker: Vec<u64> = self
+                .client
+                .query(&format!(
+                    "SELECT maxMerge(flush_offset_state) FROM usage_{rollup}_state \
+                     WHERE window_start = toDateTime(0) AND endpoint_tag = '' AND prompt_version = ? AND tenant = ?"
+                ))
+                .bind(topic)
+                .bind(partition.to_string())
+                .fetch_all()
+                .await?;
+            if marker
+                .first()
+                .is_some_and(|&offset| offset >= row.next_offset)
+            {
+                landed = landed.with(bit);
+            }
+        }
+        let (last_event, last_reject) = row.last_offsets();
+        for (table, last, bit) in [
+            ("usage_events", last_event, Targets::EVENTS),
+            ("rejected_events", last_reject, Targets::REJECTS),
+        ] {
+            let Some(last) = last else {
+                landed = landed.with(bit); // Nothing to write there.
+                continue;
+            };
+            let found: Vec<u64> = self
+                .client
+                .query(&format!(
+                    "SELECT count() FROM {table} WHERE kafka_topic = ? AND kafka_partition = ? AND kafka_offset = ?"
+                ))
+                .bind(topic)
+                .bind(partition)
+                .bind(last)
+                .fetch_all()
+                .await?;
+            if found.first().is_some_and(|&n| n > 0) {
+                landed = landed.with(bit);
+            }
+        }
+        Ok(landed)
     }
 
     /// Attempts counted in `partition` with a record time from `from_secs` and an offset below

@@ -51,6 +51,7 @@ pub async fn run(mut config: Config, args: &DemoArgs) -> anyhow::Result<()> {
         start_ms: Some(chrono::Utc::now().timestamp_millis() - span_ms),
         spacing_ms: span_ms as f64 / args.events.max(1) as f64,
         partitions: 4,
+        no_create_topic: false,
         record: None,
     };
     // The topic must exist before the worker subscribes.

@@ -33,6 +33,9 @@ pub struct ProduceArgs {
     /// Partitions of the topic when it has to be created.
     #[arg(long, default_value_t = 4)]
     pub partitions: i32,
+    /// Do not create the topic (for brokers without the CreateTopics API).
+    #[arg(long)]
+    pub no_create_topic: bool,
     /// Write every published record as a JSON line to this file.
     #[arg(long)]
     pub record: Option<std::path::PathBuf>,
@@ -70,9 +73,11 @@ pub async fn run(config: &Config, args: &ProduceArgs) -> anyhow::Result<()> {
 
 pub async fn publish(config: &Config, args: &ProduceArgs) -> anyhow::Result<Published> {
     let topic = &config.kafka.topic;
-    ensure_topic(&config.kafka.brokers, topic, args.partitions)
-        .await
-        .with_context(|| format!("creating topic {topic} on {}", config.kafka.brokers))?;
+    if !args.no_create_topic {
+        ensure_topic(&config.kafka.brokers, topic, args.partitions)
+            .await
+            .with_context(|| format!("creating topic {topic} on {}", config.kafka.brokers))?;
+    }
     let extra: Vec<(String, String)> = config.kafka.librdkafka.clone().into_iter().collect();
     let producer =
         RecordProducer::connect(&config.kafka.brokers, &extra).context("creating the producer")?;

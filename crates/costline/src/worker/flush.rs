@@ -4,12 +4,14 @@
 //! ClickHouse), then every partition's batch goes out as one ledger row in one `INSERT`. Only
 //! then are offsets committed.
 //!
-//! When an insert fails, the worker cannot know whether ClickHouse applied it (a timeout or a
-//! dropped connection can hide a success). Before writing again it kills that query on the
-//! server (`KILL QUERY … SYNC`, so it cannot land later), reads `flushes` back and drops the
-//! rows whose partition progress already covers them. A flush is therefore applied once, and
-//! a failed one is retried with exponential backoff for as long as it takes; while it retries
-//! nothing is consumed (back-pressure) and `/readyz` reports the outage.
+//! When an insert fails, the worker cannot know what ClickHouse applied: a timeout or a dropped
+//! connection can hide a success, and a server failing half-way through the fan-out (seen when
+//! ClickHouse shuts down during an insert) leaves some tables written and others not. Before
+//! writing again the worker kills that query on the server (`KILL QUERY … SYNC`, so it cannot
+//! land later), asks each table whether it holds the flush, and retries the row with only the
+//! missing tables in its `targets`. Each table thus receives each flush once; a failed flush
+//! is retried with exponential backoff for as long as it takes, and while it retries nothing
+//! is consumed (back-pressure) and `/readyz` reports the outage.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -17,11 +19,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::bail;
-use costline_clickhouse::{LedgerRow, LedgerSink};
+use costline_clickhouse::{LedgerRow, LedgerSink, Targets};
 use costline_core::PartitionCounter;
 use costline_kafka::RecordProducer;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::warn;
 
 use crate::config::Config;
 use crate::http::Health;
@@ -131,7 +133,7 @@ impl Flusher {
             .iter()
             .map(|r| (r.kafka_partition as i32, r.next_offset))
             .collect();
-        self.write_once(topic, rows).await?;
+        self.write_once(rows).await?;
         let metrics = &self.health.metrics;
         metrics.flushes.inc();
         metrics
@@ -146,14 +148,14 @@ impl Flusher {
         Ok(commits)
     }
 
-    async fn write_once(&mut self, topic: &str, mut rows: Vec<LedgerRow>) -> anyhow::Result<()> {
+    async fn write_once(&mut self, mut rows: Vec<LedgerRow>) -> anyhow::Result<()> {
         self.flush_seq += 1;
         let mut backoff = Duration::from_millis(100);
         let mut attempt = 0u32;
         let mut unsure: Option<String> = None;
         loop {
             if let Some(query_id) = unsure.take() {
-                if let Err(e) = self.settle(topic, &query_id, &mut rows).await {
+                if let Err(e) = self.settle(&query_id, &mut rows).await {
                     warn!(error = format!("{e:#}"), "ClickHouse still unavailable");
                     unsure = Some(query_id);
                     self.pause(&mut backoff).await?;
@@ -180,27 +182,24 @@ impl Flusher {
         Ok(())
     }
 
-    /// After a failed insert: make sure it cannot land later, then drop what it did write.
-    async fn settle(
-        &self,
-        topic: &str,
-        query_id: &str,
-        rows: &mut Vec<LedgerRow>,
-    ) -> anyhow::Result<()> {
+    /// After a failed insert: make sure it cannot land later, then find, table by table, what
+    /// it did write, so that the retry writes each table exactly once.
+    async fn settle(&self, query_id: &str, rows: &mut Vec<LedgerRow>) -> anyhow::Result<()> {
         self.sink.cancel(query_id).await?;
-        let progress = self.sink.progress(topic).await?;
-        let before = rows.len();
-        rows.retain(|row| {
-            progress
-                .get(&row.kafka_partition)
-                .is_none_or(|p| p.next_offset < row.next_offset)
-        });
-        if rows.len() != before {
-            debug!(
-                applied = before - rows.len(),
-                "part of the failed flush had been applied"
-            );
+        for row in rows.iter_mut() {
+            let landed = self.sink.landed(row).await?;
+            let remaining = row.targets().without(landed);
+            if remaining != row.targets() {
+                warn!(
+                    partition = row.kafka_partition,
+                    next_offset = row.next_offset,
+                    landed = landed.0,
+                    "the failed flush reached some tables; the retry writes only the others"
+                );
+            }
+            row.targets = remaining.0;
         }
+        rows.retain(|row| row.targets != Targets::NONE.0);
         Ok(())
     }
 
