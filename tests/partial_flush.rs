@@ -1,0 +1,48 @@
+//! A flush that ClickHouse applies half-way: the hourly rollup table is renamed away for a
+//! few seconds, so each insert fails while fanning out, after some tables were written. The
+//! worker finds, table by table, what the failed insert wrote and completes only the rest:
+//! every table ends exact, none doubled.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{assert_totals_exact, Setup};
+
+#[test]
+fn a_half_applied_flush_is_completed_not_doubled() {
+    let mut setup = Setup::new("partial");
+    setup.flush_interval_ms = 300;
+    let record_file = std::env::temp_dir().join(format!("{}.jsonl", setup.database));
+    let producer = setup.spawn_producer(60_000, 4_000, 31, 1_790_000_000_000, &record_file);
+    let worker = setup.spawn_worker("partial");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while setup.records_accounted() < 5_000 {
+        assert!(
+            Instant::now() < deadline,
+            "the worker never got going:\n{}",
+            worker.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    setup.query("RENAME TABLE usage_hour_state TO usage_hour_state_away");
+    std::thread::sleep(Duration::from_secs(4));
+    setup.query("RENAME TABLE usage_hour_state_away TO usage_hour_state");
+    common::wait_producer(producer, Duration::from_secs(60));
+    assert_totals_exact(&setup, &record_file);
+
+    let hour_total =
+        setup.query("SELECT sum(attempts), toString(sum(cost_usd)) FROM usage_hour FORMAT TSV");
+    let minute_total =
+        setup.query("SELECT sum(attempts), toString(sum(cost_usd)) FROM usage_minute FORMAT TSV");
+    assert_eq!(
+        hour_total, minute_total,
+        "usage_hour must match usage_minute"
+    );
+    let log = worker.log();
+    assert!(
+        log.contains("the failed flush reached some tables"),
+        "no half-applied flush was seen:\n{log}"
+    );
+    assert_eq!(worker.stop(), 0);
+}
