@@ -124,20 +124,28 @@ impl<'de> Visitor<'de> for ObjectVisitor {
         let mut fields = RawFields {
             values: [None; FIELD_COUNT],
         };
+        let mut duplicate = None;
         while let Some(FieldKey(field)) = map.next_key()? {
-            if let Field::Unknown = field {
-                map.next_value::<IgnoredAny>()?;
-                continue;
+            let slot = match field {
+                Field::Unknown => None,
+                known => Some(&mut fields.values[known as usize]),
+            };
+            match slot {
+                Some(slot) if slot.is_none() => *slot = Some(map.next_value::<&'de RawValue>()?),
+                // Read on to the end, so that a syntax error later still wins over the duplicate.
+                Some(_) => {
+                    duplicate.get_or_insert(field.name());
+                    map.next_value::<IgnoredAny>()?;
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
             }
-            let slot = &mut fields.values[field as usize];
-            if slot.is_some() {
-                // Finish reading so the error is about the duplicate, not the syntax.
-                map.next_value::<IgnoredAny>()?;
-                return Ok(Err(WalkError::Duplicate(field.name())));
-            }
-            *slot = Some(map.next_value::<&'de RawValue>()?);
         }
-        Ok(Ok(fields))
+        Ok(match duplicate {
+            Some(name) => Err(WalkError::Duplicate(name)),
+            None => Ok(fields),
+        })
     }
 }
 

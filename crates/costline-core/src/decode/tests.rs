@@ -182,3 +182,9 @@ proptest! {
         prop_assert_eq!((event.input_tokens, event.output_tokens, event.cached_input_tokens), (input, output, cached));
     }
 }
+
+#[test]
+fn duplicate_key_in_the_middle() {
+    let err = decode_event(br#"{"model":"a","model":"b","x":1}"#).unwrap_err();
+    assert_eq!(err.code(), "duplicate_field", "{err}");
+}
