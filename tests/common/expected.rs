@@ -188,7 +188,7 @@ impl Expected {
             m.cached_input_tokens += cached;
             m.cache_write_tokens += write;
             m.output_tokens += output;
-            if let Some(cost) = event.get("costUsd") {
+            if let Some(cost) = event.get("costUsd").filter(|v| !v.is_null()) {
                 m.cost_pico += decimal_scaled(&cost.to_string(), 12);
             } else {
                 let row = prices
