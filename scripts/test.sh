@@ -10,7 +10,7 @@ scripts/services.sh chdb >/dev/null
 echo "== format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-echo "== unit and property tests"
-cargo test --workspace --lib --bins
-echo "== integration and end-to-end tests (real services, one at a time)"
+echo "== core and adapter crates: unit, property and corpus tests"
+cargo test --workspace --exclude costline
+echo "== costline: unit tests, then integration and end-to-end tests (real services, one at a time)"
 cargo test -p costline --tests -- --test-threads=1

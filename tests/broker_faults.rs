@@ -15,30 +15,17 @@ fn broker_down_and_request_errors_lose_and_double_nothing() {
     let cluster = MockCluster::new(1).expect("starting the mock cluster");
     let mut setup = Setup::new("broker_faults");
     setup.brokers = cluster.bootstrap_servers();
-    cluster
-        .create_topic(&setup.topic, 4, 1)
-        .expect("creating the topic on the mock cluster");
+    cluster.create_topic(&setup.topic, 4, 1).expect("creating the topic on the mock cluster");
     let record_file = std::env::temp_dir().join(format!("{}.jsonl", setup.database));
     // The mock keeps at most ~5 MiB per partition: stay well under it.
-    let output = setup
-        .produce_command(20_000, 0, 5, 1_790_000_000_000, &record_file)
-        .arg("--no-create-topic")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output =
+        setup.produce_command(20_000, 0, 5, 1_790_000_000_000, &record_file).arg("--no-create-topic").output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 
     let worker = setup.spawn_worker("faults");
     let deadline = Instant::now() + Duration::from_secs(60);
     while setup.records_accounted() == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the worker never got going:\n{}",
-            worker.log()
-        );
+        assert!(Instant::now() < deadline, "the worker never got going:\n{}", worker.log());
         std::thread::sleep(Duration::from_millis(100));
     }
     cluster.broker_down(1).unwrap();
@@ -47,20 +34,11 @@ fn broker_down_and_request_errors_lose_and_double_nothing() {
 
     let errors = [RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 20];
     cluster.request_errors(RDKafkaApiKey::Fetch, &errors);
-    cluster.request_errors(
-        RDKafkaApiKey::OffsetCommit,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 10],
-    );
-    cluster.request_errors(
-        RDKafkaApiKey::Produce,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 5],
-    );
+    cluster.request_errors(RDKafkaApiKey::OffsetCommit, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 10]);
+    cluster.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 5]);
 
     assert_totals_exact(&setup, &record_file);
     let dead_letters = worker.http_get("/metrics").1;
-    assert!(
-        dead_letters.contains("costline_dead_letters_total"),
-        "{dead_letters}"
-    );
+    assert!(dead_letters.contains("costline_dead_letters_total"), "{dead_letters}");
     assert_eq!(worker.stop(), 0);
 }

@@ -18,14 +18,8 @@ fn corpus_records_are_rejected_with_reasons_and_nothing_else_is_affected() {
     let record_file = std::env::temp_dir().join(format!("{}.jsonl", setup.database));
     setup.produce(20_000, 3, 1_790_000_000_000, &record_file);
 
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &setup.brokers)
-        .create()
-        .unwrap();
-    let mut record_log = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&record_file)
-        .unwrap();
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &setup.brokers).create().unwrap();
+    let mut record_log = std::fs::OpenOptions::new().append(true).open(&record_file).unwrap();
     let corpus_dir = common::repo_root().join("tests/corpus");
     let mut expected_reasons = Vec::new();
     for entry in std::fs::read_dir(&corpus_dir).unwrap() {
@@ -38,27 +32,17 @@ fn corpus_records_are_rejected_with_reasons_and_nothing_else_is_affected() {
         let key = name.clone();
         let name = name.clone();
         let ts = 1_790_000_500_000i64;
-        let record = FutureRecord::to(&setup.topic)
-            .key(&key)
-            .payload(&payload)
-            .timestamp(ts);
-        let delivery = futures_block_on(producer.send(record, Duration::from_secs(10)))
-            .expect("publishing a corpus record");
+        let record = FutureRecord::to(&setup.topic).key(&key).payload(&payload).timestamp(ts);
+        let delivery =
+            futures_block_on(producer.send(record, Duration::from_secs(10))).expect("publishing a corpus record");
         let (partition, offset) = (delivery.partition, delivery.offset);
-        let kind = if expected == "valid" {
-            "valid"
-        } else {
-            "invalid"
-        };
+        let kind = if expected == "valid" { "valid" } else { "invalid" };
         // The independent computation reads only known fields; a 2000-deep unknown field would
         // exceed its JSON reader's nesting limit, so the record log keeps the event without it.
-        let logged =
-            String::from_utf8(payload)
-                .ok()
-                .map(|text| match text.find(", \"extra\": [") {
-                    Some(i) => format!("{}}}", &text[..i]),
-                    None => text,
-                });
+        let logged = String::from_utf8(payload).ok().map(|text| match text.find(", \"extra\": [") {
+            Some(i) => format!("{}}}", &text[..i]),
+            None => text,
+        });
         let line = serde_json::json!({"key": key, "ts": ts, "kind": kind, "payload": logged});
         writeln!(record_log, "{line}").unwrap();
         if kind == "invalid" {
@@ -86,9 +70,5 @@ fn corpus_records_are_rejected_with_reasons_and_nothing_else_is_affected() {
 
 /// Drives one future to completion on a throw-away runtime.
 fn futures_block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(future)
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
 }

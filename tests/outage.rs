@@ -36,11 +36,7 @@ fn clickhouse_down_for_25_seconds_loses_and_doubles_nothing() {
     let worker = setup.spawn_worker("outage");
     let deadline = Instant::now() + Duration::from_secs(60);
     while setup.records_accounted() < 20_000 {
-        assert!(
-            Instant::now() < deadline,
-            "the worker never got going:\n{}",
-            worker.log()
-        );
+        assert!(Instant::now() < deadline, "the worker never got going:\n{}", worker.log());
         std::thread::sleep(Duration::from_millis(200));
     }
 
@@ -56,21 +52,11 @@ fn clickhouse_down_for_25_seconds_loses_and_doubles_nothing() {
     services("start");
 
     assert!(saw_not_ready, "/readyz never reported the outage");
-    assert!(
-        peak_rss_kib < 512 * 1024,
-        "worker RSS grew to {peak_rss_kib} KiB during the outage"
-    );
+    assert!(peak_rss_kib < 512 * 1024, "worker RSS grew to {peak_rss_kib} KiB during the outage");
     wait_producer(producer, Duration::from_secs(120));
     assert_totals_exact(&setup, &record_file);
-    assert_eq!(
-        worker.http_get("/readyz").0,
-        200,
-        "ready again after the outage"
-    );
+    assert_eq!(worker.http_get("/readyz").0, 200, "ready again after the outage");
     let log = worker.log();
-    assert!(
-        log.contains("flush insert failed; will retry"),
-        "the outage was not noticed:\n{log}"
-    );
+    assert!(log.contains("flush insert failed; will retry"), "the outage was not noticed:\n{log}");
     assert_eq!(worker.stop(), 0);
 }

@@ -19,11 +19,7 @@ fn a_half_applied_flush_is_completed_not_doubled() {
     let worker = setup.spawn_worker("partial");
     let deadline = Instant::now() + Duration::from_secs(60);
     while setup.records_accounted() < 5_000 {
-        assert!(
-            Instant::now() < deadline,
-            "the worker never got going:\n{}",
-            worker.log()
-        );
+        assert!(Instant::now() < deadline, "the worker never got going:\n{}", worker.log());
         std::thread::sleep(Duration::from_millis(100));
     }
     // Named to run after ledger_events_mv and ledger_rejects_mv, before ledger_rollups_mv.
@@ -34,18 +30,43 @@ fn a_half_applied_flush_is_completed_not_doubled() {
     common::wait_producer(producer, Duration::from_secs(60));
     assert_totals_exact(&setup, &record_file);
 
-    let hour_total =
-        setup.query("SELECT sum(attempts), toString(sum(cost_usd)) FROM usage_hour FORMAT TSV");
-    let minute_total =
-        setup.query("SELECT sum(attempts), toString(sum(cost_usd)) FROM usage_minute FORMAT TSV");
-    assert_eq!(
-        hour_total, minute_total,
-        "usage_hour must match usage_minute"
-    );
+    let hour_total = setup.query("SELECT sum(attempts), toString(sum(cost_usd)) FROM usage_hour FORMAT TSV");
+    let minute_total = setup.query("SELECT sum(attempts), toString(sum(cost_usd)) FROM usage_minute FORMAT TSV");
+    assert_eq!(hour_total, minute_total, "usage_hour must match usage_minute");
     let log = worker.log();
-    assert!(
-        log.contains("the failed flush reached some tables"),
-        "no half-applied flush was seen:\n{log}"
-    );
+    assert!(log.contains("the failed flush reached some tables"), "no half-applied flush was seen:\n{log}");
     assert_eq!(worker.stop(), 0);
+}
+
+/// The same half-applied flush, but the worker that saw it fail is killed before it can
+/// complete it: the partition's next owner finds, table by table, what that flush wrote,
+/// replays exactly its records and completes only the missing tables.
+#[test]
+fn a_half_applied_flush_left_by_a_dead_worker_is_completed_by_the_next() {
+    let mut setup = Setup::new("partial_dead");
+    setup.flush_interval_ms = 300;
+    let record_file = std::env::temp_dir().join(format!("{}.jsonl", setup.database));
+    let producer = setup.spawn_producer(40_000, 4_000, 37, 1_790_000_000_000, &record_file);
+    let first = setup.spawn_worker("first");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while setup.records_accounted() < 5_000 {
+        assert!(Instant::now() < deadline, "the worker never got going:\n{}", first.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    setup.query("CREATE TABLE fault_sink (x UInt8) ENGINE = Null");
+    setup.query("CREATE MATERIALIZED VIEW ledger_rf_fault TO fault_sink AS SELECT throwIf(next_offset > 0) AS x FROM flush_ledger");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !first.log().contains("flush insert failed") {
+        assert!(Instant::now() < deadline, "no flush failed under the fault view");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    first.kill9();
+    setup.query("DROP TABLE ledger_rf_fault");
+
+    let second = setup.spawn_worker("second");
+    common::wait_producer(producer, Duration::from_secs(60));
+    assert_totals_exact(&setup, &record_file);
+    let log = second.log();
+    assert!(log.contains("left a flush half-applied"), "the next owner found no half-applied flush:\n{log}");
+    assert_eq!(second.stop(), 0);
 }

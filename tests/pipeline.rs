@@ -26,21 +26,12 @@ fn rollups_match_an_independent_computation_exactly() {
     let (status, body) = worker.http_get("/readyz");
     assert_eq!(status, 200, "readyz: {body}");
     let (_, metrics) = worker.http_get("/metrics");
-    assert!(
-        metrics.contains("costline_records_consumed_total"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("costline_records_consumed_total"), "{metrics}");
     let log = worker.log();
     assert_eq!(worker.stop(), 0, "worker did not exit cleanly:\n{log}");
 
-    let minutes = parse_rollup_rows(&setup.query(&format!(
-        "SELECT {ROLLUP_COLUMNS} FROM usage_minute FORMAT TSV"
-    )));
-    assert_eq!(
-        minutes.len(),
-        expected.minutes.len(),
-        "number of (minute, dimension set) rows"
-    );
+    let minutes = parse_rollup_rows(&setup.query(&format!("SELECT {ROLLUP_COLUMNS} FROM usage_minute FORMAT TSV")));
+    assert_eq!(minutes.len(), expected.minutes.len(), "number of (minute, dimension set) rows");
     for (dims, want) in &expected.minutes {
         assert_eq!(minutes.get(dims), Some(want), "rollup of {dims:?}");
     }
@@ -68,30 +59,15 @@ fn rollups_match_an_independent_computation_exactly() {
         assert_eq!(got, want, "{rollup} totals");
     }
 
-    let rejected: u64 = setup
-        .query("SELECT count() FROM rejected_events")
-        .trim()
-        .parse()
-        .unwrap();
+    let rejected: u64 = setup.query("SELECT count() FROM rejected_events").trim().parse().unwrap();
     assert_eq!(rejected, expected.rejected);
-    let counted: u64 = setup
-        .query("SELECT count() FROM usage_events")
-        .trim()
-        .parse()
-        .unwrap();
+    let counted: u64 = setup.query("SELECT count() FROM usage_events").trim().parse().unwrap();
     assert_eq!(counted, total.attempts);
-    let distinct_positions: u64 = setup
-        .query("SELECT uniqExact(kafka_partition, kafka_offset) FROM usage_events")
-        .trim()
-        .parse()
-        .unwrap();
+    let distinct_positions: u64 =
+        setup.query("SELECT uniqExact(kafka_partition, kafka_offset) FROM usage_events").trim().parse().unwrap();
     assert_eq!(distinct_positions, counted, "an offset was written twice");
 }
 
 fn format_pico(pico: i128) -> String {
-    format!(
-        "{}.{:012}",
-        pico / 1_000_000_000_000,
-        pico % 1_000_000_000_000
-    )
+    format!("{}.{:012}", pico / 1_000_000_000_000, pico % 1_000_000_000_000)
 }

@@ -19,27 +19,14 @@ fn workers_joining_and_leaving_lose_and_double_nothing() {
     std::thread::sleep(Duration::from_secs(12));
     let third = setup.spawn_worker("w3");
     std::thread::sleep(Duration::from_secs(12));
-    eprintln!(
-        "3 workers; {} records accounted for",
-        setup.records_accounted()
-    );
+    eprintln!("3 workers; {} records accounted for", setup.records_accounted());
     assert_eq!(first.stop(), 0, "a leaving worker exits cleanly");
     std::thread::sleep(Duration::from_secs(8));
     second.kill9();
-    eprintln!(
-        "1 worker left; {} records accounted for",
-        setup.records_accounted()
-    );
+    eprintln!("1 worker left; {} records accounted for", setup.records_accounted());
     wait_producer(producer, Duration::from_secs(120));
     assert_totals_exact(&setup, &record_file);
-    let workers: u64 = setup
-        .query("SELECT uniqExact(worker) FROM flushes")
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(
-        workers >= 3,
-        "partitions should have been written by all three workers, got {workers}"
-    );
+    let workers: u64 = setup.query("SELECT uniqExact(worker) FROM flushes").trim().parse().unwrap();
+    assert!(workers >= 3, "partitions should have been written by all three workers, got {workers}");
     assert_eq!(third.stop(), 0);
 }

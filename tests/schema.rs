@@ -32,11 +32,7 @@ fn costline(args: &[&str], database: &str) -> Output {
 }
 
 fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
 }
 
 #[test]
@@ -46,11 +42,7 @@ fn schema_and_analyst_queries_run_on_current_clickhouse() {
         .arg("chdb")
         .output()
         .expect("running scripts/services.sh chdb");
-    assert!(
-        install.status.success(),
-        "chDB install failed:\n{}",
-        text(&install)
-    );
+    assert!(install.status.success(), "chDB install failed:\n{}", text(&install));
 
     let sql = costline(&["migrate", "--print-sql"], "costline");
     assert!(sql.status.success(), "migrate --print-sql:\n{}", text(&sql));
@@ -69,17 +61,11 @@ fn schema_and_analyst_queries_run_on_current_clickhouse() {
     assert!(check.status.success(), "chdb_check failed:\n{report}");
     let passed: usize = report
         .lines()
-        .find_map(|line| {
-            line.strip_prefix("chdb: ")?
-                .strip_suffix(" passed, 0 failed")
-        })
+        .find_map(|line| line.strip_prefix("chdb: ")?.strip_suffix(" passed, 0 failed"))
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no `chdb: N passed, 0 failed` line:\n{report}"));
     // Migrations, smoke, and one per query file.
-    assert!(
-        passed >= query_files().len() + 2,
-        "too few checks:\n{report}"
-    );
+    assert!(passed >= query_files().len() + 2, "too few checks:\n{report}");
     let _ = std::fs::remove_file(sql_file);
 }
 
@@ -89,11 +75,7 @@ fn analyst_queries_run_on_clickhouse_18() {
     let database = unique_name("test_schema");
     for run in ["first", "second"] {
         let migrate = costline(&["migrate"], &database);
-        assert!(
-            migrate.status.success(),
-            "{run} migrate:\n{}",
-            text(&migrate)
-        );
+        assert!(migrate.status.success(), "{run} migrate:\n{}", text(&migrate));
     }
 
     let url = format!("{CLICKHOUSE}/?database={database}");

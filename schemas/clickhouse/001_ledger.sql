@@ -94,6 +94,7 @@ CREATE TABLE IF NOT EXISTS {database}.ledger_events
 (
     kafka_topic String,
     kafka_partition UInt32,
+    next_offset UInt64,
     ev_offset Array(UInt64),
     ev_record_time Array(DateTime('UTC')),
     ev_event_time Array(DateTime('UTC')),
@@ -120,7 +121,7 @@ CREATE TABLE IF NOT EXISTS {database}.ledger_events
 ENGINE = Null;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.ledger_events_mv TO {database}.ledger_events AS
-SELECT kafka_topic, kafka_partition, ev_offset, ev_record_time, ev_event_time,
+SELECT kafka_topic, kafka_partition, next_offset, ev_offset, ev_record_time, ev_event_time,
     ev_external_request_id, ev_attempt, ev_first_of_request, ev_tenant, ev_endpoint_tag,
     ev_prompt_version, ev_provider, ev_model, ev_environment, ev_data_mode, ev_status,
     ev_error_code, ev_input_tokens, ev_cached_input_tokens, ev_cache_write_tokens,
@@ -132,6 +133,7 @@ CREATE TABLE IF NOT EXISTS {database}.ledger_rejects
 (
     kafka_topic String,
     kafka_partition UInt32,
+    next_offset UInt64,
     flushed_at DateTime('UTC'),
     rj_offset Array(UInt64),
     rj_record_time Array(DateTime('UTC')),
@@ -144,7 +146,7 @@ CREATE TABLE IF NOT EXISTS {database}.ledger_rejects
 ENGINE = Null;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.ledger_rejects_mv TO {database}.ledger_rejects AS
-SELECT kafka_topic, kafka_partition, flushed_at, rj_offset, rj_record_time, rj_reason_code,
+SELECT kafka_topic, kafka_partition, next_offset, flushed_at, rj_offset, rj_record_time, rj_reason_code,
     rj_field, rj_reason, rj_payload_head, rj_payload_bytes
 FROM {database}.flush_ledger
 WHERE bitAnd(targets, 2) != 0;
@@ -243,7 +245,10 @@ CREATE TABLE IF NOT EXISTS {database}.usage_events
     price_version String,
     kafka_topic String,
     kafka_partition UInt32,
-    kafka_offset UInt64
+    kafka_offset UInt64,
+    -- The flush that wrote the row (its next offset): lets a worker tell, after a failure,
+    -- whether this table already holds a flush.
+    flush_next_offset UInt64
 )
 ENGINE = MergeTree
 PARTITION BY toYYYYMMDD(record_time)
@@ -254,7 +259,7 @@ SELECT
     event_time, record_time, external_request_id, attempt, first_of_request, tenant, endpoint_tag,
     prompt_version, provider, model, environment, data_mode, status, error_code, input_tokens,
     cached_input_tokens, cache_write_tokens, output_tokens, latency_ms, cost_usd, price_version,
-    kafka_topic, kafka_partition, kafka_offset
+    kafka_topic, kafka_partition, kafka_offset, next_offset AS flush_next_offset
 FROM {database}.{fanout:ledger_events}
 ARRAY JOIN
     ev_event_time AS event_time, ev_record_time AS record_time,
@@ -279,7 +284,8 @@ CREATE TABLE IF NOT EXISTS {database}.rejected_events
     reason String,
     payload_head String,
     payload_bytes UInt32,
-    rejected_at DateTime('UTC')
+    rejected_at DateTime('UTC'),
+    flush_next_offset UInt64
 )
 ENGINE = MergeTree
 PARTITION BY toYYYYMM(record_time)
@@ -287,7 +293,7 @@ ORDER BY (kafka_topic, kafka_partition, kafka_offset);
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.rejected_events_mv TO {database}.rejected_events AS
 SELECT record_time, kafka_topic, kafka_partition, kafka_offset, reason_code, field, reason,
-    payload_head, payload_bytes, flushed_at AS rejected_at
+    payload_head, payload_bytes, flushed_at AS rejected_at, next_offset AS flush_next_offset
 FROM {database}.{fanout:ledger_rejects}
 ARRAY JOIN
     rj_record_time AS record_time, rj_offset AS kafka_offset, rj_reason_code AS reason_code,

@@ -59,20 +59,17 @@ fn prices() -> HashMap<(String, String), Vec<PriceRow>> {
         let input = get("input").unwrap();
         let date = row["effective_from"].as_str().unwrap();
         let from_ms = days_from_civil(date) * 86_400_000;
-        out.entry((
-            row["provider"].as_str().unwrap().to_lowercase(),
-            row["model"].as_str().unwrap().to_string(),
-        ))
-        .or_default()
-        .push(PriceRow {
-            from_ms,
-            per_token_pico: [
-                input,
-                get("cached_input").unwrap_or(input),
-                get("cache_write").unwrap_or(input),
-                get("output").unwrap(),
-            ],
-        });
+        out.entry((row["provider"].as_str().unwrap().to_lowercase(), row["model"].as_str().unwrap().to_string()))
+            .or_default()
+            .push(PriceRow {
+                from_ms,
+                per_token_pico: [
+                    input,
+                    get("cached_input").unwrap_or(input),
+                    get("cache_write").unwrap_or(input),
+                    get("output").unwrap(),
+                ],
+            });
     }
     out
 }
@@ -104,11 +101,7 @@ fn decimal_scaled(text: &str, scale: usize) -> i128 {
 /// Days since 1970-01-01 of a YYYY-MM-DD date (Howard Hinnant's algorithm).
 fn days_from_civil(date: &str) -> i64 {
     let mut parts = date.split('-').map(|p| p.parse::<i64>().unwrap());
-    let (y, m, d) = (
-        parts.next().unwrap(),
-        parts.next().unwrap(),
-        parts.next().unwrap(),
-    );
+    let (y, m, d) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
@@ -144,13 +137,7 @@ impl Expected {
                 continue;
             }
             let event: Value = serde_json::from_str(record["payload"].as_str().unwrap()).unwrap();
-            let text = |k: &str, default: &str| {
-                event
-                    .get(k)
-                    .and_then(Value::as_str)
-                    .unwrap_or(default)
-                    .to_string()
-            };
+            let text = |k: &str, default: &str| event.get(k).and_then(Value::as_str).unwrap_or(default).to_string();
             let int = |k: &str| event.get(k).and_then(Value::as_u64).unwrap_or(0);
             let event_ms = match event.get("timestamp") {
                 Some(Value::String(s)) => rfc3339_utc_ms(s),
@@ -178,12 +165,8 @@ impl Expected {
             m.requests += u64::from(first_of_request);
             m.attempts += 1;
             m.retries += u64::from(!first_of_request);
-            let (input, cached, write, output) = (
-                int("inputTokens"),
-                int("cachedInputTokens"),
-                int("cacheWriteTokens"),
-                int("outputTokens"),
-            );
+            let (input, cached, write, output) =
+                (int("inputTokens"), int("cachedInputTokens"), int("cacheWriteTokens"), int("outputTokens"));
             m.input_tokens += input;
             m.cached_input_tokens += cached;
             m.cache_write_tokens += write;
@@ -193,11 +176,7 @@ impl Expected {
             } else {
                 let row = prices
                     .get(&(dims.provider.clone(), dims.model.clone()))
-                    .and_then(|rows| {
-                        rows.iter()
-                            .filter(|r| r.from_ms <= event_ms)
-                            .max_by_key(|r| r.from_ms)
-                    });
+                    .and_then(|rows| rows.iter().filter(|r| r.from_ms <= event_ms).max_by_key(|r| r.from_ms));
                 match row {
                     Some(row) => {
                         let [p_in, p_cached, p_write, p_out] = row.per_token_pico;
@@ -245,10 +224,7 @@ pub const ROLLUP_COLUMNS: &str = "toUInt32(window_start), tenant, endpoint_tag, 
 pub fn parse_rollup_rows(tsv: &str) -> BTreeMap<Dims, Measures> {
     let mut out = BTreeMap::new();
     for line in tsv.lines() {
-        let f: Vec<String> = line
-            .split('\t')
-            .map(|s| s.replace("\\\\", "\\").replace("\\'", "'"))
-            .collect();
+        let f: Vec<String> = line.split('\t').map(|s| s.replace("\\\\", "\\").replace("\\'", "'")).collect();
         let n = |i: usize| f[i].parse::<u64>().unwrap();
         let dims = Dims {
             window_start: n(0) as u32,
@@ -272,10 +248,7 @@ pub fn parse_rollup_rows(tsv: &str) -> BTreeMap<Dims, Measures> {
             cost_pico: decimal_scaled(&f[16], 12),
             unpriced_attempts: n(17),
         };
-        assert!(
-            out.insert(dims, measures).is_none(),
-            "duplicate rollup row: {line}"
-        );
+        assert!(out.insert(dims, measures).is_none(), "duplicate rollup row: {line}");
     }
     out
 }

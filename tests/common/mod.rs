@@ -16,10 +16,7 @@ pub const KAFKA: &str = "127.0.0.1:19092";
 pub const CLICKHOUSE: &str = "http://127.0.0.1:18123";
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("repository root")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
 }
 
 /// Starts Kafka (Tansu) and ClickHouse on loopback, once per test process.
@@ -51,19 +48,12 @@ pub fn ensure_services() {
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     format!("{prefix}_{secs}_{}_{n}", std::process::id())
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Everything a test's workers and producers share.
@@ -96,63 +86,33 @@ impl Setup {
             .env("COSTLINE_KAFKA__BROKERS", &self.brokers)
             .env("COSTLINE_KAFKA__TOPIC", &self.topic)
             .env("COSTLINE_KAFKA__GROUP_ID", &self.group)
-            .env(
-                "COSTLINE_KAFKA__DEAD_LETTER_TOPIC",
-                format!("{}.dead-letter", self.topic),
-            )
+            .env("COSTLINE_KAFKA__DEAD_LETTER_TOPIC", format!("{}.dead-letter", self.topic))
             .env("COSTLINE_KAFKA__SESSION_TIMEOUT_MS", "6000")
             .env("COSTLINE_CLICKHOUSE__URL", CLICKHOUSE)
             .env("COSTLINE_CLICKHOUSE__DATABASE", &self.database)
-            .env(
-                "COSTLINE_PIPELINE__FLUSH_INTERVAL_MS",
-                self.flush_interval_ms.to_string(),
-            )
+            .env("COSTLINE_PIPELINE__FLUSH_INTERVAL_MS", self.flush_interval_ms.to_string())
             .env("COSTLINE_LOG__LEVEL", "info,rdkafka=warn");
         command
     }
 
     /// Publishes `count` generated records and records them in `record_file`.
     pub fn produce(&self, count: u64, seed: u64, start_ms: i64, record_file: &Path) {
-        let output = self
-            .produce_command(count, 0, seed, start_ms, record_file)
-            .output()
-            .expect("running costline produce");
-        assert!(
-            output.status.success(),
-            "costline produce failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let output =
+            self.produce_command(count, 0, seed, start_ms, record_file).output().expect("running costline produce");
+        assert!(output.status.success(), "costline produce failed: {}", String::from_utf8_lossy(&output.stderr));
     }
 
     /// Starts publishing `count` records at `rate` per second in the background.
-    pub fn spawn_producer(
-        &self,
-        count: u64,
-        rate: u64,
-        seed: u64,
-        start_ms: i64,
-        record_file: &Path,
-    ) -> Child {
+    pub fn spawn_producer(&self, count: u64, rate: u64, seed: u64, start_ms: i64, record_file: &Path) -> Child {
         self.produce_command(count, rate, seed, start_ms, record_file)
             .stdout(Stdio::null())
             .spawn()
             .expect("starting costline produce")
     }
 
-    pub fn produce_command(
-        &self,
-        count: u64,
-        rate: u64,
-        seed: u64,
-        start_ms: i64,
-        record_file: &Path,
-    ) -> Command {
-        let (count, rate, seed, start_ms) = (
-            count.to_string(),
-            rate.to_string(),
-            seed.to_string(),
-            start_ms.to_string(),
-        );
+    pub fn produce_command(&self, count: u64, rate: u64, seed: u64, start_ms: i64, record_file: &Path) -> Command {
+        let (count, rate, seed, start_ms) =
+            (count.to_string(), rate.to_string(), seed.to_string(), start_ms.to_string());
         let record = record_file.to_str().unwrap();
         self.command(&[
             "produce",
@@ -183,11 +143,7 @@ impl Setup {
             .stderr(log)
             .spawn()
             .expect("starting costline run");
-        Worker {
-            child,
-            port,
-            log_path,
-        }
+        Worker { child, port, log_path }
     }
 
     /// Runs a query in this setup's database and returns its TSV output.
@@ -198,17 +154,12 @@ impl Setup {
     /// Records ClickHouse has accounted for (counted + duplicate + rejected), from `flushes`;
     /// 0 while the worker has not created the schema yet.
     pub fn records_accounted(&self) -> u64 {
-        let sql = format!(
-            "SELECT count() FROM system.tables WHERE database = '{}' AND name = 'flushes'",
-            self.database
-        );
+        let sql =
+            format!("SELECT count() FROM system.tables WHERE database = '{}' AND name = 'flushes'", self.database);
         if clickhouse_query("default", &sql).trim() != "1" {
             return 0;
         }
-        self.query("SELECT sum(counted + duplicates + rejected) FROM flushes")
-            .trim()
-            .parse()
-            .unwrap_or(0)
+        self.query("SELECT sum(counted + duplicates + rejected) FROM flushes").trim().parse().unwrap_or(0)
     }
 
     /// Waits until ClickHouse accounts for `total` records.
@@ -219,14 +170,8 @@ impl Setup {
             if accounted == total {
                 return;
             }
-            assert!(
-                accounted <= total,
-                "ClickHouse accounts for {accounted} records, more than the {total} published"
-            );
-            assert!(
-                Instant::now() < deadline,
-                "only {accounted} of {total} records accounted for after {timeout:?}"
-            );
+            assert!(accounted <= total, "ClickHouse accounts for {accounted} records, more than the {total} published");
+            assert!(Instant::now() < deadline, "only {accounted} of {total} records accounted for after {timeout:?}");
             std::thread::sleep(Duration::from_millis(250));
         }
     }
@@ -235,12 +180,9 @@ impl Setup {
 pub fn clickhouse_query(database: &str, sql: &str) -> String {
     let url = format!("{CLICKHOUSE}/?database={database}");
     match ureq::post(&url).send(sql) {
-        Ok(mut response) => response
-            .body_mut()
-            .with_config()
-            .limit(u64::MAX)
-            .read_to_string()
-            .expect("reading ClickHouse response"),
+        Ok(mut response) => {
+            response.body_mut().with_config().limit(u64::MAX).read_to_string().expect("reading ClickHouse response")
+        }
         Err(e) => {
             // Databases that do not exist yet read as empty.
             if database_missing(database) {
@@ -254,9 +196,7 @@ pub fn clickhouse_query(database: &str, sql: &str) -> String {
 
 fn database_missing(database: &str) -> bool {
     ureq::post(&format!("{CLICKHOUSE}/"))
-        .send(format!(
-            "SELECT count() FROM system.databases WHERE name = '{database}'"
-        ))
+        .send(format!("SELECT count() FROM system.databases WHERE name = '{database}'"))
         .ok()
         .and_then(|mut r| r.body_mut().read_to_string().ok())
         .is_some_and(|s| s.trim() == "0")
@@ -271,11 +211,7 @@ pub struct Worker {
 
 impl Worker {
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status().unwrap();
         assert!(status.success(), "kill -{signal} failed");
     }
 
@@ -289,10 +225,7 @@ impl Worker {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!(
-                    "worker did not stop within 60 s of SIGTERM; log: {}",
-                    self.log()
-                );
+                panic!("worker did not stop within 60 s of SIGTERM; log: {}", self.log());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -309,10 +242,7 @@ impl Worker {
 
     pub fn http_get(&self, path: &str) -> (u16, String) {
         match ureq::get(&format!("http://127.0.0.1:{}{path}", self.port)).call() {
-            Ok(mut r) => (
-                r.status().as_u16(),
-                r.body_mut().read_to_string().unwrap_or_default(),
-            ),
+            Ok(mut r) => (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default()),
             Err(ureq::Error::StatusCode(code)) => (code, String::new()),
             Err(e) => (0, e.to_string()),
         }
@@ -348,16 +278,9 @@ pub struct Schedule(u64);
 
 impl Schedule {
     pub fn new() -> Schedule {
-        let seed = std::env::var("COSTLINE_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-                    | 1
-            });
+        let seed = std::env::var("COSTLINE_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+        });
         eprintln!("schedule seed: COSTLINE_TEST_SEED={seed}");
         Schedule(seed)
     }
@@ -377,44 +300,20 @@ pub fn assert_totals_exact(setup: &Setup, record_file: &Path) {
     use expected::{parse_rollup_rows, Expected, ROLLUP_COLUMNS};
     let expected = Expected::from_record_file(record_file);
     setup.wait_accounted(expected.records, Duration::from_secs(300));
-    let minutes = parse_rollup_rows(&setup.query(&format!(
-        "SELECT {ROLLUP_COLUMNS} FROM usage_minute FORMAT TSV"
-    )));
-    let mismatched: Vec<_> = expected
-        .minutes
-        .iter()
-        .filter(|(dims, want)| minutes.get(*dims) != Some(*want))
-        .take(3)
-        .collect();
+    let minutes = parse_rollup_rows(&setup.query(&format!("SELECT {ROLLUP_COLUMNS} FROM usage_minute FORMAT TSV")));
+    let mismatched: Vec<_> =
+        expected.minutes.iter().filter(|(dims, want)| minutes.get(*dims) != Some(*want)).take(3).collect();
     assert!(
         mismatched.is_empty(),
         "rollups differ, e.g. {:?}",
-        mismatched
-            .iter()
-            .map(|(d, w)| (d, w, minutes.get(*d)))
-            .collect::<Vec<_>>()
+        mismatched.iter().map(|(d, w)| (d, w, minutes.get(*d))).collect::<Vec<_>>()
     );
-    assert_eq!(
-        minutes.len(),
-        expected.minutes.len(),
-        "number of (minute, dimension set) rows"
-    );
-    let rejected: u64 = setup
-        .query("SELECT count() FROM rejected_events")
-        .trim()
-        .parse()
-        .unwrap();
+    assert_eq!(minutes.len(), expected.minutes.len(), "number of (minute, dimension set) rows");
+    let rejected: u64 = setup.query("SELECT count() FROM rejected_events").trim().parse().unwrap();
     assert_eq!(rejected, expected.rejected, "rejected_events");
-    let counted: u64 = setup
-        .query("SELECT count() FROM usage_events")
-        .trim()
-        .parse()
-        .unwrap();
-    let positions: u64 = setup
-        .query("SELECT uniqExact(kafka_partition, kafka_offset) FROM usage_events")
-        .trim()
-        .parse()
-        .unwrap();
+    let counted: u64 = setup.query("SELECT count() FROM usage_events").trim().parse().unwrap();
+    let positions: u64 =
+        setup.query("SELECT uniqExact(kafka_partition, kafka_offset) FROM usage_events").trim().parse().unwrap();
     assert_eq!(counted, positions, "a Kafka position was counted twice");
     assert_eq!(counted, expected.totals().attempts, "usage_events rows");
 }

@@ -110,13 +110,7 @@ fn secs(ms: i64) -> u32 {
 
 impl LedgerRow {
     /// The row for one non-empty batch. Consumes the batch: its strings move, not copy.
-    pub fn from_batch(
-        batch: PartitionBatch,
-        topic: &str,
-        partition: u32,
-        worker: &str,
-        flushed_at: u32,
-    ) -> LedgerRow {
+    pub fn from_batch(batch: PartitionBatch, topic: &str, partition: u32, worker: &str, flushed_at: u32) -> LedgerRow {
         let mut row = LedgerRow {
             kafka_topic: topic.to_string(),
             kafka_partition: partition,
@@ -165,8 +159,7 @@ impl LedgerRow {
             row.ev_event_time.push(secs(attempt.event_time_ms));
             row.ev_external_request_id.push(e.external_request_id);
             row.ev_attempt.push(e.attempt);
-            row.ev_first_of_request
-                .push(u8::from(attempt.first_of_request));
+            row.ev_first_of_request.push(u8::from(attempt.first_of_request));
             row.ev_tenant.push(e.user_id);
             row.ev_endpoint_tag.push(e.endpoint_tag);
             row.ev_prompt_version.push(e.prompt_version);
@@ -184,21 +177,14 @@ impl LedgerRow {
             row.ev_cost_usd.push(attempt.cost.0);
             row.ev_price_version.push(price_version);
         }
-        for RejectedRecord {
-            record,
-            reason,
-            payload_head,
-            payload_bytes,
-        } in batch.rejected
-        {
+        for RejectedRecord { record, reason, payload_head, payload_bytes } in batch.rejected {
             row.rj_offset.push(record.offset);
             row.rj_record_time.push(secs(record.timestamp_ms));
             row.rj_reason_code.push(reason.code());
             row.rj_field.push(reason.field().to_string());
             row.rj_reason.push(reason.to_string());
             row.rj_payload_head.push(payload_head);
-            row.rj_payload_bytes
-                .push(payload_bytes.min(u32::MAX as usize) as u32);
+            row.rj_payload_bytes.push(payload_bytes.min(u32::MAX as usize) as u32);
         }
         row
     }
@@ -210,11 +196,7 @@ impl LedgerRow {
         self.ru_tenant.push(partition.to_string());
         self.ru_endpoint_tag.push(String::new());
         self.ru_prompt_version.push(topic.to_string());
-        for dims in [
-            &mut self.ru_provider,
-            &mut self.ru_model,
-            &mut self.ru_environment,
-        ] {
+        for dims in [&mut self.ru_provider, &mut self.ru_model, &mut self.ru_environment] {
             dims.push(String::new());
         }
         self.ru_data_mode.push("");
@@ -243,13 +225,5 @@ impl LedgerRow {
     /// The tables that have something to receive from this row.
     pub fn targets(&self) -> Targets {
         Targets(self.targets)
-    }
-
-    /// Offset of the last counted event and of the last rejected record, if any.
-    pub fn last_offsets(&self) -> (Option<u64>, Option<u64>) {
-        (
-            self.ev_offset.last().copied(),
-            self.rj_offset.last().copied(),
-        )
     }
 }

@@ -14,14 +14,8 @@ use crate::ledger::Targets;
 use crate::sink::ClickHouseTarget;
 
 const FILES: &[(&str, &str)] = &[
-    (
-        "001_ledger.sql",
-        include_str!("../../../schemas/clickhouse/001_ledger.sql"),
-    ),
-    (
-        "002_rollup.sql",
-        include_str!("../../../schemas/clickhouse/002_rollup.sql"),
-    ),
+    ("001_ledger.sql", include_str!("../../../schemas/clickhouse/001_ledger.sql")),
+    ("002_rollup.sql", include_str!("../../../schemas/clickhouse/002_rollup.sql")),
 ];
 
 /// The rollup granularities, the function that truncates a time to each, and the table's bit
@@ -124,11 +118,7 @@ pub async fn probe_chain_style(client: &Client, database: &str) -> anyhow::Resul
     ];
     let mut result = Ok(());
     for sql in &setup {
-        result = client
-            .query(sql)
-            .execute()
-            .await
-            .with_context(|| format!("probing view chaining: {sql}"));
+        result = client.query(sql).execute().await.with_context(|| format!("probing view chaining: {sql}"));
         if result.is_err() {
             break;
         }
@@ -142,10 +132,7 @@ pub async fn probe_chain_style(client: &Client, database: &str) -> anyhow::Resul
         Err(e) => Err(e),
     };
     for suffix in ["by_view", "by_target", "out", "mid_mv", "mid", "src"] {
-        let _ = client
-            .query(&format!("DROP TABLE IF EXISTS {p}_{suffix}"))
-            .execute()
-            .await;
+        let _ = client.query(&format!("DROP TABLE IF EXISTS {p}_{suffix}")).execute().await;
     }
     let via = via?;
     if via.iter().any(|v| v == "target") {
@@ -153,7 +140,9 @@ pub async fn probe_chain_style(client: &Client, database: &str) -> anyhow::Resul
     } else if via.iter().any(|v| v == "view") {
         Ok(ChainStyle::ViewName)
     } else {
-        bail!("this ClickHouse passes nothing on to chained materialized views; costline needs one of the two behaviours")
+        bail!(
+            "this ClickHouse passes nothing on to chained materialized views; costline needs one of the two behaviours"
+        )
     }
 }
 
@@ -167,12 +156,7 @@ pub async fn apply(target: &ClickHouseTarget) -> anyhow::Result<usize> {
             .query(&statement.sql)
             .execute()
             .await
-            .with_context(|| {
-                format!(
-                    "migration {} failed on statement:\n{}",
-                    statement.file, statement.sql
-                )
-            })?;
+            .with_context(|| format!("migration {} failed on statement:\n{}", statement.file, statement.sql))?;
     }
     Ok(statements.len())
 }
@@ -184,30 +168,15 @@ mod tests {
     #[test]
     fn expands_rollups_and_database() {
         let all = statements("analytics", ChainStyle::ViewName);
-        assert!(all
-            .iter()
-            .any(|s| s.sql.contains("FROM analytics.ledger_rollups_mv\n")));
+        assert!(all.iter().any(|s| s.sql.contains("FROM analytics.ledger_rollups_mv\n")));
         let current = statements("analytics", ChainStyle::TargetTable);
-        assert!(current
-            .iter()
-            .any(|s| s.sql.contains("FROM analytics.ledger_rollups\n")));
-        assert!(
-            all.iter().all(|s| !s.sql.contains('{')),
-            "unexpanded placeholder"
-        );
+        assert!(current.iter().any(|s| s.sql.contains("FROM analytics.ledger_rollups\n")));
+        assert!(all.iter().all(|s| !s.sql.contains('{')), "unexpanded placeholder");
         for rollup in ["minute", "hour", "day"] {
             let view = format!("CREATE VIEW IF NOT EXISTS analytics.usage_{rollup} AS");
-            assert_eq!(
-                all.iter().filter(|s| s.sql.starts_with(&view)).count(),
-                1,
-                "{view}"
-            );
+            assert_eq!(all.iter().filter(|s| s.sql.starts_with(&view)).count(), 1, "{view}");
         }
-        assert!(all[0]
-            .sql
-            .starts_with("CREATE DATABASE IF NOT EXISTS analytics"));
-        assert!(all
-            .iter()
-            .all(|s| !s.sql.ends_with(';') && !s.sql.starts_with("--")));
+        assert!(all[0].sql.starts_with("CREATE DATABASE IF NOT EXISTS analytics"));
+        assert!(all.iter().all(|s| !s.sql.ends_with(';') && !s.sql.starts_with("--")));
     }
 }

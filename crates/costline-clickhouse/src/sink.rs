@@ -26,10 +26,7 @@ pub struct ClickHouseTarget {
 impl ClickHouseTarget {
     /// A client not bound to the database (for `CREATE DATABASE`).
     pub fn server_client(&self) -> Client {
-        let client = Client::default()
-            .with_url(&self.url)
-            .with_user(&self.user)
-            .with_validation(false);
+        let client = Client::default().with_url(&self.url).with_user(&self.user).with_validation(false);
         match &self.password {
             Some(password) => client.with_password(password),
             None => client,
@@ -77,12 +74,7 @@ impl LedgerSink {
     pub fn new(target: &ClickHouseTarget, insert_timeout: Duration) -> LedgerSink {
         // No LZ4: ClickHouse 18.16 fails large compressed inserts into the ledger's views
         // (memory limit on a 2 GiB allocation), while the same rows uncompressed go through.
-        LedgerSink {
-            client: target
-                .client()
-                .with_compression(clickhouse::Compression::None),
-            insert_timeout,
-        }
+        LedgerSink { client: target.client().with_compression(clickhouse::Compression::None), insert_timeout }
     }
 
     /// Writes all rows in one `INSERT` tagged `query_id`.
@@ -103,19 +95,12 @@ impl LedgerSink {
     /// Stops a possibly still running insert and waits until it is gone, so that progress read
     /// afterwards is final.
     pub async fn cancel(&self, query_id: &str) -> Result<(), SinkError> {
-        self.client
-            .query("KILL QUERY WHERE query_id = ? SYNC")
-            .bind(query_id)
-            .execute()
-            .await?;
+        self.client.query("KILL QUERY WHERE query_id = ? SYNC").bind(query_id).execute().await?;
         Ok(())
     }
 
     /// Progress of every partition of `topic` that was ever flushed.
-    pub async fn progress(
-        &self,
-        topic: &str,
-    ) -> Result<HashMap<u32, PartitionProgress>, SinkError> {
+    pub async fn progress(&self, topic: &str) -> Result<HashMap<u32, PartitionProgress>, SinkError> {
         let rows = self
             .client
             .query(
@@ -131,61 +116,67 @@ impl LedgerSink {
 
     /// The tables that already hold `row`, after a write of it failed. ClickHouse fans one
     /// insert out to its tables one after another, so a server-side failure can leave some of
-    /// them written: each table is asked on its own (offsets for the per-event tables, the
-    /// progress rows for the rollups, `flushes` for progress).
+    /// them written. Tables the row has nothing for count as holding it.
     pub async fn landed(&self, row: &LedgerRow) -> Result<Targets, SinkError> {
-        let (topic, partition) = (row.kafka_topic.as_str(), row.kafka_partition);
-        let mut landed = Targets::NONE;
-        if self
-            .progress(topic)
-            .await?
-            .get(&partition)
-            .is_some_and(|p| p.next_offset >= row.next_offset)
-        {
-            landed = landed.with(Targets::PROGRESS);
+        let mut landed = self.tables_holding(&row.kafka_topic, row.kafka_partition, row.next_offset).await?;
+        if row.ev_offset.is_empty() {
+            landed = landed.with(Targets::EVENTS);
         }
-        for &(rollup, _, bit) in ROLLUPS {
-            let marker: Vec<u64> = self
-                .client
-                .query(&format!(
-                    "SELECT maxMerge(flush_offset_state) FROM usage_{rollup}_state \
-                     WHERE window_start = toDateTime(0) AND endpoint_tag = '' AND prompt_version = ? AND tenant = ?"
-                ))
-                .bind(topic)
-                .bind(partition.to_string())
-                .fetch_all()
-                .await?;
-            if marker
-                .first()
-                .is_some_and(|&offset| offset >= row.next_offset)
-            {
-                landed = landed.with(bit);
-            }
-        }
-        let (last_event, last_reject) = row.last_offsets();
-        for (table, last, bit) in [
-            ("usage_events", last_event, Targets::EVENTS),
-            ("rejected_events", last_reject, Targets::REJECTS),
-        ] {
-            let Some(last) = last else {
-                landed = landed.with(bit); // Nothing to write there.
-                continue;
-            };
-            let found: Vec<u64> = self
-                .client
-                .query(&format!(
-                    "SELECT count() FROM {table} WHERE kafka_topic = ? AND kafka_partition = ? AND kafka_offset = ?"
-                ))
-                .bind(topic)
-                .bind(partition)
-                .bind(last)
-                .fetch_all()
-                .await?;
-            if found.first().is_some_and(|&n| n > 0) {
-                landed = landed.with(bit);
-            }
+        if row.rj_offset.is_empty() {
+            landed = landed.with(Targets::REJECTS);
         }
         Ok(landed)
+    }
+
+    /// Which tables hold the flush of `partition` that ended at `next_offset`: each is asked
+    /// on its own (`flush_next_offset` in the per-event tables, the progress row inside each
+    /// rollup table, `flushes`).
+    pub async fn tables_holding(&self, topic: &str, partition: u32, next_offset: u64) -> Result<Targets, SinkError> {
+        let mut holding = Targets::NONE;
+        if self.progress(topic).await?.get(&partition).is_some_and(|p| p.next_offset >= next_offset) {
+            holding = holding.with(Targets::PROGRESS);
+        }
+        for (table, bit) in [("usage_events", Targets::EVENTS), ("rejected_events", Targets::REJECTS)] {
+            let sql = format!(
+                "SELECT count() FROM {table} WHERE kafka_topic = ? AND kafka_partition = ? AND flush_next_offset = ?"
+            );
+            let found: u64 = self.client.query(&sql).bind(topic).bind(partition).bind(next_offset).fetch_one().await?;
+            if found > 0 {
+                holding = holding.with(bit);
+            }
+        }
+        for &(rollup, _, bit) in ROLLUPS {
+            if self.rollup_progress(rollup, topic, partition).await? >= next_offset {
+                holding = holding.with(bit);
+            }
+        }
+        Ok(holding)
+    }
+
+    /// The end of a flush that some table holds beyond `after` (the progress recorded in
+    /// `flushes`): left by a worker that died after ClickHouse applied its flush half-way.
+    pub async fn unfinished_flush(&self, topic: &str, partition: u32, after: u64) -> Result<Option<u64>, SinkError> {
+        let mut end = 0;
+        for table in ["usage_events", "rejected_events"] {
+            let sql = format!(
+                "SELECT max(flush_next_offset) FROM {table} WHERE kafka_topic = ? AND kafka_partition = ? AND kafka_offset >= ?"
+            );
+            let found: u64 = self.client.query(&sql).bind(topic).bind(partition).bind(after).fetch_one().await?;
+            end = end.max(found);
+        }
+        for &(rollup, _, _) in ROLLUPS {
+            end = end.max(self.rollup_progress(rollup, topic, partition).await?);
+        }
+        Ok((end > after).then_some(end))
+    }
+
+    /// The newest flush end recorded by a rollup table's progress row (0 if none).
+    async fn rollup_progress(&self, rollup: &str, topic: &str, partition: u32) -> Result<u64, SinkError> {
+        let sql = format!(
+            "SELECT maxMerge(flush_offset_state) FROM usage_{rollup}_state \
+             WHERE window_start = toDateTime(0) AND endpoint_tag = '' AND prompt_version = ? AND tenant = ?"
+        );
+        Ok(self.client.query(&sql).bind(topic).bind(partition.to_string()).fetch_one().await?)
     }
 
     /// Attempts counted in `partition` with a record time from `from_secs` and an offset below
@@ -235,16 +226,9 @@ impl LedgerSink {
             let Ok(id) = partition.parse::<u32>() else {
                 continue;
             };
-            let expired = if table == "usage_events" {
-                id < keep_day
-            } else {
-                id < keep_month
-            };
+            let expired = if table == "usage_events" { id < keep_day } else { id < keep_month };
             if expired {
-                self.client
-                    .query(&format!("ALTER TABLE {table} DROP PARTITION {id}"))
-                    .execute()
-                    .await?;
+                self.client.query(&format!("ALTER TABLE {table} DROP PARTITION {id}")).execute().await?;
                 dropped.push(format!("{table}/{id}"));
             }
         }

@@ -94,13 +94,7 @@ pub struct PartitionCounter {
 
 impl PartitionCounter {
     pub fn new(dedup: DedupIndex, next_offset: u64) -> PartitionCounter {
-        PartitionCounter {
-            dedup,
-            batch: PartitionBatch {
-                next_offset,
-                ..PartitionBatch::default()
-            },
-        }
+        PartitionCounter { dedup, batch: PartitionBatch { next_offset, ..PartitionBatch::default() } }
     }
 
     /// Offset of the next record this counter expects.
@@ -126,10 +120,7 @@ impl PartitionCounter {
         };
         let event_time_ms = event.event_time_ms(record.timestamp_ms);
         let identity = Identity::new(&event.external_request_id, event.attempt);
-        match self
-            .dedup
-            .observe(identity, record_secs(record.timestamp_ms))
-        {
+        match self.dedup.observe(identity, record_secs(record.timestamp_ms)) {
             DedupVerdict::Duplicate => {
                 self.batch.duplicates += 1;
                 self.batch.rollup.add_duplicate(&event, event_time_ms);
@@ -137,14 +128,7 @@ impl PartitionCounter {
             }
             DedupVerdict::Counted { first_of_request } => {
                 let (cost, pricing) = prices.price(&event, event_time_ms);
-                let attempt = CountedAttempt {
-                    record,
-                    event_time_ms,
-                    event,
-                    cost,
-                    pricing,
-                    first_of_request,
-                };
+                let attempt = CountedAttempt { record, event_time_ms, event, cost, pricing, first_of_request };
                 self.batch.rollup.add_attempt(&attempt);
                 self.batch.counted.push(attempt);
                 Outcome::Counted
@@ -154,10 +138,7 @@ impl PartitionCounter {
 
     /// Re-remembers an attempt counted before a restart (rebuilding the dedup memory).
     pub fn remember(&mut self, external_request_id: &str, attempt: u32, record_ms: i64) {
-        self.dedup.observe(
-            Identity::new(external_request_id, attempt),
-            record_secs(record_ms),
-        );
+        self.dedup.observe(Identity::new(external_request_id, attempt), record_secs(record_ms));
     }
 
     /// The newest rejected record of the open batch.
@@ -173,13 +154,7 @@ impl PartitionCounter {
     /// Closes the open batch and starts the next one where it ended.
     pub fn take_batch(&mut self) -> PartitionBatch {
         let next_offset = self.batch.next_offset;
-        std::mem::replace(
-            &mut self.batch,
-            PartitionBatch {
-                next_offset,
-                ..PartitionBatch::default()
-            },
-        )
+        std::mem::replace(&mut self.batch, PartitionBatch { next_offset, ..PartitionBatch::default() })
     }
 
     pub fn dedup(&self) -> &DedupIndex {
@@ -215,52 +190,22 @@ mod tests {
     fn counts_duplicates_rejects_and_covers_every_offset() {
         let prices = table();
         let mut counter = PartitionCounter::new(DedupIndex::new(3600, DEFAULT_GRACE_SECS), 10);
-        let at = |offset| RecordMeta {
-            offset,
-            timestamp_ms: 1_746_093_630_000,
-        };
-        assert_eq!(
-            counter.count(at(10), &payload("a", 1, "gpt-4o"), &prices),
-            Outcome::Counted
-        );
-        assert_eq!(
-            counter.count(at(11), &payload("a", 1, "gpt-4o"), &prices),
-            Outcome::Duplicate
-        );
-        assert_eq!(
-            counter.count(at(12), &payload("a", 2, "gpt-4o"), &prices),
-            Outcome::Counted
-        );
-        assert_eq!(
-            counter.count(at(13), &payload("b", 1, "mystery"), &prices),
-            Outcome::Counted
-        );
-        assert_eq!(
-            counter.count(at(15), b"{not json", &prices),
-            Outcome::Rejected
-        );
+        let at = |offset| RecordMeta { offset, timestamp_ms: 1_746_093_630_000 };
+        assert_eq!(counter.count(at(10), &payload("a", 1, "gpt-4o"), &prices), Outcome::Counted);
+        assert_eq!(counter.count(at(11), &payload("a", 1, "gpt-4o"), &prices), Outcome::Duplicate);
+        assert_eq!(counter.count(at(12), &payload("a", 2, "gpt-4o"), &prices), Outcome::Counted);
+        assert_eq!(counter.count(at(13), &payload("b", 1, "mystery"), &prices), Outcome::Counted);
+        assert_eq!(counter.count(at(15), b"{not json", &prices), Outcome::Rejected);
         let batch = counter.take_batch();
-        assert_eq!(
-            (batch.first_offset, batch.next_offset, batch.records()),
-            (Some(10), 16, 5)
-        );
+        assert_eq!((batch.first_offset, batch.next_offset, batch.records()), (Some(10), 16, 5));
         assert_eq!(batch.rejected[0].reason.code(), "malformed_json");
         let mut rows: Vec<_> = batch.rollup.iter().collect();
         rows.sort_by(|a, b| a.0.model.cmp(&b.0.model));
         let (key, gpt) = rows[0];
-        assert_eq!(
-            (key.window_start_secs, key.provider.as_str()),
-            (1_746_093_600, "openai")
-        );
-        assert_eq!(
-            (gpt.requests, gpt.attempts, gpt.retries(), gpt.duplicates),
-            (1, 2, 1, 1)
-        );
+        assert_eq!((key.window_start_secs, key.provider.as_str()), (1_746_093_600, "openai"));
+        assert_eq!((gpt.requests, gpt.attempts, gpt.retries(), gpt.duplicates), (1, 2, 1, 1));
         // 800 × 2.5 + 200 × 1.25 + 100 × 10 micro-USD per token... in pico-USD per token.
-        assert_eq!(
-            gpt.cost,
-            PicoUsd(2 * (800 * 2_500_000 + 200 * 1_250_000 + 100 * 10_000_000))
-        );
+        assert_eq!(gpt.cost, PicoUsd(2 * (800 * 2_500_000 + 200 * 1_250_000 + 100 * 10_000_000)));
         assert_eq!(rows[1].1.unpriced_attempts, 1);
         assert_eq!(counter.take_batch().next_offset, 16);
         assert!(counter.take_batch().is_empty());

@@ -73,9 +73,7 @@ struct RawFields<'a> {
 impl<'a> RawFields<'a> {
     /// A present, non-null value. `null` counts as absent.
     fn get(&self, field: Field) -> Option<&'a str> {
-        self.values[field as usize]
-            .map(RawValue::get)
-            .filter(|raw| *raw != "null")
+        self.values[field as usize].map(RawValue::get).filter(|raw| *raw != "null")
     }
 }
 
@@ -121,9 +119,7 @@ impl<'de> Visitor<'de> for ObjectVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut fields = RawFields {
-            values: [None; FIELD_COUNT],
-        };
+        let mut fields = RawFields { values: [None; FIELD_COUNT] };
         let mut duplicate = None;
         while let Some(FieldKey(field)) = map.next_key()? {
             let slot = match field {
@@ -186,24 +182,15 @@ impl<'de> de::Deserialize<'de> for AnyValue<'de> {
 /// Decodes and validates one message value.
 pub fn decode_event(payload: &[u8]) -> Result<UsageEvent, RejectReason> {
     if payload.len() > MAX_EVENT_BYTES {
-        return Err(RejectReason::TooLarge {
-            bytes: payload.len(),
-            limit: MAX_EVENT_BYTES,
-        });
+        return Err(RejectReason::TooLarge { bytes: payload.len(), limit: MAX_EVENT_BYTES });
     }
-    let text = std::str::from_utf8(payload).map_err(|e| RejectReason::InvalidUtf8 {
-        valid_up_to: e.valid_up_to(),
-    })?;
+    let text = std::str::from_utf8(payload).map_err(|e| RejectReason::InvalidUtf8 { valid_up_to: e.valid_up_to() })?;
     let mut deserializer = serde_json::Deserializer::from_str(text);
     let walked = de::Deserialize::deserialize(&mut deserializer)
         .and_then(|AnyValue(walked)| deserializer.end().map(|()| walked))
-        .map_err(|e| RejectReason::MalformedJson {
-            detail: e.to_string(),
-        })?;
+        .map_err(|e| RejectReason::MalformedJson { detail: e.to_string() })?;
     let raw = walked.map_err(|e| match e {
-        WalkError::Duplicate(field) => RejectReason::DuplicateField {
-            field: field.to_string(),
-        },
+        WalkError::Duplicate(field) => RejectReason::DuplicateField { field: field.to_string() },
         WalkError::NotAnObject => RejectReason::NotAnObject,
     })?;
     build_event(&raw)
@@ -211,39 +198,26 @@ pub fn decode_event(payload: &[u8]) -> Result<UsageEvent, RejectReason> {
 
 fn build_event(raw: &RawFields<'_>) -> Result<UsageEvent, RejectReason> {
     // Fields are read in the order of SPEC §1, so the first problem reported is the first there.
-    let external_request_id =
-        required(raw, Field::ExternalRequestId, |f, r| text(f, r, 1, 128))?.into_owned();
+    let external_request_id = required(raw, Field::ExternalRequestId, |f, r| text(f, r, 1, 128))?.into_owned();
     let provider = required(raw, Field::Provider, |f, r| text(f, r, 1, 64))?.to_lowercase();
     let model = required(raw, Field::Model, |f, r| text(f, r, 1, 128))?.into_owned();
     let endpoint_tag = required(raw, Field::EndpointTag, |f, r| text(f, r, 1, 128))?.into_owned();
     let prompt_version = optional_text(raw, Field::PromptVersion, 128)?;
     let user_id = optional_text(raw, Field::UserId, 128)?;
     let input_tokens = required(raw, Field::InputTokens, |f, r| integer(f, r, 0, MAX_TOKENS))?;
-    let output_tokens = required(raw, Field::OutputTokens, |f, r| {
-        integer(f, r, 0, MAX_TOKENS)
-    })?;
-    let cached_input_tokens = optional(raw, Field::CachedInputTokens, |f, r| {
-        integer(f, r, 0, MAX_TOKENS)
-    })?
-    .unwrap_or(0);
-    let cache_write_tokens = optional(raw, Field::CacheWriteTokens, |f, r| {
-        integer(f, r, 0, MAX_TOKENS)
-    })?
-    .unwrap_or(0);
+    let output_tokens = required(raw, Field::OutputTokens, |f, r| integer(f, r, 0, MAX_TOKENS))?;
+    let cached_input_tokens =
+        optional(raw, Field::CachedInputTokens, |f, r| integer(f, r, 0, MAX_TOKENS))?.unwrap_or(0);
+    let cache_write_tokens = optional(raw, Field::CacheWriteTokens, |f, r| integer(f, r, 0, MAX_TOKENS))?.unwrap_or(0);
     if cached_input_tokens > input_tokens {
-        return Err(RejectReason::InconsistentTokens {
-            rule: "cachedInputTokens must be <= inputTokens",
-        });
+        return Err(RejectReason::InconsistentTokens { rule: "cachedInputTokens must be <= inputTokens" });
     }
     if cache_write_tokens > input_tokens - cached_input_tokens {
         return Err(RejectReason::InconsistentTokens {
             rule: "cacheWriteTokens must be <= inputTokens - cachedInputTokens",
         });
     }
-    let latency_ms = optional(raw, Field::LatencyMs, |f, r| {
-        integer(f, r, 0, MAX_LATENCY_MS)
-    })?
-    .map(|v| v as u32);
+    let latency_ms = optional(raw, Field::LatencyMs, |f, r| integer(f, r, 0, MAX_LATENCY_MS))?.map(|v| v as u32);
     let status = required(raw, Field::Status, |f, r| text(f, r, 1, 32))?.into_owned();
     let data_mode = match optional(raw, Field::DataMode, |f, r| text(f, r, 1, 16))? {
         None => DataMode::Real,
@@ -269,8 +243,7 @@ fn build_event(raw: &RawFields<'_>) -> Result<UsageEvent, RejectReason> {
         status,
         data_mode,
         environment,
-        attempt: optional(raw, Field::Attempt, |f, r| integer(f, r, 1, MAX_ATTEMPT))?
-            .map_or(1, |a| a as u32),
+        attempt: optional(raw, Field::Attempt, |f, r| integer(f, r, 1, MAX_ATTEMPT))?.map_or(1, |a| a as u32),
         timestamp_ms: optional(raw, Field::Timestamp, timestamp)?,
         cost_usd: optional(raw, Field::CostUsd, cost)?,
         error_code: optional_text(raw, Field::ErrorCode, 64)?,
@@ -284,9 +257,7 @@ fn required<'a, T>(
 ) -> Result<T, RejectReason> {
     match raw.get(field) {
         Some(value) => read(field.name(), value),
-        None => Err(RejectReason::MissingField {
-            field: field.name(),
-        }),
+        None => Err(RejectReason::MissingField { field: field.name() }),
     }
 }
 
@@ -295,47 +266,26 @@ fn optional<'a, T>(
     field: Field,
     read: impl FnOnce(&'static str, &'a str) -> Result<T, RejectReason>,
 ) -> Result<Option<T>, RejectReason> {
-    raw.get(field)
-        .map(|value| read(field.name(), value))
-        .transpose()
+    raw.get(field).map(|value| read(field.name(), value)).transpose()
 }
 
-fn optional_text(
-    raw: &RawFields<'_>,
-    field: Field,
-    max_chars: usize,
-) -> Result<String, RejectReason> {
-    Ok(optional(raw, field, |f, r| text(f, r, 0, max_chars))?
-        .map_or_else(String::new, Cow::into_owned))
+fn optional_text(raw: &RawFields<'_>, field: Field, max_chars: usize) -> Result<String, RejectReason> {
+    Ok(optional(raw, field, |f, r| text(f, r, 0, max_chars))?.map_or_else(String::new, Cow::into_owned))
 }
 
 /// A JSON string of `min..=max` characters without control characters.
-fn text<'a>(
-    field: &'static str,
-    raw: &'a str,
-    min: usize,
-    max: usize,
-) -> Result<Cow<'a, str>, RejectReason> {
+fn text<'a>(field: &'static str, raw: &'a str, min: usize, max: usize) -> Result<Cow<'a, str>, RejectReason> {
     if !raw.starts_with('"') {
-        return Err(RejectReason::WrongType {
-            field,
-            expected: "a string",
-        });
+        return Err(RejectReason::WrongType { field, expected: "a string" });
     }
     let value: Cow<'a, str> = match raw[1..raw.len() - 1].contains('\\') {
         false => Cow::Borrowed(&raw[1..raw.len() - 1]),
-        true => Cow::Owned(serde_json::from_str::<String>(raw).map_err(|e| {
-            RejectReason::OutOfRange {
-                field,
-                rule: format!("is not a valid string: {e}"),
-            }
-        })?),
+        true => Cow::Owned(
+            serde_json::from_str::<String>(raw)
+                .map_err(|e| RejectReason::OutOfRange { field, rule: format!("is not a valid string: {e}") })?,
+        ),
     };
-    let chars = if value.is_ascii() {
-        value.len()
-    } else {
-        value.chars().count()
-    };
+    let chars = if value.is_ascii() { value.len() } else { value.chars().count() };
     if chars < min || chars > max {
         return Err(RejectReason::OutOfRange {
             field,
@@ -345,10 +295,7 @@ fn text<'a>(
     if let Some(c) = value.chars().find(|c| c.is_control()) {
         return Err(RejectReason::OutOfRange {
             field,
-            rule: format!(
-                "must not contain control characters (found U+{:04X})",
-                c as u32
-            ),
+            rule: format!("must not contain control characters (found U+{:04X})", c as u32),
         });
     }
     Ok(value)
@@ -356,24 +303,14 @@ fn text<'a>(
 
 /// A JSON integer (no fraction, no exponent) in `min..=max`.
 fn integer(field: &'static str, raw: &str, min: u64, max: u64) -> Result<u64, RejectReason> {
-    let out_of_range = || RejectReason::OutOfRange {
-        field,
-        rule: format!("must be between {min} and {max}"),
-    };
+    let out_of_range = || RejectReason::OutOfRange { field, rule: format!("must be between {min} and {max}") };
     let digits = raw.strip_prefix('-');
     let body = digits.unwrap_or(raw);
     if body.is_empty() || !body.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(RejectReason::WrongType {
-            field,
-            expected: "an integer",
-        });
+        return Err(RejectReason::WrongType { field, expected: "an integer" });
     }
     if digits.is_some() {
-        return if body.bytes().all(|b| b == b'0') && min == 0 {
-            Ok(0)
-        } else {
-            Err(out_of_range())
-        };
+        return if body.bytes().all(|b| b == b'0') && min == 0 { Ok(0) } else { Err(out_of_range()) };
     }
     let value: u64 = body.parse().map_err(|_| out_of_range())?;
     if value < min || value > max {
@@ -387,28 +324,19 @@ fn timestamp(field: &'static str, raw: &str) -> Result<i64, RejectReason> {
     let millis = if raw.starts_with('"') {
         let value = text(field, raw, 1, 64)?;
         chrono::DateTime::parse_from_rfc3339(&value)
-            .map_err(|e| RejectReason::OutOfRange {
-                field,
-                rule: format!("is not an RFC 3339 time ({e})"),
-            })?
+            .map_err(|e| RejectReason::OutOfRange { field, rule: format!("is not an RFC 3339 time ({e})") })?
             .timestamp_millis()
     } else {
         match integer(field, raw, 0, MAX_TIMESTAMP_MS as u64) {
             Ok(ms) => ms as i64,
             Err(RejectReason::WrongType { .. }) => {
-                return Err(RejectReason::WrongType {
-                    field,
-                    expected: "an RFC 3339 string or epoch milliseconds",
-                })
+                return Err(RejectReason::WrongType { field, expected: "an RFC 3339 string or epoch milliseconds" })
             }
             Err(e) => return Err(e),
         }
     };
     if !(0..MAX_TIMESTAMP_MS).contains(&millis) {
-        return Err(RejectReason::OutOfRange {
-            field,
-            rule: "must be between 1970-01-01 and 2106-02-07".into(),
-        });
+        return Err(RejectReason::OutOfRange { field, rule: "must be between 1970-01-01 and 2106-02-07".into() });
     }
     Ok(millis)
 }
@@ -416,30 +344,17 @@ fn timestamp(field: &'static str, raw: &str) -> Result<i64, RejectReason> {
 /// A non-negative JSON number, rounded half-to-even to 12 decimals.
 fn cost(field: &'static str, raw: &str) -> Result<PicoUsd, RejectReason> {
     if !raw.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
-        return Err(RejectReason::WrongType {
-            field,
-            expected: "a number",
-        });
+        return Err(RejectReason::WrongType { field, expected: "a number" });
     }
     let pico = PicoUsd::parse_scaled(raw, 12, true).map_err(|e| match e {
-        AmountError::NotDecimal => RejectReason::WrongType {
-            field,
-            expected: "a number",
-        },
-        AmountError::Negative => RejectReason::OutOfRange {
-            field,
-            rule: "must be >= 0".into(),
-        },
-        AmountError::TooPrecise { .. } | AmountError::TooLarge => RejectReason::OutOfRange {
-            field,
-            rule: "must be at most 1000000".into(),
-        },
+        AmountError::NotDecimal => RejectReason::WrongType { field, expected: "a number" },
+        AmountError::Negative => RejectReason::OutOfRange { field, rule: "must be >= 0".into() },
+        AmountError::TooPrecise { .. } | AmountError::TooLarge => {
+            RejectReason::OutOfRange { field, rule: "must be at most 1000000".into() }
+        }
     })?;
     if pico > MAX_COST_PICO {
-        return Err(RejectReason::OutOfRange {
-            field,
-            rule: "must be at most 1000000".into(),
-        });
+        return Err(RejectReason::OutOfRange { field, rule: "must be at most 1000000".into() });
     }
     Ok(PicoUsd(pico))
 }

@@ -33,10 +33,7 @@ pub struct Identity {
 impl Identity {
     pub fn new(external_request_id: &str, attempt: u32) -> Identity {
         let h = xxh3_128(external_request_id.as_bytes());
-        Identity {
-            request: [(h >> 96) as u32, (h >> 64) as u32, h as u32],
-            attempt,
-        }
+        Identity { request: [(h >> 96) as u32, (h >> 64) as u32, h as u32], attempt }
     }
 
     fn table_hash(&self) -> u64 {
@@ -86,10 +83,7 @@ impl DedupIndex {
     pub fn observe(&mut self, id: Identity, record_secs: u32) -> DedupVerdict {
         let live_since = record_secs.saturating_sub(self.horizon_secs);
         let hash = id.table_hash();
-        let entry = self
-            .live
-            .find_mut(hash, |e| e.request == id.request)
-            .filter(|e| e.last_counted_secs >= live_since);
+        let entry = self.live.find_mut(hash, |e| e.request == id.request).filter(|e| e.last_counted_secs >= live_since);
         let verdict = match entry {
             Some(entry) => {
                 let seen = if id.attempt <= 32 {
@@ -110,19 +104,13 @@ impl DedupIndex {
                     return DedupVerdict::Duplicate;
                 }
                 entry.last_counted_secs = entry.last_counted_secs.max(record_secs);
-                DedupVerdict::Counted {
-                    first_of_request: false,
-                }
+                DedupVerdict::Counted { first_of_request: false }
             }
             None => {
                 let fresh = Entry {
                     request: id.request,
                     last_counted_secs: record_secs,
-                    attempts: if id.attempt <= 32 {
-                        1 << (id.attempt - 1)
-                    } else {
-                        0
-                    },
+                    attempts: if id.attempt <= 32 { 1 << (id.attempt - 1) } else { 0 },
                 };
                 if id.attempt > 32 {
                     self.high_attempts.insert(id, record_secs);
@@ -130,14 +118,11 @@ impl DedupIndex {
                 match self.live.find_mut(hash, |e| e.request == id.request) {
                     Some(expired) => *expired = fresh,
                     None => {
-                        self.live.insert_unique(hash, fresh, |e| {
-                            (u64::from(e.request[0]) << 32) | u64::from(e.request[1])
-                        });
+                        self.live
+                            .insert_unique(hash, fresh, |e| (u64::from(e.request[0]) << 32) | u64::from(e.request[1]));
                     }
                 }
-                DedupVerdict::Counted {
-                    first_of_request: true,
-                }
+                DedupVerdict::Counted { first_of_request: true }
             }
         };
         self.advance(record_secs);
@@ -198,40 +183,26 @@ mod tests {
     const H: u32 = 3600;
 
     fn counted(first: bool) -> DedupVerdict {
-        DedupVerdict::Counted {
-            first_of_request: first,
-        }
+        DedupVerdict::Counted { first_of_request: first }
     }
 
     #[test]
     fn first_copy_counts_later_copies_are_duplicates() {
         let mut index = DedupIndex::new(H, DEFAULT_GRACE_SECS);
         assert_eq!(index.observe(Identity::new("r1", 1), 1000), counted(true));
-        assert_eq!(
-            index.observe(Identity::new("r1", 1), 1000 + H),
-            DedupVerdict::Duplicate
-        );
+        assert_eq!(index.observe(Identity::new("r1", 1), 1000 + H), DedupVerdict::Duplicate);
         assert_eq!(index.observe(Identity::new("r1", 2), 1010), counted(false));
-        assert_eq!(
-            index.observe(Identity::new("r1", 2), 1011),
-            DedupVerdict::Duplicate
-        );
+        assert_eq!(index.observe(Identity::new("r1", 2), 1011), DedupVerdict::Duplicate);
         assert_eq!(index.observe(Identity::new("r2", 1), 1012), counted(true));
         assert_eq!(index.observe(Identity::new("r1", 40), 1013), counted(false));
-        assert_eq!(
-            index.observe(Identity::new("r1", 40), 1014),
-            DedupVerdict::Duplicate
-        );
+        assert_eq!(index.observe(Identity::new("r1", 40), 1014), DedupVerdict::Duplicate);
     }
 
     #[test]
     fn copies_beyond_the_horizon_count_again() {
         let mut index = DedupIndex::new(H, DEFAULT_GRACE_SECS);
         assert_eq!(index.observe(Identity::new("r1", 1), 1000), counted(true));
-        assert_eq!(
-            index.observe(Identity::new("r1", 1), 1001 + H),
-            counted(true)
-        );
+        assert_eq!(index.observe(Identity::new("r1", 1), 1001 + H), counted(true));
     }
 
     #[test]

@@ -25,9 +25,7 @@ pub mod rollup;
 
 mod decode;
 
-pub use batch::{
-    CountedAttempt, Outcome, PartitionBatch, PartitionCounter, RecordMeta, RejectedRecord,
-};
+pub use batch::{CountedAttempt, Outcome, PartitionBatch, PartitionCounter, RecordMeta, RejectedRecord};
 pub use decode::{decode_event, MAX_EVENT_BYTES};
 pub use dedup::{DedupIndex, DedupVerdict, Identity};
 pub use event::{DataMode, UsageEvent};

@@ -43,11 +43,7 @@ impl PicoUsd {
         };
         if let Some(negated) = mantissa.strip_prefix('-') {
             let is_zero = negated.chars().all(|c| c == '0' || c == '.');
-            return if is_zero {
-                Ok(0)
-            } else {
-                Err(AmountError::Negative)
-            };
+            return if is_zero { Ok(0) } else { Err(AmountError::Negative) };
         }
         let mantissa = mantissa.strip_prefix('+').unwrap_or(mantissa);
         let (int_part, frac_part) = match mantissa.split_once('.') {
@@ -75,19 +71,11 @@ impl PicoUsd {
             return Ok(base * 10i128.pow(shift as u32));
         }
         let drop = (-shift) as usize;
-        let (kept, dropped) = if drop >= digits.len() {
-            ("", digits)
-        } else {
-            digits.split_at(digits.len() - drop)
-        };
+        let (kept, dropped) = if drop >= digits.len() { ("", digits) } else { digits.split_at(digits.len() - drop) };
         if kept.len() > 36 {
             return Err(AmountError::TooLarge);
         }
-        let kept_value: i128 = if kept.is_empty() {
-            0
-        } else {
-            kept.parse().map_err(|_| AmountError::TooLarge)?
-        };
+        let kept_value: i128 = if kept.is_empty() { 0 } else { kept.parse().map_err(|_| AmountError::TooLarge)? };
         let dropped = dropped.trim_end_matches('0');
         if dropped.is_empty() {
             return Ok(kept_value);
@@ -158,26 +146,11 @@ mod tests {
 
     #[test]
     fn refuses_bad_amounts() {
-        assert_eq!(
-            PicoUsd::parse_scaled("0.0000001", 6, false),
-            Err(AmountError::TooPrecise { max: 6 })
-        );
-        assert_eq!(
-            PicoUsd::parse_scaled("-1", 6, false),
-            Err(AmountError::Negative)
-        );
-        assert_eq!(
-            PicoUsd::parse_scaled("abc", 6, false),
-            Err(AmountError::NotDecimal)
-        );
-        assert_eq!(
-            PicoUsd::parse_scaled("1.2.3", 6, false),
-            Err(AmountError::NotDecimal)
-        );
-        assert_eq!(
-            PicoUsd::parse_scaled("1e40", 12, false),
-            Err(AmountError::TooLarge)
-        );
+        assert_eq!(PicoUsd::parse_scaled("0.0000001", 6, false), Err(AmountError::TooPrecise { max: 6 }));
+        assert_eq!(PicoUsd::parse_scaled("-1", 6, false), Err(AmountError::Negative));
+        assert_eq!(PicoUsd::parse_scaled("abc", 6, false), Err(AmountError::NotDecimal));
+        assert_eq!(PicoUsd::parse_scaled("1.2.3", 6, false), Err(AmountError::NotDecimal));
+        assert_eq!(PicoUsd::parse_scaled("1e40", 12, false), Err(AmountError::TooLarge));
     }
 
     #[test]
@@ -193,9 +166,6 @@ mod tests {
     #[test]
     fn formats_usd() {
         assert_eq!(PicoUsd(2_500_000).to_usd_string(), "0.000002500000");
-        assert_eq!(
-            PicoUsd(12 * PICO_PER_USD + 5).to_usd_string(),
-            "12.000000000005"
-        );
+        assert_eq!(PicoUsd(12 * PICO_PER_USD + 5).to_usd_string(), "12.000000000005");
     }
 }

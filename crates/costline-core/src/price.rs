@@ -64,19 +64,9 @@ impl Pricing {
 #[derive(Debug, thiserror::Error)]
 pub enum PriceTableError {
     #[error("{source_name}: {message}")]
-    Parse {
-        source_name: String,
-        message: String,
-    },
+    Parse { source_name: String, message: String },
     #[error("{source_name}: price[{index}] ({provider}/{model}) `{key}` {problem}")]
-    Row {
-        source_name: String,
-        index: usize,
-        provider: String,
-        model: String,
-        key: &'static str,
-        problem: String,
-    },
+    Row { source_name: String, index: usize, provider: String, model: String, key: &'static str, problem: String },
 }
 
 #[derive(Deserialize)]
@@ -116,10 +106,8 @@ impl PriceTable {
     /// Adds the rows of another price file: a row with the same provider, model and
     /// effective date replaces the existing one, others are added.
     pub fn merge_toml(&mut self, text: &str, source_name: &str) -> Result<(), PriceTableError> {
-        let file: PriceFile = toml::from_str(text).map_err(|e| PriceTableError::Parse {
-            source_name: source_name.to_string(),
-            message: e.to_string(),
-        })?;
+        let file: PriceFile = toml::from_str(text)
+            .map_err(|e| PriceTableError::Parse { source_name: source_name.to_string(), message: e.to_string() })?;
         for (index, row) in file.price.into_iter().enumerate() {
             let provider = row.provider.to_lowercase();
             let row_error = |key: &'static str, problem: String| PriceTableError::Row {
@@ -130,17 +118,13 @@ impl PriceTable {
                 key,
                 problem,
             };
-            let effective_from_ms =
-                chrono::NaiveDate::parse_from_str(&row.effective_from, "%Y-%m-%d")
-                    .map_err(|e| {
-                        row_error("effective_from", format!("is not a YYYY-MM-DD date ({e})"))
-                    })?
-                    .and_hms_opt(0, 0, 0)
-                    .map(|t| t.and_utc().timestamp_millis())
-                    .ok_or_else(|| row_error("effective_from", "is out of range".into()))?;
+            let effective_from_ms = chrono::NaiveDate::parse_from_str(&row.effective_from, "%Y-%m-%d")
+                .map_err(|e| row_error("effective_from", format!("is not a YYYY-MM-DD date ({e})")))?
+                .and_hms_opt(0, 0, 0)
+                .map(|t| t.and_utc().timestamp_millis())
+                .ok_or_else(|| row_error("effective_from", "is out of range".into()))?;
             let per_token = |key: &'static str, text: &str| {
-                PicoUsd::parse_scaled(text, 6, false)
-                    .map_err(|e: AmountError| row_error(key, e.to_string()))
+                PicoUsd::parse_scaled(text, 6, false).map_err(|e: AmountError| row_error(key, e.to_string()))
             };
             let input = per_token("input", &row.input)?;
             let price = Price {
@@ -159,18 +143,9 @@ impl PriceTable {
                     .transpose()?
                     .unwrap_or(input),
                 output: per_token("output", &row.output)?,
-                version: format!(
-                    "{}:{}/{}@{}",
-                    file.version, provider, row.model, row.effective_from
-                )
-                .into(),
+                version: format!("{}:{}/{}@{}", file.version, provider, row.model, row.effective_from).into(),
             };
-            let rows = self
-                .rows
-                .entry(provider.clone())
-                .or_default()
-                .entry(row.model.clone())
-                .or_default();
+            let rows = self.rows.entry(provider.clone()).or_default().entry(row.model.clone()).or_default();
             rows.retain(|existing| existing.effective_from_ms != effective_from_ms);
             rows.push(price);
             rows.sort_by_key(|p| p.effective_from_ms);
@@ -181,9 +156,7 @@ impl PriceTable {
     /// The row in force for `provider`/`model` at `at_ms`, if any.
     pub fn price_at(&self, provider: &str, model: &str, at_ms: i64) -> Option<&Price> {
         let models = self.rows.get(provider)?;
-        let rows = models
-            .get(model)
-            .or_else(|| models.get(strip_date_suffix(model)?))?;
+        let rows = models.get(model).or_else(|| models.get(strip_date_suffix(model)?))?;
         rows.iter().rev().find(|p| p.effective_from_ms <= at_ms)
     }
 
@@ -289,15 +262,9 @@ mod tests {
         // 2024-06: old price, no cache price → cached tokens at input price.
         let (cost, pricing) = table.price(&e, 1_717_200_000_000);
         assert_eq!(cost, PicoUsd(1000 * 5_000_000 + 200 * 15_000_000));
-        assert_eq!(
-            pricing,
-            Pricing::Table("t1:openai/gpt-4o@2024-01-01".into())
-        );
+        assert_eq!(pricing, Pricing::Table("t1:openai/gpt-4o@2024-01-01".into()));
         let (cost, _) = table.price(&e, OCT_2025);
-        assert_eq!(
-            cost,
-            PicoUsd(600 * 2_500_000 + 300 * 1_250_000 + 100 * 2_500_000 + 200 * 10_000_000)
-        );
+        assert_eq!(cost, PicoUsd(600 * 2_500_000 + 300 * 1_250_000 + 100 * 2_500_000 + 200 * 10_000_000));
     }
 
     #[test]
@@ -305,23 +272,14 @@ mod tests {
         let table = PriceTable::from_toml(TABLE, "test").unwrap();
         let e = event("anthropic", "claude-sonnet-4-5-20250929");
         let (cost, _) = table.price(&e, OCT_2025);
-        assert_eq!(
-            cost,
-            PicoUsd(600 * 3_000_000 + 300 * 300_000 + 100 * 3_750_000 + 200 * 15_000_000)
-        );
+        assert_eq!(cost, PicoUsd(600 * 3_000_000 + 300 * 300_000 + 100 * 3_750_000 + 200 * 15_000_000));
     }
 
     #[test]
     fn unpriced_and_reported() {
         let table = PriceTable::from_toml(TABLE, "test").unwrap();
-        assert_eq!(
-            table.price(&event("openai", "gpt-4o"), 0),
-            (PicoUsd::ZERO, Pricing::Unpriced)
-        );
-        assert_eq!(
-            table.price(&event("mistral", "x"), OCT_2025).1,
-            Pricing::Unpriced
-        );
+        assert_eq!(table.price(&event("openai", "gpt-4o"), 0), (PicoUsd::ZERO, Pricing::Unpriced));
+        assert_eq!(table.price(&event("mistral", "x"), OCT_2025).1, Pricing::Unpriced);
         let mut e = event("mistral", "x");
         e.cost_usd = Some(PicoUsd(42));
         assert_eq!(table.price(&e, OCT_2025), (PicoUsd(42), Pricing::Reported));
@@ -360,10 +318,7 @@ mod tests {
     #[test]
     fn strips_date_suffixes_only() {
         assert_eq!(strip_date_suffix("gpt-4o-2024-08-06"), Some("gpt-4o"));
-        assert_eq!(
-            strip_date_suffix("claude-3-5-haiku-20241022"),
-            Some("claude-3-5-haiku")
-        );
+        assert_eq!(strip_date_suffix("claude-3-5-haiku-20241022"), Some("claude-3-5-haiku"));
         assert_eq!(strip_date_suffix("gpt-4o"), None);
         assert_eq!(strip_date_suffix("mistral-large-2411"), None);
     }

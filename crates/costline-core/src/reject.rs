@@ -76,16 +76,10 @@ impl fmt::Display for RejectReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RejectReason::TooLarge { bytes, limit } => {
-                write!(
-                    f,
-                    "message is {bytes} bytes, over the limit of {limit} bytes"
-                )
+                write!(f, "message is {bytes} bytes, over the limit of {limit} bytes")
             }
             RejectReason::InvalidUtf8 { valid_up_to } => {
-                write!(
-                    f,
-                    "payload is not valid UTF-8 (valid up to byte {valid_up_to})"
-                )
+                write!(f, "payload is not valid UTF-8 (valid up to byte {valid_up_to})")
             }
             RejectReason::MalformedJson { detail } => {
                 write!(f, "payload is not valid JSON: {detail}")

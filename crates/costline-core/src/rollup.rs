@@ -161,15 +161,13 @@ impl MinuteRollup {
         let key = RollupKeyRef::of(event, event_time_ms);
         // Two lookups on the rare miss keep the common hit free of allocation.
         if !self.windows.contains_key(&key) {
-            self.windows
-                .insert(key.to_owned(), RollupMeasures::default());
+            self.windows.insert(key.to_owned(), RollupMeasures::default());
         }
         self.windows.get_mut(&key).expect("inserted just above")
     }
 
     pub fn add_attempt(&mut self, attempt: &CountedAttempt) {
-        self.measures(&attempt.event, attempt.event_time_ms)
-            .add_attempt(attempt);
+        self.measures(&attempt.event, attempt.event_time_ms).add_attempt(attempt);
     }
 
     pub fn add_duplicate(&mut self, event: &UsageEvent, event_time_ms: i64) {

@@ -31,12 +31,6 @@ fn every_corpus_file_gets_the_reason_its_name_gives() {
 
 #[test]
 fn a_one_mebibyte_string_is_too_large() {
-    let payload = format!(
-        r#"{{"externalRequestId":"x","endpointTag":"{}"}}"#,
-        "a".repeat(MAX_EVENT_BYTES)
-    );
-    assert_eq!(
-        decode_event(payload.as_bytes()).unwrap_err().code(),
-        "too_large"
-    );
+    let payload = format!(r#"{{"externalRequestId":"x","endpointTag":"{}"}}"#, "a".repeat(MAX_EVENT_BYTES));
+    assert_eq!(decode_event(payload.as_bytes()).unwrap_err().code(), "too_large");
 }

@@ -16,10 +16,7 @@ pub struct RecordProducer {
 }
 
 impl RecordProducer {
-    pub fn connect(
-        brokers: &str,
-        extra: &[(String, String)],
-    ) -> Result<RecordProducer, KafkaError> {
+    pub fn connect(brokers: &str, extra: &[(String, String)]) -> Result<RecordProducer, KafkaError> {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", brokers)
@@ -32,9 +29,7 @@ impl RecordProducer {
         for (key, value) in extra {
             config.set(key, value);
         }
-        Ok(RecordProducer {
-            producer: config.create()?,
-        })
+        Ok(RecordProducer { producer: config.create()? })
     }
 
     /// Enqueues one record; the returned future resolves when the broker has it. Waits for
@@ -49,15 +44,10 @@ impl RecordProducer {
     ) -> Result<DeliveryFuture, KafkaError> {
         let mut owned = OwnedHeaders::new_with_capacity(headers.len());
         for &(name, value) in headers {
-            owned = owned.insert(Header {
-                key: name,
-                value: Some(value),
-            });
+            owned = owned.insert(Header { key: name, value: Some(value) });
         }
         loop {
-            let mut record = FutureRecord::<[u8], [u8]>::to(topic)
-                .payload(payload)
-                .headers(owned.clone());
+            let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(payload).headers(owned.clone());
             if let Some(key) = key {
                 record = record.key(key);
             }
@@ -66,10 +56,7 @@ impl RecordProducer {
             }
             match self.producer.send_result(record) {
                 Ok(delivery) => return Ok(delivery),
-                Err((
-                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                    _,
-                )) => {
+                Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), _)) => {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 Err((e, _)) => return Err(e),

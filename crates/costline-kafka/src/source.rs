@@ -46,26 +46,16 @@ pub struct SourceContext<L> {
 impl<L: PartitionLifecycle> ClientContext for SourceContext<L> {}
 
 impl<L: PartitionLifecycle> ConsumerContext for SourceContext<L> {
-    fn rebalance(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        err: RDKafkaRespErr,
-        tpl: &mut TopicPartitionList,
-    ) {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let assigned: Vec<(String, i32)> = tpl
-                    .elements()
-                    .iter()
-                    .map(|e| (e.topic().to_string(), e.partition()))
-                    .collect();
+                let assigned: Vec<(String, i32)> =
+                    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
                 for (topic, partition) in assigned {
                     let start = self.lifecycle.assigned(&topic, partition);
                     info!(topic, partition, start_offset = ?start, "partition assigned");
                     if let Some(offset) = start {
-                        if let Err(e) =
-                            tpl.set_partition_offset(&topic, partition, Offset::Offset(offset))
-                        {
+                        if let Err(e) = tpl.set_partition_offset(&topic, partition, Offset::Offset(offset)) {
                             warn!(topic, partition, error = %e, "could not set the start offset");
                         }
                     }
@@ -76,11 +66,7 @@ impl<L: PartitionLifecycle> ConsumerContext for SourceContext<L> {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 for elem in tpl.elements() {
-                    info!(
-                        topic = elem.topic(),
-                        partition = elem.partition(),
-                        "partition revoked"
-                    );
+                    info!(topic = elem.topic(), partition = elem.partition(), "partition revoked");
                     self.lifecycle.revoked(elem.topic(), elem.partition());
                 }
                 if let Err(e) = consumer.incremental_unassign(tpl) {
@@ -111,26 +97,16 @@ impl<L: PartitionLifecycle> KafkaSource<L> {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("partition.assignment.strategy", "cooperative-sticky")
-            .set(
-                "session.timeout.ms",
-                settings.session_timeout_ms.to_string(),
-            )
-            .set(
-                "max.poll.interval.ms",
-                settings.max_poll_interval_ms.to_string(),
-            )
+            .set("session.timeout.ms", settings.session_timeout_ms.to_string())
+            .set("max.poll.interval.ms", settings.max_poll_interval_ms.to_string())
             .set("enable.partition.eof", "false")
             .set_log_level(RDKafkaLogLevel::Warning);
         for (key, value) in &settings.extra {
             config.set(key, value);
         }
-        let consumer: StreamConsumer<SourceContext<L>> =
-            config.create_with_context(SourceContext { lifecycle })?;
+        let consumer: StreamConsumer<SourceContext<L>> = config.create_with_context(SourceContext { lifecycle })?;
         consumer.subscribe(&[&settings.topic])?;
-        Ok(KafkaSource {
-            consumer,
-            topic: settings.topic.clone(),
-        })
+        Ok(KafkaSource { consumer, topic: settings.topic.clone() })
     }
 
     /// The next record. Rebalance callbacks run inside this call.
@@ -156,16 +132,12 @@ impl<L: PartitionLifecycle> KafkaSource<L> {
 
     /// Partitions currently assigned to this member.
     pub fn assigned_partitions(&self) -> Vec<i32> {
-        self.consumer
-            .assignment()
-            .map(|tpl| tpl.elements().iter().map(|e| e.partition()).collect())
-            .unwrap_or_default()
+        self.consumer.assignment().map(|tpl| tpl.elements().iter().map(|e| e.partition()).collect()).unwrap_or_default()
     }
 
     /// High-water marks from the last fetch responses, for lag. (Tansu answers ListOffsets
     /// for "latest" wrongly, so queried watermarks are not used.)
     pub fn fetch_watermarks(&self, partition: i32, timeout: Duration) -> KafkaResult<(i64, i64)> {
-        self.consumer
-            .fetch_watermarks(&self.topic, partition, timeout)
+        self.consumer.fetch_watermarks(&self.topic, partition, timeout)
     }
 }

@@ -134,9 +134,7 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig {
-            listen: "127.0.0.1:9464".into(),
-        }
+        HttpConfig { listen: "127.0.0.1:9464".into() }
     }
 }
 
@@ -151,10 +149,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig {
-            format: "text".into(),
-            level: "info".into(),
-        }
+        LogConfig { format: "text".into(), level: "info".into() }
     }
 }
 
@@ -179,8 +174,7 @@ impl Config {
     pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
         let (text, source) = match path {
             Some(path) => (
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read config file {}", path.display()))?,
+                std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?,
                 path.display().to_string(),
             ),
             None => (String::new(), "(defaults)".to_string()),
@@ -190,8 +184,7 @@ impl Config {
     }
 
     fn from_parts(text: &str, source: &str, env: &[(String, String)]) -> anyhow::Result<Config> {
-        let mut table: toml::Table =
-            toml::from_str(text).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
         for (name, value) in env {
             let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
                 continue;
@@ -208,17 +201,11 @@ impl Config {
                 .entry(section.clone())
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()))
                 .as_table_mut()
-                .with_context(|| {
-                    format!("environment variable {name}: `{section}` is not a section")
-                })?;
+                .with_context(|| format!("environment variable {name}: `{section}` is not a section"))?;
             section_table.insert(key, parsed);
         }
-        let mut config: Config = Config::deserialize(toml::Value::Table(table)).map_err(|e| {
-            anyhow::anyhow!(
-                "{source} (with COSTLINE_* overrides): {}",
-                e.to_string().trim()
-            )
-        })?;
+        let mut config: Config = Config::deserialize(toml::Value::Table(table))
+            .map_err(|e| anyhow::anyhow!("{source} (with COSTLINE_* overrides): {}", e.to_string().trim()))?;
         config.clickhouse.password = load_password(&config.clickhouse, env)?;
         config.validate()?;
         Ok(config)
@@ -232,21 +219,9 @@ impl Config {
                 bail!("config key `{key}` {rule}")
             }
         }
-        require(
-            !self.kafka.brokers.trim().is_empty(),
-            "kafka.brokers",
-            "must not be empty",
-        )?;
-        require(
-            !self.kafka.topic.is_empty(),
-            "kafka.topic",
-            "must not be empty",
-        )?;
-        require(
-            !self.kafka.group_id.is_empty(),
-            "kafka.group_id",
-            "must not be empty",
-        )?;
+        require(!self.kafka.brokers.trim().is_empty(), "kafka.brokers", "must not be empty")?;
+        require(!self.kafka.topic.is_empty(), "kafka.topic", "must not be empty")?;
+        require(!self.kafka.group_id.is_empty(), "kafka.group_id", "must not be empty")?;
         require(
             self.kafka.dead_letter_topic != self.kafka.topic,
             "kafka.dead_letter_topic",
@@ -263,51 +238,26 @@ impl Config {
             "must be at least kafka.session_timeout_ms",
         )?;
         require(
-            self.clickhouse.url.starts_with("http://")
-                || self.clickhouse.url.starts_with("https://"),
+            self.clickhouse.url.starts_with("http://") || self.clickhouse.url.starts_with("https://"),
             "clickhouse.url",
             "must start with http:// or https://",
         )?;
         require(
             !self.clickhouse.database.is_empty()
-                && self
-                    .clickhouse
-                    .database
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                && self.clickhouse.database.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
             "clickhouse.database",
             "must be a plain identifier (letters, digits, _)",
         )?;
-        require(
-            self.clickhouse.insert_timeout_secs >= 1,
-            "clickhouse.insert_timeout_secs",
-            "must be at least 1",
-        )?;
-        require(
-            self.pipeline.flush_interval_ms >= 100,
-            "pipeline.flush_interval_ms",
-            "must be at least 100",
-        )?;
-        require(
-            self.pipeline.max_pending_records >= 1,
-            "pipeline.max_pending_records",
-            "must be at least 1",
-        )?;
-        require(
-            self.pipeline.dedup_horizon_secs >= 1,
-            "pipeline.dedup_horizon_secs",
-            "must be at least 1",
-        )?;
+        require(self.clickhouse.insert_timeout_secs >= 1, "clickhouse.insert_timeout_secs", "must be at least 1")?;
+        require(self.pipeline.flush_interval_ms >= 100, "pipeline.flush_interval_ms", "must be at least 100")?;
+        require(self.pipeline.max_pending_records >= 1, "pipeline.max_pending_records", "must be at least 1")?;
+        require(self.pipeline.dedup_horizon_secs >= 1, "pipeline.dedup_horizon_secs", "must be at least 1")?;
         require(
             self.http.listen.parse::<SocketAddr>().is_ok(),
             "http.listen",
             "must be an address like 127.0.0.1:9464",
         )?;
-        require(
-            matches!(self.log.format.as_str(), "text" | "json"),
-            "log.format",
-            "must be `text` or `json`",
-        )?;
+        require(matches!(self.log.format.as_str(), "text" | "json"), "log.format", "must be `text` or `json`")?;
         if let Some(path) = &self.pricing.override_file {
             require(
                 path.is_file(),
@@ -319,25 +269,13 @@ impl Config {
     }
 }
 
-fn load_password(
-    config: &ClickHouseConfig,
-    env: &[(String, String)],
-) -> anyhow::Result<Option<Secret>> {
+fn load_password(config: &ClickHouseConfig, env: &[(String, String)]) -> anyhow::Result<Option<Secret>> {
     if let Some(path) = &config.password_file {
-        let text = std::fs::read_to_string(path).with_context(|| {
-            format!(
-                "config key `clickhouse.password_file`: cannot read {}",
-                path.display()
-            )
-        })?;
-        return Ok(Some(Secret(
-            text.lines().next().unwrap_or_default().to_string(),
-        )));
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("config key `clickhouse.password_file`: cannot read {}", path.display()))?;
+        return Ok(Some(Secret(text.lines().next().unwrap_or_default().to_string())));
     }
-    Ok(env
-        .iter()
-        .find(|(name, _)| name == "COSTLINE_CLICKHOUSE_PASSWORD")
-        .map(|(_, v)| Secret(v.clone())))
+    Ok(env.iter().find(|(name, _)| name == "COSTLINE_CLICKHOUSE_PASSWORD").map(|(_, v)| Secret(v.clone())))
 }
 
 #[cfg(test)]
@@ -345,10 +283,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -372,50 +307,26 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let err = Config::from_parts("[kafka]\nbrokerz = \"x\"\n", "c.toml", &[])
+        let err = Config::from_parts("[kafka]\nbrokerz = \"x\"\n", "c.toml", &[]).unwrap_err().to_string();
+        assert!(err.contains("unknown field `brokerz`"), "{err}");
+        let err = Config::from_parts("", "c.toml", &env(&[("COSTLINE_PIPELINE__FLUSH_INTERVAL_MS", "abc")]))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("unknown field `brokerz`"), "{err}");
-        let err = Config::from_parts(
-            "",
-            "c.toml",
-            &env(&[("COSTLINE_PIPELINE__FLUSH_INTERVAL_MS", "abc")]),
-        )
-        .unwrap_err()
-        .to_string();
         assert!(err.contains("invalid type"), "{err}");
     }
 
     #[test]
     fn bad_values_name_the_key() {
-        let err = Config::from_parts("[pipeline]\nflush_interval_ms = 5\n", "c.toml", &[])
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            err,
-            "config key `pipeline.flush_interval_ms` must be at least 100"
-        );
-        let err = Config::from_parts("[http]\nlisten = \"nowhere\"\n", "c.toml", &[])
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            err,
-            "config key `http.listen` must be an address like 127.0.0.1:9464"
-        );
+        let err = Config::from_parts("[pipeline]\nflush_interval_ms = 5\n", "c.toml", &[]).unwrap_err().to_string();
+        assert_eq!(err, "config key `pipeline.flush_interval_ms` must be at least 100");
+        let err = Config::from_parts("[http]\nlisten = \"nowhere\"\n", "c.toml", &[]).unwrap_err().to_string();
+        assert_eq!(err, "config key `http.listen` must be an address like 127.0.0.1:9464");
     }
 
     #[test]
     fn secrets_never_print() {
-        let config = Config::from_parts(
-            "",
-            "c.toml",
-            &env(&[("COSTLINE_CLICKHOUSE_PASSWORD", "hunter2")]),
-        )
-        .unwrap();
-        assert_eq!(
-            config.clickhouse.password.as_ref().map(Secret::expose),
-            Some("hunter2")
-        );
+        let config = Config::from_parts("", "c.toml", &env(&[("COSTLINE_CLICKHOUSE_PASSWORD", "hunter2")])).unwrap();
+        assert_eq!(config.clickhouse.password.as_ref().map(Secret::expose), Some("hunter2"));
         assert!(!format!("{config:?}").contains("hunter2"));
     }
 }

@@ -37,10 +37,7 @@ pub async fn run(mut config: Config, args: &DemoArgs) -> anyhow::Result<()> {
         config.kafka.topic, target.database, target.url
     );
     let prices = crate::pricing::load(&config.pricing)?;
-    let health = Arc::new(Health {
-        metrics: Arc::new(Metrics::new()?),
-        ready: AtomicBool::new(false),
-    });
+    let health = Arc::new(Health { metrics: Arc::new(Metrics::new()?), ready: AtomicBool::new(false) });
     let shutdown = CancellationToken::new();
 
     let span_ms = 2 * 3600 * 1000;
@@ -55,12 +52,7 @@ pub async fn run(mut config: Config, args: &DemoArgs) -> anyhow::Result<()> {
         record: None,
     };
     // The topic must exist before the worker subscribes.
-    costline_kafka::ensure_topic(
-        &config.kafka.brokers,
-        &config.kafka.topic,
-        produce.partitions,
-    )
-    .await?;
+    costline_kafka::ensure_topic(&config.kafka.brokers, &config.kafka.topic, produce.partitions).await?;
     let worker = {
         let (config, health, shutdown) = (config.clone(), health.clone(), shutdown.clone());
         tokio::spawn(async move { crate::worker::run(&config, prices, health, shutdown).await })
@@ -77,9 +69,7 @@ pub async fn run(mut config: Config, args: &DemoArgs) -> anyhow::Result<()> {
     );
     let metrics = health.metrics.clone();
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
-    while !(metrics.records_consumed.get() >= published.total()
-        && metrics.pending_records.get() == 0)
-    {
+    while !(metrics.records_consumed.get() >= published.total() && metrics.pending_records.get() == 0) {
         if worker.is_finished() || Instant::now() > deadline {
             shutdown.cancel();
             let outcome = worker.await.context("worker task")?;

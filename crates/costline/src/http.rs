@@ -20,16 +20,9 @@ pub struct Health {
     pub ready: AtomicBool,
 }
 
-pub async fn serve(
-    listen: SocketAddr,
-    health: Arc<Health>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn serve(listen: SocketAddr, health: Arc<Health>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let app = Router::new()
-        .route(
-            "/metrics",
-            get(|State(h): State<Arc<Health>>| async move { h.metrics.render() }),
-        )
+        .route("/metrics", get(|State(h): State<Arc<Health>>| async move { h.metrics.render() }))
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",
@@ -37,10 +30,7 @@ pub async fn serve(
                 if h.ready.load(Ordering::Relaxed) {
                     (StatusCode::OK, "ready\n")
                 } else {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "not ready: ClickHouse is not accepting flushes\n",
-                    )
+                    (StatusCode::SERVICE_UNAVAILABLE, "not ready: ClickHouse is not accepting flushes\n")
                 }
             }),
         )
@@ -48,8 +38,5 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen} (http.listen)"))?;
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-        .context("HTTP server failed")
+    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await.context("HTTP server failed")
 }

@@ -90,20 +90,14 @@ const ENDPOINTS: &[Endpoint] = &[
     Endpoint {
         tag: "support.reply_draft",
         prompt_versions: &["reply_v7", "reply_v8", ""],
-        models: &[
-            ("anthropic", "claude-sonnet-4-5"),
-            ("anthropic", "claude-haiku-4-5-20251001"),
-        ],
+        models: &[("anthropic", "claude-sonnet-4-5"), ("anthropic", "claude-haiku-4-5-20251001")],
         input_tokens: 5200,
         output_tokens: 600,
     },
     Endpoint {
         tag: "search.rerank",
         prompt_versions: &["rerank_v2"],
-        models: &[
-            ("google", "gemini-2.5-flash"),
-            ("mistral", "mistral-small-latest"),
-        ],
+        models: &[("google", "gemini-2.5-flash"), ("mistral", "mistral-small-latest")],
         input_tokens: 3000,
         output_tokens: 60,
     },
@@ -131,11 +125,7 @@ const ENDPOINTS: &[Endpoint] = &[
     Endpoint {
         tag: "chat.assistant",
         prompt_versions: &["assist_v5", "assist_v6", "assist_v6_экспресс"],
-        models: &[
-            ("openai", "gpt-4o"),
-            ("google", "gemini-2.5-flash"),
-            UNPRICED,
-        ],
+        models: &[("openai", "gpt-4o"), ("google", "gemini-2.5-flash"), UNPRICED],
         input_tokens: 3500,
         output_tokens: 500,
     },
@@ -175,9 +165,7 @@ pub struct TrafficGenerator {
 impl TrafficGenerator {
     pub fn new(mix: TrafficMix) -> TrafficGenerator {
         let mut rng = ChaCha8Rng::seed_from_u64(mix.seed);
-        let tenants: Vec<String> = (0..mix.tenants)
-            .map(|_| format!("t_{:012x}", rng.random::<u64>() >> 16))
-            .collect();
+        let tenants: Vec<String> = (0..mix.tenants).map(|_| format!("t_{:012x}", rng.random::<u64>() >> 16)).collect();
         let mut cumulative = 0.0;
         let tenant_weights = (0..mix.tenants)
             .map(|i| {
@@ -204,18 +192,14 @@ impl TrafficGenerator {
     fn tenant(&mut self) -> String {
         let total = self.tenant_weights.last().copied().unwrap_or(1.0);
         let pick = self.rng.random::<f64>() * total;
-        let i = self
-            .tenant_weights
-            .partition_point(|&w| w < pick)
-            .min(self.tenants.len() - 1);
+        let i = self.tenant_weights.partition_point(|&w| w < pick).min(self.tenants.len() - 1);
         self.tenants[i].clone()
     }
 
     fn new_call(&mut self) -> Map<String, Value> {
         let endpoint = &ENDPOINTS[self.rng.random_range(0..ENDPOINTS.len())];
         let (provider, model) = endpoint.models[self.rng.random_range(0..endpoint.models.len())];
-        let prompt_version =
-            endpoint.prompt_versions[self.rng.random_range(0..endpoint.prompt_versions.len())];
+        let prompt_version = endpoint.prompt_versions[self.rng.random_range(0..endpoint.prompt_versions.len())];
         self.next_request += 1;
         let request_id = format!("req-{:x}-{:08}", self.mix.seed, self.next_request);
         let input = (endpoint.input_tokens as f64 * self.rng.random_range(0.3..2.5)) as u64;
@@ -224,11 +208,7 @@ impl TrafficGenerator {
         event.insert("externalRequestId".into(), json!(request_id));
         event.insert(
             "provider".into(),
-            json!(if self.rng.random_bool(0.05) {
-                provider.to_uppercase()
-            } else {
-                provider.to_string()
-            }),
+            json!(if self.rng.random_bool(0.05) { provider.to_uppercase() } else { provider.to_string() }),
         );
         event.insert("model".into(), json!(model));
         event.insert("endpointTag".into(), json!(endpoint.tag));
@@ -248,10 +228,7 @@ impl TrafficGenerator {
                 );
             }
         }
-        event.insert(
-            "latencyMs".into(),
-            json!(150 + output * self.rng.random_range(4..25)),
-        );
+        event.insert("latencyMs".into(), json!(150 + output * self.rng.random_range(4..25)));
         let roll: f64 = self.rng.random();
         let status = match roll {
             r if r < 0.93 => "success",
@@ -287,10 +264,7 @@ impl TrafficGenerator {
         }
         if self.rng.random_bool(0.02) {
             let cost = self.rng.random_range(1..5_000_000u64);
-            event.insert(
-                "costUsd".into(),
-                serde_json::from_str(&format!("0.{cost:08}")).unwrap_or(json!(0)),
-            );
+            event.insert("costUsd".into(), serde_json::from_str(&format!("0.{cost:08}")).unwrap_or(json!(0)));
         }
         event
     }
@@ -303,10 +277,7 @@ impl TrafficGenerator {
         let roll: f64 = self.rng.random();
         if roll < 0.5 {
             let time = chrono::DateTime::from_timestamp_millis(at).unwrap_or_default();
-            event.insert(
-                "timestamp".into(),
-                json!(time.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()),
-            );
+            event.insert("timestamp".into(), json!(time.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()));
         } else if roll < 0.9 {
             event.insert("timestamp".into(), json!(at));
         }
@@ -319,35 +290,17 @@ impl TrafficGenerator {
         match self.rng.random_range(0..10) {
             0 => good.as_bytes()[..good.len() / 2].to_vec(),
             1 => good.replace(r#""model":"gpt-4o","#, "").into_bytes(),
-            2 => good
-                .replace(r#""inputTokens":100"#, r#""inputTokens":-100"#)
-                .into_bytes(),
-            3 => good
-                .replace(r#""outputTokens":10"#, r#""outputTokens":"ten""#)
-                .into_bytes(),
-            4 => good
-                .replace(
-                    r#""status":"success""#,
-                    r#""status":"success","dataMode":"staging""#,
-                )
-                .into_bytes(),
+            2 => good.replace(r#""inputTokens":100"#, r#""inputTokens":-100"#).into_bytes(),
+            3 => good.replace(r#""outputTokens":10"#, r#""outputTokens":"ten""#).into_bytes(),
+            4 => good.replace(r#""status":"success""#, r#""status":"success","dataMode":"staging""#).into_bytes(),
             5 => {
                 let mut bytes = good.into_bytes();
                 bytes.splice(20..20, [0xff, 0xfe]);
                 bytes
             }
-            6 => good
-                .replace("checkout.ai_summary", &"x".repeat(200))
-                .into_bytes(),
-            7 => good
-                .replace(
-                    r#""status":"success""#,
-                    r#""status":"success","cachedInputTokens":500"#,
-                )
-                .into_bytes(),
-            8 => good
-                .replace("checkout.ai_summary", "checkout\\u0007bell")
-                .into_bytes(),
+            6 => good.replace("checkout.ai_summary", &"x".repeat(200)).into_bytes(),
+            7 => good.replace(r#""status":"success""#, r#""status":"success","cachedInputTokens":500"#).into_bytes(),
+            8 => good.replace("checkout.ai_summary", "checkout\\u0007bell").into_bytes(),
             _ => b"'; DROP TABLE usage_events; --".to_vec(),
         }
     }
@@ -373,32 +326,19 @@ impl Iterator for TrafficGenerator {
             self.next_request += 1;
             let key = format!("bad-{:x}-{}", self.mix.seed, self.next_request);
             let payload = self.broken(&key);
-            return Some(GeneratedRecord {
-                key,
-                payload,
-                timestamp_ms: now_ms,
-                kind: RecordKind::Invalid,
-            });
+            return Some(GeneratedRecord { key, payload, timestamp_ms: now_ms, kind: RecordKind::Invalid });
         }
         let mut event = match self.retries.front() {
             Some(r) if r.due <= index => self.retries.pop_front()?.event,
             _ => self.new_call(),
         };
         self.stamp(&mut event, now_ms);
-        let status = event
-            .get("status")
-            .and_then(Value::as_str)
-            .unwrap_or("success")
-            .to_string();
+        let status = event.get("status").and_then(Value::as_str).unwrap_or("success").to_string();
         if status != "success" && status != "cancelled" && self.rng.random_bool(0.8) {
             let mut retry = event.clone();
             let attempt = event.get("attempt").and_then(Value::as_u64).unwrap_or(1);
             retry.insert("attempt".into(), json!(attempt + 1));
-            let next_status = if self.rng.random_bool(0.85) {
-                "success"
-            } else {
-                "rate_limited"
-            };
+            let next_status = if self.rng.random_bool(0.85) { "success" } else { "rate_limited" };
             retry.insert("status".into(), json!(next_status));
             if next_status == "success" {
                 retry.remove("errorCode");
@@ -407,27 +347,14 @@ impl Iterator for TrafficGenerator {
             self.retries.push_back(PendingRetry { due, event: retry });
             self.retries.make_contiguous().sort_by_key(|r| r.due);
         }
-        let key = event
-            .get("externalRequestId")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+        let key = event.get("externalRequestId").and_then(Value::as_str).unwrap_or_default().to_string();
         let payload = Value::Object(event).to_string().into_bytes();
         if self.rng.random_bool(self.mix.duplicate_share) {
             let due = index + self.rng.random_range(1..500);
-            self.copies.push_back(PendingCopy {
-                due,
-                key: key.clone(),
-                payload: payload.clone(),
-            });
+            self.copies.push_back(PendingCopy { due, key: key.clone(), payload: payload.clone() });
             self.copies.make_contiguous().sort_by_key(|c| c.due);
         }
-        Some(GeneratedRecord {
-            key,
-            payload,
-            timestamp_ms: now_ms,
-            kind: RecordKind::Valid,
-        })
+        Some(GeneratedRecord { key, payload, timestamp_ms: now_ms, kind: RecordKind::Valid })
     }
 }
 
@@ -437,14 +364,10 @@ mod tests {
 
     #[test]
     fn same_seed_same_traffic() {
-        let a: Vec<_> = TrafficGenerator::new(TrafficMix::new(7, 1_700_000_000_000))
-            .take(2000)
-            .map(|r| r.payload)
-            .collect();
-        let b: Vec<_> = TrafficGenerator::new(TrafficMix::new(7, 1_700_000_000_000))
-            .take(2000)
-            .map(|r| r.payload)
-            .collect();
+        let a: Vec<_> =
+            TrafficGenerator::new(TrafficMix::new(7, 1_700_000_000_000)).take(2000).map(|r| r.payload).collect();
+        let b: Vec<_> =
+            TrafficGenerator::new(TrafficMix::new(7, 1_700_000_000_000)).take(2000).map(|r| r.payload).collect();
         assert_eq!(a, b);
     }
 
@@ -454,17 +377,8 @@ mod tests {
         for record in TrafficGenerator::new(TrafficMix::new(1, 1_700_000_000_000)).take(20_000) {
             let decoded = costline_core::decode_event(&record.payload);
             match record.kind {
-                RecordKind::Invalid => assert!(
-                    decoded.is_err(),
-                    "{:?}",
-                    String::from_utf8_lossy(&record.payload)
-                ),
-                _ => assert!(
-                    decoded.is_ok(),
-                    "{:?}: {:?}",
-                    decoded,
-                    String::from_utf8_lossy(&record.payload)
-                ),
+                RecordKind::Invalid => assert!(decoded.is_err(), "{:?}", String::from_utf8_lossy(&record.payload)),
+                _ => assert!(decoded.is_ok(), "{:?}: {:?}", decoded, String::from_utf8_lossy(&record.payload)),
             }
             kinds[record.kind as usize] += 1;
         }

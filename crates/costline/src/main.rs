@@ -69,10 +69,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     init_logging(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("costline: cannot start the async runtime: {e}");
@@ -91,46 +88,26 @@ fn main() -> std::process::ExitCode {
 async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Run => run_worker(config).await,
-        Command::Migrate {
-            print_sql: true,
-            legacy_chaining,
-        } => {
+        Command::Migrate { print_sql: true, legacy_chaining } => {
             use costline_clickhouse::migrate::{statements, ChainStyle};
-            let chain = if legacy_chaining {
-                ChainStyle::ViewName
-            } else {
-                ChainStyle::TargetTable
-            };
+            let chain = if legacy_chaining { ChainStyle::ViewName } else { ChainStyle::TargetTable };
             for statement in statements(&config.clickhouse.database, chain) {
                 println!("-- {}\n{};\n", statement.file, statement.sql);
             }
             Ok(())
         }
-        Command::Migrate {
-            print_sql: false, ..
-        } => {
-            let applied =
-                costline_clickhouse::migrate::apply(&worker::clickhouse_target(&config)).await?;
-            println!(
-                "applied {applied} idempotent statements to database `{}`",
-                config.clickhouse.database
-            );
+        Command::Migrate { print_sql: false, .. } => {
+            let applied = costline_clickhouse::migrate::apply(&worker::clickhouse_target(&config)).await?;
+            println!("applied {applied} idempotent statements to database `{}`", config.clickhouse.database);
             Ok(())
         }
         Command::Produce(args) => produce::run(&config, &args).await,
         Command::Demo(args) => demo::run(config, &args).await,
         Command::Config => {
-            print!(
-                "{}",
-                toml::to_string_pretty(&config).context("rendering the configuration")?
-            );
+            print!("{}", toml::to_string_pretty(&config).context("rendering the configuration")?);
             println!(
                 "# clickhouse password: {}",
-                if config.clickhouse.password.is_some() {
-                    "set (***)"
-                } else {
-                    "not set"
-                }
+                if config.clickhouse.password.is_some() { "set (***)" } else { "not set" }
             );
             Ok(())
         }
@@ -140,16 +117,9 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
 async fn run_worker(config: Config) -> anyhow::Result<()> {
     let prices = pricing::load(&config.pricing)?;
     let metrics = Arc::new(metrics::Metrics::new().context("registering metrics")?);
-    let health = Arc::new(http::Health {
-        metrics,
-        ready: AtomicBool::new(false),
-    });
+    let health = Arc::new(http::Health { metrics, ready: AtomicBool::new(false) });
     let shutdown = CancellationToken::new();
-    let listen = config
-        .http
-        .listen
-        .parse()
-        .context("config key `http.listen`")?;
+    let listen = config.http.listen.parse().context("config key `http.listen`")?;
     let server = tokio::spawn(http::serve(listen, health.clone(), shutdown.clone()));
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     info!(models = prices.model_count(), http = %listen, "costline worker starting");
@@ -178,9 +148,7 @@ pub async fn cancel_on_signal(token: CancellationToken) {
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if config.log.format == "json" {
         builder.json().init();
     } else {

@@ -2,10 +2,9 @@
 //! bounded (partition, reason code), never a tenant or a request id.
 
 use prometheus::{
-    register_histogram_with_registry, register_int_counter_vec_with_registry,
-    register_int_counter_with_registry, register_int_gauge_vec_with_registry,
-    register_int_gauge_with_registry, Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Registry,
+    register_histogram_with_registry, register_int_counter_vec_with_registry, register_int_counter_with_registry,
+    register_int_gauge_vec_with_registry, register_int_gauge_with_registry, Histogram, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Registry,
 };
 
 pub struct Metrics {
@@ -31,16 +30,8 @@ impl Metrics {
         let registry = Registry::new_custom(Some("costline".into()), None)?;
         let r = &registry;
         Ok(Metrics {
-            records_consumed: register_int_counter_with_registry!(
-                "records_consumed_total",
-                "Kafka records read",
-                r
-            )?,
-            events_counted: register_int_counter_with_registry!(
-                "events_counted_total",
-                "Attempts counted",
-                r
-            )?,
+            records_consumed: register_int_counter_with_registry!("records_consumed_total", "Kafka records read", r)?,
+            events_counted: register_int_counter_with_registry!("events_counted_total", "Attempts counted", r)?,
             events_duplicate: register_int_counter_with_registry!(
                 "events_duplicate_total",
                 "Copies counted as duplicates",
@@ -52,11 +43,7 @@ impl Metrics {
                 &["reason"],
                 r
             )?,
-            flushes: register_int_counter_with_registry!(
-                "flushes_total",
-                "Flushes written to ClickHouse",
-                r
-            )?,
+            flushes: register_int_counter_with_registry!("flushes_total", "Flushes written to ClickHouse", r)?,
             flush_seconds: register_histogram_with_registry!(
                 "flush_duration_seconds",
                 "Time to write one flush, retries included",

@@ -9,15 +9,10 @@ use crate::config::PricingConfig;
 const BUILTIN: &str = include_str!("../../../schemas/prices.toml");
 
 pub fn load(config: &PricingConfig) -> anyhow::Result<PriceTable> {
-    let mut table = PriceTable::from_toml(BUILTIN, "built-in schemas/prices.toml")
-        .context("built-in price table")?;
+    let mut table = PriceTable::from_toml(BUILTIN, "built-in schemas/prices.toml").context("built-in price table")?;
     if let Some(path) = &config.override_file {
-        let text = std::fs::read_to_string(path).with_context(|| {
-            format!(
-                "config key `pricing.override_file`: cannot read {}",
-                path.display()
-            )
-        })?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("config key `pricing.override_file`: cannot read {}", path.display()))?;
         table.merge_toml(&text, &path.display().to_string())?;
     }
     Ok(table)
@@ -34,10 +29,7 @@ mod tests {
             ("google", "gemini-2.5-flash"),
             ("mistral", "mistral-small-latest"),
         ] {
-            assert!(
-                table.price_at(provider, model, 1_780_000_000_000).is_some(),
-                "{provider}/{model}"
-            );
+            assert!(table.price_at(provider, model, 1_780_000_000_000).is_some(), "{provider}/{model}");
         }
         assert!(table.model_count() > 50);
     }

@@ -79,11 +79,8 @@ pub async fn publish(config: &Config, args: &ProduceArgs) -> anyhow::Result<Publ
             .with_context(|| format!("creating topic {topic} on {}", config.kafka.brokers))?;
     }
     let extra: Vec<(String, String)> = config.kafka.librdkafka.clone().into_iter().collect();
-    let producer =
-        RecordProducer::connect(&config.kafka.brokers, &extra).context("creating the producer")?;
-    let start_ms = args
-        .start_ms
-        .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+    let producer = RecordProducer::connect(&config.kafka.brokers, &extra).context("creating the producer")?;
+    let start_ms = args.start_ms.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
     let mut mix = TrafficMix::new(args.seed, start_ms);
     mix.spacing_ms = args.spacing_ms;
     let mut record_file = match &args.record {
@@ -95,10 +92,7 @@ pub async fn publish(config: &Config, args: &ProduceArgs) -> anyhow::Result<Publ
     let mut published = Published::default();
     let mut in_flight = std::collections::VecDeque::new();
     let started = Instant::now();
-    for (i, record) in TrafficGenerator::new(mix)
-        .take(args.count as usize)
-        .enumerate()
-    {
+    for (i, record) in TrafficGenerator::new(mix).take(args.count as usize).enumerate() {
         if args.rate > 0.0 {
             let due = Duration::from_secs_f64(i as f64 / args.rate);
             if let Some(wait) = due.checked_sub(started.elapsed()) {
@@ -106,13 +100,7 @@ pub async fn publish(config: &Config, args: &ProduceArgs) -> anyhow::Result<Publ
             }
         }
         let delivery = producer
-            .enqueue(
-                topic,
-                Some(record.key.as_bytes()),
-                &record.payload,
-                Some(record.timestamp_ms),
-                &[],
-            )
+            .enqueue(topic, Some(record.key.as_bytes()), &record.payload, Some(record.timestamp_ms), &[])
             .await
             .context("publishing")?;
         in_flight.push_back(delivery);
@@ -151,8 +139,6 @@ async fn confirm(delivery: rdkafka::producer::DeliveryFuture) -> anyhow::Result<
     match delivery.await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err((e, _))) => Err(anyhow::anyhow!("the broker refused a record: {e}")),
-        Err(_) => Err(anyhow::anyhow!(
-            "the producer was closed before a record was confirmed"
-        )),
+        Err(_) => Err(anyhow::anyhow!("the producer was closed before a record was confirmed")),
     }
 }

@@ -50,19 +50,10 @@ pub fn demo_reports() -> Vec<Report> {
 
 /// Runs a query and renders it as an aligned text table.
 pub async fn render(client: &Client, report: &Report) -> anyhow::Result<String> {
-    let mut cursor = client
-        .query(&report.sql)
-        .fetch_bytes("TSVWithNames")
-        .context("starting the query")?;
-    let bytes = cursor
-        .collect()
-        .await
-        .with_context(|| format!("running: {}", report.sql))?;
+    let mut cursor = client.query(&report.sql).fetch_bytes("TSVWithNames").context("starting the query")?;
+    let bytes = cursor.collect().await.with_context(|| format!("running: {}", report.sql))?;
     let text = String::from_utf8_lossy(&bytes);
-    let rows: Vec<Vec<String>> = text
-        .lines()
-        .map(|l| l.split('\t').map(unescape_tsv).collect())
-        .collect();
+    let rows: Vec<Vec<String>> = text.lines().map(|l| l.split('\t').map(unescape_tsv).collect()).collect();
     let mut out = format!("\n== {} ==\n", report.title);
     out.push_str(&align(&rows));
     out.push_str(&format!("-- SQL: {}\n", report.sql));
@@ -70,29 +61,16 @@ pub async fn render(client: &Client, report: &Report) -> anyhow::Result<String> 
 }
 
 fn unescape_tsv(field: &str) -> String {
-    field
-        .replace("\\t", "\t")
-        .replace("\\n", "\n")
-        .replace("\\\\", "\\")
+    field.replace("\\t", "\t").replace("\\n", "\n").replace("\\\\", "\\")
 }
 
 /// Left-aligns text columns and right-aligns numeric ones.
 fn align(rows: &[Vec<String>]) -> String {
     let columns = rows.first().map_or(0, Vec::len);
-    let width = |c: usize| {
-        rows.iter()
-            .map(|r| r.get(c).map_or(0, |v| v.chars().count()))
-            .max()
-            .unwrap_or(0)
-    };
+    let width = |c: usize| rows.iter().map(|r| r.get(c).map_or(0, |v| v.chars().count())).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns).map(width).collect();
-    let numeric: Vec<bool> = (0..columns)
-        .map(|c| {
-            rows.iter()
-                .skip(1)
-                .all(|r| r.get(c).is_some_and(|v| v.parse::<f64>().is_ok()))
-        })
-        .collect();
+    let numeric: Vec<bool> =
+        (0..columns).map(|c| rows.iter().skip(1).all(|r| r.get(c).is_some_and(|v| v.parse::<f64>().is_ok()))).collect();
     let mut out = String::new();
     for (i, row) in rows.iter().enumerate() {
         let cells: Vec<String> = row
@@ -110,13 +88,7 @@ fn align(rows: &[Vec<String>]) -> String {
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');
         if i == 0 {
-            out.push_str(
-                &widths
-                    .iter()
-                    .map(|w| "-".repeat(*w))
-                    .collect::<Vec<_>>()
-                    .join("  "),
-            );
+            out.push_str(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  "));
             out.push('\n');
         }
     }
@@ -135,6 +107,9 @@ mod tests {
             vec!["a.b".to_string(), "1.5".to_string()],
             vec!["long.endpoint".to_string(), "12.25".to_string()],
         ];
-        assert_eq!(super::align(&rows), "endpoint       cost\n-------------  -----\na.b              1.5\nlong.endpoint  12.25\n");
+        assert_eq!(
+            super::align(&rows),
+            "endpoint       cost\n-------------  -----\na.b              1.5\nlong.endpoint  12.25\n"
+        );
     }
 }

@@ -9,27 +9,16 @@ fn with(extra: &str) -> String {
 }
 
 fn reason(payload: &str) -> String {
-    decode_event(payload.as_bytes())
-        .expect_err("must be rejected")
-        .to_string()
+    decode_event(payload.as_bytes()).expect_err("must be rejected").to_string()
 }
 
 #[test]
 fn minimal_event_gets_defaults() {
     let event = decode_event(GOOD.as_bytes()).unwrap();
     assert_eq!(event.provider, "openai");
-    assert_eq!(
-        (event.prompt_version.as_str(), event.user_id.as_str()),
-        ("", "")
-    );
-    assert_eq!(
-        (event.environment.as_str(), event.data_mode, event.attempt),
-        ("prod", DataMode::Real, 1)
-    );
-    assert_eq!(
-        (event.timestamp_ms, event.cost_usd, event.latency_ms),
-        (None, None, None)
-    );
+    assert_eq!((event.prompt_version.as_str(), event.user_id.as_str()), ("", ""));
+    assert_eq!((event.environment.as_str(), event.data_mode, event.attempt), ("prod", DataMode::Real, 1));
+    assert_eq!((event.timestamp_ms, event.cost_usd, event.latency_ms), (None, None, None));
 }
 
 #[test]
@@ -41,24 +30,13 @@ fn full_event_and_unknown_fields() {
     .unwrap();
     assert_eq!(event.timestamp_ms, Some(1_746_086_400_250));
     assert_eq!(event.cost_usd, Some(PicoUsd(12_300_000_000)));
-    assert_eq!(
-        (
-            event.cached_input_tokens,
-            event.cache_write_tokens,
-            event.latency_ms
-        ),
-        (200, 100, Some(812))
-    );
-    assert_eq!(
-        (event.data_mode, event.attempt, event.environment.as_str()),
-        (DataMode::Test, 2, "staging")
-    );
+    assert_eq!((event.cached_input_tokens, event.cache_write_tokens, event.latency_ms), (200, 100, Some(812)));
+    assert_eq!((event.data_mode, event.attempt, event.environment.as_str()), (DataMode::Test, 2, "staging"));
 }
 
 #[test]
 fn epoch_millis_and_null_optionals() {
-    let event = decode_event(with(r#","timestamp":1746086400250,"promptVersion":null"#).as_bytes())
-        .unwrap();
+    let event = decode_event(with(r#","timestamp":1746086400250,"promptVersion":null"#).as_bytes()).unwrap();
     assert_eq!(event.timestamp_ms, Some(1_746_086_400_250));
     assert_eq!(event.prompt_version, "");
 }
@@ -66,13 +44,7 @@ fn epoch_millis_and_null_optionals() {
 #[test]
 fn unicode_and_escapes_count_characters() {
     let tag = "é".repeat(128);
-    let event = decode_event(
-        with(&format!(
-            r#","promptVersion":"{tag}","userId":"a\"b\u00e9""#
-        ))
-        .as_bytes(),
-    )
-    .unwrap();
+    let event = decode_event(with(&format!(r#","promptVersion":"{tag}","userId":"a\"b\u00e9""#)).as_bytes()).unwrap();
     assert_eq!(event.prompt_version, tag);
     assert_eq!(event.user_id, "a\"bé");
     assert_eq!(
@@ -91,7 +63,10 @@ fn precise_reasons() {
         (&GOOD.replace("1200", "99999999999999999999999"), "field `inputTokens` must be between 0 and 1000000000000"),
         (&GOOD.replace("\"req-1\"", "\"\""), "field `externalRequestId` must be 1 to 128 characters long (got 0)"),
         (&GOOD.replace("\"req-1\"", "7"), "field `externalRequestId` must be a string"),
-        (&with(r#","cachedInputTokens":1201"#), "token counts are inconsistent: cachedInputTokens must be <= inputTokens"),
+        (
+            &with(r#","cachedInputTokens":1201"#),
+            "token counts are inconsistent: cachedInputTokens must be <= inputTokens",
+        ),
         (
             &with(r#","cachedInputTokens":1000,"cacheWriteTokens":201"#),
             "token counts are inconsistent: cacheWriteTokens must be <= inputTokens - cachedInputTokens",
@@ -103,7 +78,10 @@ fn precise_reasons() {
         (&with(r#","timestamp":"yesterday""#), "field `timestamp` is not an RFC 3339 time (premature end of input)"),
         (&with(r#","timestamp":true"#), "field `timestamp` must be an RFC 3339 string or epoch milliseconds"),
         (&with(r#","endpointTag":"x""#), "field `endpointTag` appears more than once"),
-        (&GOOD.replace("req-1", "req\\u0000"), "field `externalRequestId` must not contain control characters (found U+0000)"),
+        (
+            &GOOD.replace("req-1", "req\\u0000"),
+            "field `externalRequestId` must not contain control characters (found U+0000)",
+        ),
         ("[1,2]", "payload is JSON but not an object"),
         ("42", "payload is JSON but not an object"),
         ("", "payload is not valid JSON: EOF while parsing a value at line 1 column 0"),
@@ -122,40 +100,24 @@ fn codes_and_fields_are_stable() {
     assert_eq!((err.code(), err.field()), ("out_of_range", "inputTokens"));
     let err = decode_event(&[0xff, 0xfe]).unwrap_err();
     assert_eq!(err.code(), "invalid_utf8");
-    assert_eq!(
-        err.to_string(),
-        "payload is not valid UTF-8 (valid up to byte 0)"
-    );
+    assert_eq!(err.to_string(), "payload is not valid UTF-8 (valid up to byte 0)");
 }
 
 #[test]
 fn oversized_and_deeply_nested_payloads() {
     let big = with(&format!(r#","pad":"{}""#, "x".repeat(MAX_EVENT_BYTES)));
-    assert_eq!(
-        decode_event(big.as_bytes()).unwrap_err().code(),
-        "too_large"
-    );
+    assert_eq!(decode_event(big.as_bytes()).unwrap_err().code(), "too_large");
     // Unknown fields are skipped without recursion, however deep; a known field must have its type.
-    let deep = with(&format!(
-        r#","deep":{}{}"#,
-        "[".repeat(100_000),
-        "]".repeat(100_000)
-    ));
+    let deep = with(&format!(r#","deep":{}{}"#, "[".repeat(100_000), "]".repeat(100_000)));
     assert!(decode_event(deep.as_bytes()).is_ok());
-    let deep = GOOD.replace(
-        "\"gpt-4o\"",
-        &format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)),
-    );
+    let deep = GOOD.replace("\"gpt-4o\"", &format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)));
     assert_eq!(reason(&deep), "field `model` must be a string");
 }
 
 #[test]
 fn sql_looking_tags_are_plain_data() {
-    let event = decode_event(
-        GOOD.replace("checkout.ai_summary", "x'); DROP TABLE usage_events; --")
-            .as_bytes(),
-    )
-    .unwrap();
+    let event =
+        decode_event(GOOD.replace("checkout.ai_summary", "x'); DROP TABLE usage_events; --").as_bytes()).unwrap();
     assert_eq!(event.endpoint_tag, "x'); DROP TABLE usage_events; --");
 }
 

@@ -27,6 +27,7 @@ use tracing::warn;
 
 use crate::config::Config;
 use crate::http::Health;
+use crate::worker::partitions::UnfinishedFlush;
 
 /// A rejected record on its way to the dead-letter topic.
 struct DeadLetter {
@@ -83,18 +84,8 @@ impl Flusher {
         reason_code: &'static str,
         reason: String,
     ) {
-        self.health
-            .metrics
-            .events_rejected
-            .with_label_values(&[reason_code])
-            .inc();
-        self.dead_letters.push(DeadLetter {
-            partition,
-            offset,
-            payload: payload.to_vec(),
-            reason_code,
-            reason,
-        });
+        self.health.metrics.events_rejected.with_label_values(&[reason_code]).inc();
+        self.dead_letters.push(DeadLetter { partition, offset, payload: payload.to_vec(), reason_code, reason });
     }
 
     /// Drops what was queued for a partition that moved away (its next owner redoes it).
@@ -102,48 +93,47 @@ impl Flusher {
         self.dead_letters.retain(|d| d.partition != partition);
     }
 
-    /// Writes every pending batch. Returns `(partition, next_offset)` to commit.
+    /// Writes every pending batch. A partition completing an unfinished flush is written only
+    /// once its batch reaches that flush's end, and only to the tables that lack it. Returns
+    /// `(partition, next_offset)` to commit.
     pub async fn flush(
         &mut self,
         topic: &str,
         partitions: &mut HashMap<i32, PartitionCounter>,
+        unfinished: &mut HashMap<i32, UnfinishedFlush>,
     ) -> anyhow::Result<Vec<(i32, u64)>> {
-        if partitions.values().all(|c| c.pending_records() == 0) {
+        let ready = |partition: &i32, counter: &PartitionCounter| {
+            counter.pending_records() > 0
+                && unfinished.get(partition).is_none_or(|f| counter.next_offset() >= f.next_offset)
+        };
+        if !partitions.iter().any(|(p, c)| ready(p, c)) {
             return Ok(Vec::new());
         }
         let started = Instant::now();
         self.deliver_dead_letters(topic).await?;
-        let flushed_at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as u32)
-            .unwrap_or_default();
+        let flushed_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or_default();
         let mut rows = Vec::new();
         for (&partition, counter) in partitions.iter_mut() {
-            if counter.pending_records() > 0 {
-                rows.push(LedgerRow::from_batch(
-                    counter.take_batch(),
-                    topic,
-                    partition as u32,
-                    &self.worker_id,
-                    flushed_at,
-                ));
+            if !ready(&partition, counter) {
+                continue;
             }
+            let mut row =
+                LedgerRow::from_batch(counter.take_batch(), topic, partition as u32, &self.worker_id, flushed_at);
+            if let Some(flush) = unfinished.get(&partition) {
+                row.targets = Targets::ALL.without(flush.holding).0;
+            }
+            rows.push(row);
         }
-        let commits: Vec<(i32, u64)> = rows
-            .iter()
-            .map(|r| (r.kafka_partition as i32, r.next_offset))
-            .collect();
+        let commits: Vec<(i32, u64)> = rows.iter().map(|r| (r.kafka_partition as i32, r.next_offset)).collect();
         self.write_once(rows).await?;
+        for (partition, _) in &commits {
+            unfinished.remove(partition);
+        }
         let metrics = &self.health.metrics;
         metrics.flushes.inc();
-        metrics
-            .flush_seconds
-            .observe(started.elapsed().as_secs_f64());
+        metrics.flush_seconds.observe(started.elapsed().as_secs_f64());
         for &(partition, next_offset) in &commits {
-            metrics
-                .partition_next_offset
-                .with_label_values(&[&partition.to_string()])
-                .set(next_offset as i64);
+            metrics.partition_next_offset.with_label_values(&[&partition.to_string()]).set(next_offset as i64);
         }
         Ok(commits)
     }
@@ -231,13 +221,7 @@ impl Flusher {
                 ];
                 match self
                     .dead_letter_producer
-                    .enqueue(
-                        &self.dead_letter_topic,
-                        None,
-                        &letter.payload,
-                        None,
-                        &headers,
-                    )
+                    .enqueue(&self.dead_letter_topic, None, &letter.payload, None, &headers)
                     .await
                 {
                     Ok(delivery) => deliveries.push((delivery, letter)),

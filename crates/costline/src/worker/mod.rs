@@ -30,7 +30,7 @@ use tracing::{error, info, warn};
 use crate::config::Config;
 use crate::http::Health;
 use flush::Flusher;
-use partitions::{PartitionChange, PartitionChanges};
+use partitions::{PartitionChange, PartitionChanges, UnfinishedFlush};
 
 /// Runs a worker until `shutdown` is cancelled.
 pub async fn run(
@@ -40,17 +40,12 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let target = clickhouse_target(config);
-    let applied = costline_clickhouse::migrate::apply(&target)
-        .await
-        .context("applying ClickHouse migrations")?;
+    let applied = costline_clickhouse::migrate::apply(&target).await.context("applying ClickHouse migrations")?;
     info!(statements = applied, database = %target.database, "schema is up to date");
-    let sink = LedgerSink::new(
-        &target,
-        Duration::from_secs(config.clickhouse.insert_timeout_secs),
-    );
+    let sink = LedgerSink::new(&target, Duration::from_secs(config.clickhouse.insert_timeout_secs));
     let librdkafka: Vec<(String, String)> = config.kafka.librdkafka.clone().into_iter().collect();
-    let dead_letters = RecordProducer::connect(&config.kafka.brokers, &librdkafka)
-        .context("creating the dead-letter producer")?;
+    let dead_letters =
+        RecordProducer::connect(&config.kafka.brokers, &librdkafka).context("creating the dead-letter producer")?;
     let changes = Arc::new(PartitionChanges::new(
         sink.clone(),
         config.pipeline.dedup_horizon_secs,
@@ -65,8 +60,7 @@ pub async fn run(
         max_poll_interval_ms: config.kafka.max_poll_interval_ms,
         extra: librdkafka,
     };
-    let source =
-        KafkaSource::connect(&settings, changes.clone()).context("creating the Kafka consumer")?;
+    let source = KafkaSource::connect(&settings, changes.clone()).context("creating the Kafka consumer")?;
     health.ready.store(true, Ordering::Relaxed);
     info!(topic = %settings.topic, group = %settings.group_id, "worker started");
 
@@ -74,20 +68,17 @@ pub async fn run(
         topic: config.kafka.topic.clone(),
         prices,
         partitions: HashMap::new(),
+        unfinished: HashMap::new(),
+        flush_now: false,
         flusher: Flusher::new(sink, dead_letters, config, health.clone(), shutdown.clone()),
         health,
         max_pending: config.pipeline.max_pending_records,
     };
     if config.clickhouse.retention_days > 0 {
         let sink = worker.flusher.sink();
-        tokio::spawn(enforce_retention(
-            sink,
-            config.clickhouse.retention_days,
-            shutdown.clone(),
-        ));
+        tokio::spawn(enforce_retention(sink, config.clickhouse.retention_days, shutdown.clone()));
     }
-    let mut ticker =
-        tokio::time::interval(Duration::from_millis(config.pipeline.flush_interval_ms));
+    let mut ticker = tokio::time::interval(Duration::from_millis(config.pipeline.flush_interval_ms));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let received = tokio::select! {
@@ -101,7 +92,7 @@ pub async fn run(
             None => worker.flush(&source).await?,
             Some(Ok(message)) => {
                 worker.count(&message);
-                if worker.pending() >= worker.max_pending {
+                if worker.flush_now || worker.pending() >= worker.max_pending {
                     worker.flush(&source).await?;
                 }
             }
@@ -126,10 +117,7 @@ async fn enforce_retention(sink: LedgerSink, retention_days: u32, shutdown: Canc
             _ = shutdown.cancelled() => return,
             _ = hourly.tick() => {}
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let keep_from = now.saturating_sub(u64::from(retention_days) * 86_400) as u32;
         match sink.drop_expired(keep_from).await {
             Ok(dropped) if !dropped.is_empty() => {
@@ -146,11 +134,7 @@ pub fn clickhouse_target(config: &Config) -> ClickHouseTarget {
         url: config.clickhouse.url.clone(),
         database: config.clickhouse.database.clone(),
         user: config.clickhouse.user.clone(),
-        password: config
-            .clickhouse
-            .password
-            .as_ref()
-            .map(|s| s.expose().to_string()),
+        password: config.clickhouse.password.as_ref().map(|s| s.expose().to_string()),
     }
 }
 
@@ -158,6 +142,10 @@ struct Worker {
     topic: String,
     prices: PriceTable,
     partitions: HashMap<i32, PartitionCounter>,
+    /// Partitions whose first batch must complete a previous owner's half-applied flush.
+    unfinished: HashMap<i32, UnfinishedFlush>,
+    /// Set when a partition reached the end of its unfinished flush: write it now.
+    flush_now: bool,
     flusher: Flusher,
     health: Arc<Health>,
     max_pending: u64,
@@ -167,28 +155,26 @@ impl Worker {
     fn apply(&mut self, changes: Vec<PartitionChange>) {
         for change in changes {
             match change {
-                PartitionChange::Assigned { partition, counter } => {
+                PartitionChange::Assigned { partition, counter, unfinished } => {
                     self.partitions.insert(partition, *counter);
+                    match unfinished {
+                        Some(flush) => self.unfinished.insert(partition, flush),
+                        None => self.unfinished.remove(&partition),
+                    };
                 }
                 // Unflushed records of a revoked partition are dropped: they were not
                 // committed, and the partition's next owner reads them again from ClickHouse's
                 // progress on.
                 PartitionChange::Revoked { partition } => {
+                    self.unfinished.remove(&partition);
                     if let Some(counter) = self.partitions.remove(&partition) {
                         self.flusher.forget(partition);
-                        info!(
-                            partition,
-                            dropped = counter.pending_records(),
-                            "partition revoked"
-                        );
+                        info!(partition, dropped = counter.pending_records(), "partition revoked");
                     }
                 }
             }
         }
-        self.health
-            .metrics
-            .assigned_partitions
-            .set(self.partitions.len() as i64);
+        self.health.metrics.assigned_partitions.set(self.partitions.len() as i64);
     }
 
     fn count(&mut self, message: &rdkafka::message::BorrowedMessage<'_>) {
@@ -196,11 +182,7 @@ impl Worker {
         metrics.records_consumed.inc();
         let partition = message.partition();
         let Some(counter) = self.partitions.get_mut(&partition) else {
-            error!(
-                partition,
-                offset = message.offset(),
-                "record of a partition without state: not counted here"
-            );
+            error!(partition, offset = message.offset(), "record of a partition without state: not counted here");
             return;
         };
         let offset = message.offset() as u64;
@@ -212,30 +194,30 @@ impl Worker {
             Timestamp::NotAvailable => 0,
         };
         let payload = message.payload().unwrap_or_default();
-        match counter.count(
-            RecordMeta {
-                offset,
-                timestamp_ms,
-            },
-            payload,
-            &self.prices,
-        ) {
+        match counter.count(RecordMeta { offset, timestamp_ms }, payload, &self.prices) {
             Outcome::Counted => metrics.events_counted.inc(),
             Outcome::Duplicate => metrics.events_duplicate.inc(),
             Outcome::Rejected => {
                 if let Some(rejected) = counter.last_rejected() {
                     let reason = &rejected.reason;
-                    self.flusher.dead_letter(
-                        partition,
-                        offset,
-                        payload,
-                        reason.code(),
-                        reason.to_string(),
-                    );
+                    self.flusher.dead_letter(partition, offset, payload, reason.code(), reason.to_string());
                 }
             }
         }
         metrics.pending_records.inc();
+        if let Some(flush) = self.unfinished.get(&partition) {
+            if counter.next_offset() >= flush.next_offset {
+                if counter.next_offset() > flush.next_offset {
+                    error!(
+                        partition,
+                        expected = flush.next_offset,
+                        at = counter.next_offset(),
+                        "replay passed the end of an unfinished flush"
+                    );
+                }
+                self.flush_now = true;
+            }
+        }
     }
 
     fn pending(&self) -> u64 {
@@ -243,34 +225,21 @@ impl Worker {
     }
 
     async fn flush(&mut self, source: &KafkaSource<PartitionChanges>) -> anyhow::Result<()> {
-        let committed = self
-            .flusher
-            .flush(&self.topic, &mut self.partitions)
-            .await?;
+        self.flush_now = false;
+        let committed = self.flusher.flush(&self.topic, &mut self.partitions, &mut self.unfinished).await?;
         if !committed.is_empty() {
             if let Err(e) = source.commit(&committed, rdkafka::consumer::CommitMode::Async) {
                 warn!(error = %e, "offset commit failed (ClickHouse holds the progress; harmless)");
             }
         }
         let metrics = &self.health.metrics;
-        metrics.pending_records.set(
-            self.partitions
-                .values()
-                .map(PartitionCounter::pending_records)
-                .sum::<u64>() as i64,
-        );
-        metrics.dedup_entries.set(
-            self.partitions
-                .values()
-                .map(|c| c.dedup().len())
-                .sum::<usize>() as i64,
-        );
-        metrics.dedup_memory_bytes.set(
-            self.partitions
-                .values()
-                .map(|c| c.dedup().memory_bytes())
-                .sum::<usize>() as i64,
-        );
+        metrics
+            .pending_records
+            .set(self.partitions.values().map(PartitionCounter::pending_records).sum::<u64>() as i64);
+        metrics.dedup_entries.set(self.partitions.values().map(|c| c.dedup().len()).sum::<usize>() as i64);
+        metrics
+            .dedup_memory_bytes
+            .set(self.partitions.values().map(|c| c.dedup().memory_bytes()).sum::<usize>() as i64);
         Ok(())
     }
 }

@@ -15,21 +15,25 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context;
-use costline_clickhouse::LedgerSink;
+use costline_clickhouse::{LedgerSink, Targets};
 use costline_core::{DedupIndex, PartitionCounter};
 use costline_kafka::PartitionLifecycle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+/// A flush that a previous owner got only part of the way into ClickHouse before it died:
+/// the replay must end its first batch exactly at `next_offset` and write it only to the
+/// tables not `holding` it.
+#[derive(Debug, Clone, Copy)]
+pub struct UnfinishedFlush {
+    pub next_offset: u64,
+    pub holding: Targets,
+}
+
 /// A partition gained or lost.
 pub enum PartitionChange {
-    Assigned {
-        partition: i32,
-        counter: Box<PartitionCounter>,
-    },
-    Revoked {
-        partition: i32,
-    },
+    Assigned { partition: i32, counter: Box<PartitionCounter>, unfinished: Option<UnfinishedFlush> },
+    Revoked { partition: i32 },
 }
 
 /// Changes produced inside rebalances, drained by the worker loop after each poll.
@@ -43,12 +47,7 @@ pub struct PartitionChanges {
 }
 
 impl PartitionChanges {
-    pub fn new(
-        sink: LedgerSink,
-        horizon_secs: u32,
-        grace_secs: u32,
-        shutdown: CancellationToken,
-    ) -> Self {
+    pub fn new(sink: LedgerSink, horizon_secs: u32, grace_secs: u32, shutdown: CancellationToken) -> Self {
         PartitionChanges {
             sink,
             horizon_secs,
@@ -64,10 +63,7 @@ impl PartitionChanges {
         if !self.any.swap(false, Ordering::Acquire) {
             return Vec::new();
         }
-        self.pending
-            .lock()
-            .map(|mut p| std::mem::take(&mut *p))
-            .unwrap_or_default()
+        self.pending.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default()
     }
 
     fn push(&self, change: PartitionChange) {
@@ -78,15 +74,31 @@ impl PartitionChanges {
     }
 
     /// Reads the partition's past from ClickHouse and builds its counter.
-    async fn open(&self, topic: &str, partition: i32) -> anyhow::Result<(u64, PartitionCounter)> {
-        let progress = self
-            .sink
-            .progress(topic)
-            .await
-            .context("reading flush progress")?;
+    async fn open(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> anyhow::Result<(u64, PartitionCounter, Option<UnfinishedFlush>)> {
+        let progress = self.sink.progress(topic).await.context("reading flush progress")?;
         let dedup = DedupIndex::new(self.horizon_secs, self.grace_secs);
+        let start = progress.get(&(partition as u32)).map_or(0, |p| p.next_offset);
+        let unfinished = match self.sink.unfinished_flush(topic, partition as u32, start).await? {
+            Some(next_offset) => {
+                let holding = self.sink.tables_holding(topic, partition as u32, next_offset).await?;
+                warn!(
+                    topic,
+                    partition,
+                    start,
+                    next_offset,
+                    holding = holding.0,
+                    "a previous owner left a flush half-applied; the replay completes it"
+                );
+                Some(UnfinishedFlush { next_offset, holding })
+            }
+            None => None,
+        };
         let Some(progress) = progress.get(&(partition as u32)) else {
-            return Ok((0, PartitionCounter::new(dedup, 0)));
+            return Ok((0, PartitionCounter::new(dedup, 0), unfinished));
         };
         let from_secs = dedup.rebuild_from_secs(progress.newest_record_secs);
         let remembered = self
@@ -96,11 +108,7 @@ impl PartitionChanges {
             .context("reading counted attempts for the dedup memory")?;
         let mut counter = PartitionCounter::new(dedup, progress.next_offset);
         for attempt in &remembered {
-            counter.remember(
-                &attempt.external_request_id,
-                attempt.attempt,
-                i64::from(attempt.record_secs) * 1000,
-            );
+            counter.remember(&attempt.external_request_id, attempt.attempt, i64::from(attempt.record_secs) * 1000);
         }
         info!(
             topic,
@@ -109,7 +117,7 @@ impl PartitionChanges {
             remembered = remembered.len(),
             "partition state rebuilt"
         );
-        Ok((progress.next_offset, counter))
+        Ok((progress.next_offset, counter, unfinished))
     }
 }
 
@@ -119,20 +127,12 @@ impl PartitionLifecycle for PartitionChanges {
         let mut backoff = Duration::from_millis(200);
         loop {
             match tokio::task::block_in_place(|| handle.block_on(self.open(topic, partition))) {
-                Ok((next_offset, counter)) => {
-                    self.push(PartitionChange::Assigned {
-                        partition,
-                        counter: Box::new(counter),
-                    });
+                Ok((next_offset, counter, unfinished)) => {
+                    self.push(PartitionChange::Assigned { partition, counter: Box::new(counter), unfinished });
                     return Some(next_offset as i64);
                 }
                 Err(e) if !self.shutdown.is_cancelled() => {
-                    warn!(
-                        topic,
-                        partition,
-                        error = format!("{e:#}"),
-                        "cannot take the partition over yet; retrying"
-                    );
+                    warn!(topic, partition, error = format!("{e:#}"), "cannot take the partition over yet; retrying");
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
