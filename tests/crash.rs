@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{assert_totals_exact, wait_producer, Schedule, Setup};
 
@@ -14,12 +14,18 @@ fn ten_sigkills_during_ingestion_lose_and_double_nothing() {
     let mut setup = Setup::new("crash");
     setup.flush_interval_ms = 300;
     let record_file = std::env::temp_dir().join(format!("{}.jsonl", setup.database));
-    let producer = setup.spawn_producer(200_000, 5_000, 7, 1_790_000_000_000, &record_file);
+    let producer = setup.spawn_producer(200_000, 2_500, 7, 1_790_000_000_000, &record_file);
+    let mut accounted = 0;
     for round in 0..10 {
         let worker = setup.spawn_worker(&format!("round{round}"));
-        // The group needs a few seconds to hand the partitions over after a kill.
-        std::thread::sleep(schedule.millis(3_000, 9_000));
-        let accounted = setup.records_accounted();
+        // The group hands the partitions over a few seconds after a kill; kill only once this
+        // worker is writing, at a random moment of its flush cycle.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while setup.records_accounted() <= accounted && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(schedule.millis(0, 1_500));
+        accounted = setup.records_accounted();
         eprintln!("round {round}: killing the worker with {accounted} records accounted for");
         worker.kill9();
     }
