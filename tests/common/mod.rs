@@ -6,6 +6,7 @@
 #![allow(dead_code)] // Each test binary uses its own subset.
 
 pub mod expected;
+pub mod receiver;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -64,6 +65,10 @@ pub struct Setup {
     pub database: String,
     pub group: String,
     pub flush_interval_ms: u64,
+    /// A configuration file for `costline` (budgets, webhooks, rules), if any.
+    pub config_file: Option<PathBuf>,
+    /// Extra environment for `costline` processes.
+    pub env: Vec<(String, String)>,
 }
 
 impl Setup {
@@ -75,6 +80,8 @@ impl Setup {
             database: unique_name(&format!("test_{name}")),
             group: unique_name(&format!("group-{name}")),
             flush_interval_ms: 1000,
+            config_file: None,
+            env: Vec::new(),
         }
     }
 
@@ -92,6 +99,10 @@ impl Setup {
             .env("COSTLINE_CLICKHOUSE__DATABASE", &self.database)
             .env("COSTLINE_PIPELINE__FLUSH_INTERVAL_MS", self.flush_interval_ms.to_string())
             .env("COSTLINE_LOG__LEVEL", "info,rdkafka=warn");
+        if let Some(path) = &self.config_file {
+            command.env("COSTLINE_CONFIG", path);
+        }
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
         command
     }
 

@@ -16,6 +16,7 @@ use crate::sink::ClickHouseTarget;
 const FILES: &[(&str, &str)] = &[
     ("001_ledger.sql", include_str!("../../../schemas/clickhouse/001_ledger.sql")),
     ("002_rollup.sql", include_str!("../../../schemas/clickhouse/002_rollup.sql")),
+    ("003_alerts.sql", include_str!("../../../schemas/clickhouse/003_alerts.sql")),
 ];
 
 /// The rollup granularities, the function that truncates a time to each, and the table's bit

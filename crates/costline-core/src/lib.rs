@@ -15,6 +15,7 @@
 //! never learns what a partition or a broker is.
 
 pub mod batch;
+pub mod budget;
 pub mod dedup;
 pub mod event;
 pub mod latency;
@@ -22,6 +23,7 @@ pub mod money;
 pub mod price;
 pub mod reject;
 pub mod rollup;
+pub mod rules;
 
 mod decode;
 

@@ -24,6 +24,172 @@ pub struct Config {
     pub pricing: PricingConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
+    pub alerts: AlertsConfig,
+    /// Budgets (`[[budgets]]` tables).
+    pub budgets: Vec<BudgetConfig>,
+    /// Webhooks that alerts are delivered to (`[[webhooks]]` tables).
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// How often budgets and rules are evaluated (by the worker that owns partition 0).
+    pub evaluate_interval_ms: u64,
+    /// Time zone of budget periods (IANA name), unless a budget sets its own.
+    pub time_zone: String,
+    /// A rule that fired for a scope stays quiet this long while its condition holds.
+    pub cooldown_secs: u32,
+    /// Webhooks that rule alerts go to.
+    pub webhooks: Vec<String>,
+    /// Delivery retries: first backoff, doubling (with ±25 % jitter) up to the maximum.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    /// Give up on a delivery after this many attempts (it stays in `alerts` as `failed`).
+    pub max_attempts: u32,
+    pub retry_storm: RetryStormConfig,
+    pub cost_spike: CostSpikeConfig,
+    pub config_drift: ConfigDriftConfig,
+    pub unpriced_model: UnpricedModelConfig,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            evaluate_interval_ms: 5_000,
+            time_zone: "UTC".into(),
+            cooldown_secs: 3_600,
+            webhooks: Vec::new(),
+            retry_initial_ms: 500,
+            retry_max_ms: 60_000,
+            max_attempts: 50,
+            retry_storm: RetryStormConfig::default(),
+            cost_spike: CostSpikeConfig::default(),
+            config_drift: ConfigDriftConfig::default(),
+            unpriced_model: UnpricedModelConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryStormConfig {
+    pub enabled: bool,
+    /// Sliding window (event time).
+    pub window_secs: u32,
+    /// Fires above this retries/requests ratio…
+    pub max_retry_ratio: f64,
+    /// …with at least this many requests in the window.
+    pub min_requests: u64,
+}
+
+impl Default for RetryStormConfig {
+    fn default() -> Self {
+        RetryStormConfig { enabled: true, window_secs: 300, max_retry_ratio: 0.5, min_requests: 100 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CostSpikeConfig {
+    pub enabled: bool,
+    /// Fires when the last complete hour costs more than `factor` × the trailing hourly average…
+    pub factor: f64,
+    /// …over this many hours (hours without traffic are not averaged in)…
+    pub trailing_hours: u32,
+    /// …and at least this much.
+    pub min_cost_usd: f64,
+}
+
+impl Default for CostSpikeConfig {
+    fn default() -> Self {
+        CostSpikeConfig { enabled: true, factor: 3.0, trailing_hours: 24, min_cost_usd: 10.0 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConfigDriftConfig {
+    pub enabled: bool,
+    /// Combinations seen in this many hours before the current one are "known".
+    pub lookback_hours: u32,
+}
+
+impl Default for ConfigDriftConfig {
+    fn default() -> Self {
+        ConfigDriftConfig { enabled: true, lookback_hours: 168 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UnpricedModelConfig {
+    pub enabled: bool,
+    /// Looks back this far for unpriced attempts.
+    pub window_secs: u32,
+}
+
+impl Default for UnpricedModelConfig {
+    fn default() -> Self {
+        UnpricedModelConfig { enabled: true, window_secs: 300 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetConfig {
+    /// Unique id, used in alert ids and the budget API (`/v1/budgets/{id}`).
+    pub id: String,
+    /// `day`, `week` (from Monday) or `month`, calendar periods in the time zone.
+    pub period: String,
+    /// The limit in USD, a decimal string (`"500.00"`).
+    pub limit_usd: String,
+    /// Percent of the limit that fire an alert once per period.
+    #[serde(default = "default_thresholds")]
+    pub thresholds: Vec<u32>,
+    /// Webhook ids to notify.
+    #[serde(default)]
+    pub webhooks: Vec<String>,
+    /// IANA time zone of the periods; default `alerts.time_zone`.
+    pub time_zone: Option<String>,
+    #[serde(default)]
+    pub scope: ScopeConfig,
+}
+
+fn default_thresholds() -> Vec<u32> {
+    vec![50, 80, 100]
+}
+
+/// What a budget covers. Unset keys match anything; `environment` defaults to `prod` and
+/// `data_mode` to `real` (`"*"` matches any). `endpoint_tag` may end in `*` (prefix).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeConfig {
+    pub tenant: Option<String>,
+    pub endpoint_tag: Option<String>,
+    pub prompt_version: Option<String>,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub environment: Option<String>,
+    pub data_mode: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Id that budgets and `alerts.webhooks` refer to.
+    pub id: String,
+    /// Where alerts are POSTed.
+    pub url: String,
+    /// Name of the environment variable holding the HMAC secret (required).
+    pub secret_env: String,
+    /// Per-attempt timeout.
+    #[serde(default = "default_webhook_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_webhook_timeout_ms() -> u64 {
+    5_000
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -158,6 +324,10 @@ impl Default for LogConfig {
 pub struct Secret(#[serde(skip)] String);
 
 impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -258,6 +428,7 @@ impl Config {
             "must be an address like 127.0.0.1:9464",
         )?;
         require(matches!(self.log.format.as_str(), "text" | "json"), "log.format", "must be `text` or `json`")?;
+        self.validate_governance()?;
         if let Some(path) = &self.pricing.override_file {
             require(
                 path.is_file(),
@@ -266,6 +437,98 @@ impl Config {
             )?;
         }
         Ok(())
+    }
+}
+
+impl Config {
+    fn validate_governance(&self) -> anyhow::Result<()> {
+        self.alerts.time_zone.parse::<chrono_tz::Tz>().map_err(|_| {
+            anyhow::anyhow!("config key `alerts.time_zone` must be an IANA time zone (got {:?})", self.alerts.time_zone)
+        })?;
+        if self.alerts.evaluate_interval_ms < 100 {
+            bail!("config key `alerts.evaluate_interval_ms` must be at least 100");
+        }
+        let mut webhook_ids = std::collections::BTreeSet::new();
+        for (i, hook) in self.webhooks.iter().enumerate() {
+            if !webhook_ids.insert(hook.id.as_str()) {
+                bail!("config key `webhooks[{i}].id`: {:?} is used twice", hook.id);
+            }
+            if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
+                bail!("config key `webhooks[{i}].url` must start with http:// or https://");
+            }
+            if std::env::var_os(&hook.secret_env).is_none() {
+                bail!("config key `webhooks[{i}].secret_env`: environment variable {} is not set", hook.secret_env);
+            }
+        }
+        let check_hooks = |key: String, hooks: &[String]| -> anyhow::Result<()> {
+            match hooks.iter().find(|h| !webhook_ids.contains(h.as_str())) {
+                Some(missing) => bail!("config key `{key}` names webhook {missing:?}, which is not configured"),
+                None => Ok(()),
+            }
+        };
+        check_hooks("alerts.webhooks".into(), &self.alerts.webhooks)?;
+        let mut budget_ids = std::collections::BTreeSet::new();
+        for (i, budget) in self.budgets.iter().enumerate() {
+            if budget.id.is_empty() || !budget_ids.insert(budget.id.as_str()) {
+                bail!("config key `budgets[{i}].id` must be unique and not empty");
+            }
+            check_hooks(format!("budgets[{i}].webhooks"), &budget.webhooks)?;
+            self.budget(i)?;
+        }
+        Ok(())
+    }
+
+    /// The `i`-th budget, validated.
+    pub fn budget(&self, i: usize) -> anyhow::Result<costline_core::budget::Budget> {
+        use costline_core::budget::{Budget, Period, Scope, TagMatch};
+        let b = &self.budgets[i];
+        let period = Period::parse(&b.period)
+            .ok_or_else(|| anyhow::anyhow!("config key `budgets[{i}].period` must be day, week or month"))?;
+        let zone_name = b.time_zone.as_deref().unwrap_or(&self.alerts.time_zone);
+        let zone = zone_name
+            .parse::<chrono_tz::Tz>()
+            .map_err(|_| anyhow::anyhow!("config key `budgets[{i}].time_zone` must be an IANA time zone"))?;
+        let limit = costline_core::PicoUsd::parse_scaled(&b.limit_usd, 12, false)
+            .map_err(|e| anyhow::anyhow!("config key `budgets[{i}].limit_usd` {e}"))?;
+        if limit <= 0 {
+            bail!("config key `budgets[{i}].limit_usd` must be more than 0");
+        }
+        let mut thresholds = b.thresholds.clone();
+        thresholds.sort_unstable();
+        thresholds.dedup();
+        if thresholds.is_empty() || thresholds.iter().any(|&t| t == 0 || t > 1000) {
+            bail!("config key `budgets[{i}].thresholds` must be percentages from 1 to 1000");
+        }
+        let any = |v: &Option<String>| v.as_deref().filter(|v| *v != "*").map(str::to_string);
+        let data_mode = match b.scope.data_mode.as_deref() {
+            None => Some(costline_core::DataMode::Real),
+            Some("*") => None,
+            Some(mode) => Some(costline_core::DataMode::parse(mode).ok_or_else(|| {
+                anyhow::anyhow!("config key `budgets[{i}].scope.data_mode` must be real, test, demo or *")
+            })?),
+        };
+        let scope = Scope {
+            tenant: any(&b.scope.tenant),
+            endpoint_tag: any(&b.scope.endpoint_tag).map(|t| TagMatch::parse(&t)),
+            prompt_version: b.scope.prompt_version.clone(),
+            provider: any(&b.scope.provider).map(|p| p.to_lowercase()),
+            model: any(&b.scope.model),
+            environment: match b.scope.environment.as_deref() {
+                None => Some("prod".into()),
+                Some("*") => None,
+                Some(env) => Some(env.to_string()),
+            },
+            data_mode,
+        };
+        Ok(Budget {
+            id: b.id.clone(),
+            scope,
+            period,
+            zone,
+            limit: costline_core::PicoUsd(limit),
+            thresholds,
+            webhooks: b.webhooks.clone(),
+        })
     }
 }
 

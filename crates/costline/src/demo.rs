@@ -55,7 +55,10 @@ pub async fn run(mut config: Config, args: &DemoArgs) -> anyhow::Result<()> {
     costline_kafka::ensure_topic(&config.kafka.brokers, &config.kafka.topic, produce.partitions).await?;
     let worker = {
         let (config, health, shutdown) = (config.clone(), health.clone(), shutdown.clone());
-        tokio::spawn(async move { crate::worker::run(&config, prices, health, shutdown).await })
+        tokio::spawn(async move {
+            let evaluator = Arc::new(AtomicBool::new(false));
+            crate::worker::run(&config, prices, health, evaluator, shutdown).await
+        })
     };
     let started = Instant::now();
     let published = crate::produce::publish(&config, &produce).await?;

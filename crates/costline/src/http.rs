@@ -20,7 +20,13 @@ pub struct Health {
     pub ready: AtomicBool,
 }
 
-pub async fn serve(listen: SocketAddr, health: Arc<Health>, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Serves the health endpoints plus `extra` (the budget API) until `shutdown`.
+pub async fn serve(
+    listen: SocketAddr,
+    health: Arc<Health>,
+    extra: Router,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/metrics", get(|State(h): State<Arc<Health>>| async move { h.metrics.render() }))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -34,7 +40,8 @@ pub async fn serve(listen: SocketAddr, health: Arc<Health>, shutdown: Cancellati
                 }
             }),
         )
-        .with_state(health);
+        .with_state(health)
+        .merge(extra);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen} (http.listen)"))?;

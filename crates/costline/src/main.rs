@@ -5,6 +5,7 @@
 
 mod config;
 mod demo;
+mod governance;
 mod http;
 mod loadgen;
 mod metrics;
@@ -120,10 +121,14 @@ async fn run_worker(config: Config) -> anyhow::Result<()> {
     let health = Arc::new(http::Health { metrics, ready: AtomicBool::new(false) });
     let shutdown = CancellationToken::new();
     let listen = config.http.listen.parse().context("config key `http.listen`")?;
-    let server = tokio::spawn(http::serve(listen, health.clone(), shutdown.clone()));
+    let governance = Arc::new(governance::Governance::new(&config, &worker::clickhouse_target(&config))?);
+    let token = std::env::var("COSTLINE_HTTP_TOKEN").ok().filter(|t| !t.is_empty());
+    let api = governance::api::router(governance.clone(), token);
+    let server = tokio::spawn(http::serve(listen, health.clone(), api, shutdown.clone()));
+    tokio::spawn(governance.clone().run(shutdown.clone()));
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    info!(models = prices.model_count(), http = %listen, "costline worker starting");
-    let result = worker::run(&config, prices, health, shutdown.clone()).await;
+    info!(models = prices.model_count(), budgets = config.budgets.len(), http = %listen, "costline worker starting");
+    let result = worker::run(&config, prices, health, governance.evaluator.clone(), shutdown.clone()).await;
     shutdown.cancel();
     let _ = server.await;
     result

@@ -32,11 +32,13 @@ use crate::http::Health;
 use flush::Flusher;
 use partitions::{PartitionChange, PartitionChanges, UnfinishedFlush};
 
-/// Runs a worker until `shutdown` is cancelled.
+/// Runs a worker until `shutdown` is cancelled. `evaluator` is set while this worker owns
+/// partition 0 (it then evaluates budgets and rules).
 pub async fn run(
     config: &Config,
     prices: PriceTable,
     health: Arc<Health>,
+    evaluator: Arc<std::sync::atomic::AtomicBool>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let target = clickhouse_target(config);
@@ -50,6 +52,7 @@ pub async fn run(
         sink.clone(),
         config.pipeline.dedup_horizon_secs,
         config.pipeline.dedup_grace_secs,
+        evaluator,
         shutdown.clone(),
     ));
     let settings = SourceSettings {

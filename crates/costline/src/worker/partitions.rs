@@ -11,7 +11,7 @@
 //! [`PartitionChanges`] and is in place before the partition's first record arrives.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -41,17 +41,26 @@ pub struct PartitionChanges {
     sink: LedgerSink,
     horizon_secs: u32,
     grace_secs: u32,
+    /// Set while partition 0 is ours: its owner evaluates budgets and rules.
+    evaluator: Arc<AtomicBool>,
     shutdown: CancellationToken,
     pending: Mutex<Vec<PartitionChange>>,
     any: AtomicBool,
 }
 
 impl PartitionChanges {
-    pub fn new(sink: LedgerSink, horizon_secs: u32, grace_secs: u32, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        sink: LedgerSink,
+        horizon_secs: u32,
+        grace_secs: u32,
+        evaluator: Arc<AtomicBool>,
+        shutdown: CancellationToken,
+    ) -> Self {
         PartitionChanges {
             sink,
             horizon_secs,
             grace_secs,
+            evaluator,
             shutdown,
             pending: Mutex::new(Vec::new()),
             any: AtomicBool::new(false),
@@ -129,6 +138,9 @@ impl PartitionLifecycle for PartitionChanges {
             match tokio::task::block_in_place(|| handle.block_on(self.open(topic, partition))) {
                 Ok((next_offset, counter, unfinished)) => {
                     self.push(PartitionChange::Assigned { partition, counter: Box::new(counter), unfinished });
+                    if partition == 0 {
+                        self.evaluator.store(true, Ordering::Relaxed);
+                    }
                     return Some(next_offset as i64);
                 }
                 Err(e) if !self.shutdown.is_cancelled() => {
@@ -143,6 +155,9 @@ impl PartitionLifecycle for PartitionChanges {
     }
 
     fn revoked(&self, _topic: &str, partition: i32) {
+        if partition == 0 {
+            self.evaluator.store(false, Ordering::Relaxed);
+        }
         self.push(PartitionChange::Revoked { partition });
     }
 }

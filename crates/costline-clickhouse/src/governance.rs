@@ -1,0 +1,264 @@
+//! What budgets and alert rules read from ClickHouse, and the `alerts` table they write.
+//!
+//! Spend is read from the rollup *state* tables (`sumMerge` with the filter on the table
+//! itself), not from the analyst views: ClickHouse 18.16 does not push a `WHERE` into a view,
+//! and a budget is evaluated every few seconds.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use clickhouse::{Client, Row};
+use serde::{Deserialize, Serialize};
+
+use costline_core::budget::{Scope, TagMatch};
+use costline_core::rules::ModelUse;
+use costline_core::PicoUsd;
+
+use crate::sink::{ClickHouseTarget, SinkError};
+
+/// One row of `alerts` (one alert and one webhook, one version of its delivery state).
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct AlertRow {
+    pub alert_id: String,
+    pub webhook: String,
+    pub kind: String,
+    pub source: String,
+    pub scope: String,
+    pub period_start: u32,
+    pub threshold_percent: u32,
+    /// Pico-USD (`Decimal(38, 12)`).
+    pub spend_usd: i128,
+    pub limit_usd: i128,
+    pub value: f64,
+    pub fired_at: u32,
+    pub summary: String,
+    /// The JSON body, fixed when the alert fired: every delivery attempt sends the same bytes.
+    pub body: String,
+    pub delivery_state: String,
+    pub attempts: u32,
+    pub next_attempt_at: u32,
+    pub last_error: String,
+    pub updated_at: u32,
+    pub version: u64,
+}
+
+/// Reads for governance and the `alerts` table.
+#[derive(Clone)]
+pub struct GovernanceStore {
+    client: Client,
+}
+
+const ALERT_COLUMNS: &str = "alert_id, webhook, kind, source, scope, toUInt32(period_start) AS period_start, \
+    threshold_percent, spend_usd, limit_usd, value, toUInt32(fired_at) AS fired_at, summary, body, delivery_state, \
+    attempts, toUInt32(next_attempt_at) AS next_attempt_at, last_error, toUInt32(updated_at) AS updated_at, version";
+
+impl GovernanceStore {
+    pub fn new(target: &ClickHouseTarget) -> GovernanceStore {
+        GovernanceStore { client: target.client() }
+    }
+
+    /// Spend of `scope` with event times in `[start, end)` (epoch seconds), from the hourly
+    /// rollup when both ends fall on hours, else from the minute rollup.
+    pub async fn spend(&self, scope: &Scope, start: i64, end: i64) -> Result<PicoUsd, SinkError> {
+        let table = if start % 3600 == 0 && end % 3600 == 0 { "usage_hour_state" } else { "usage_minute_state" };
+        let (filter, values) = scope_filter(scope);
+        let sql = format!(
+            "SELECT sumMerge(cost_usd_state) FROM {table} WHERE window_start >= toDateTime(?) AND window_start < toDateTime(?) \
+             AND endpoint_tag != ''{filter}"
+        );
+        let mut query = self.client.query(&sql).bind(start).bind(end);
+        for value in values {
+            query = query.bind(value);
+        }
+        Ok(PicoUsd(query.fetch_one::<i128>().await?))
+    }
+
+    /// Event time up to which every partition of `topic` has been flushed: the oldest of the
+    /// partitions' newest flushed record times (epoch seconds; 0 if nothing was flushed).
+    pub async fn as_of(&self, topic: &str) -> Result<u32, SinkError> {
+        Ok(self
+            .client
+            .query(
+                "SELECT toUInt32(min(newest)) FROM (SELECT max(newest_record_time) AS newest FROM flushes \
+                 WHERE kafka_topic = ? GROUP BY kafka_partition)",
+            )
+            .bind(topic)
+            .fetch_one()
+            .await?)
+    }
+
+    /// Endpoint → (requests, retries) of real prod traffic with event times from `since`.
+    pub async fn retries_by_endpoint(&self, since: i64) -> Result<BTreeMap<String, (u64, u64)>, SinkError> {
+        #[derive(Row, Deserialize)]
+        struct R {
+            endpoint_tag: String,
+            requests: u64,
+            attempts: u64,
+        }
+        let rows = self
+            .client
+            .query(
+                "SELECT endpoint_tag, sumMerge(requests_state) AS requests, sumMerge(attempts_state) AS attempts \
+                 FROM usage_minute_state WHERE window_start >= toDateTime(?) AND endpoint_tag != '' \
+                 AND data_mode = 'real' AND environment = 'prod' GROUP BY endpoint_tag",
+            )
+            .bind(since)
+            .fetch_all::<R>()
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.endpoint_tag, (r.requests, r.attempts.saturating_sub(r.requests)))).collect())
+    }
+
+    /// Endpoint → (cost of the hour starting at `hour_start`, average cost of the hours with
+    /// traffic among the `trailing_hours` before it), USD, real prod traffic.
+    pub async fn hourly_costs(
+        &self,
+        hour_start: i64,
+        trailing_hours: i64,
+    ) -> Result<BTreeMap<String, (f64, f64)>, SinkError> {
+        #[derive(Row, Deserialize)]
+        struct R {
+            endpoint_tag: String,
+            last: f64,
+            trailing: f64,
+        }
+        let rows = self
+            .client
+            .query(
+                "SELECT endpoint_tag, \
+                 toFloat64(sumMergeIf(cost_usd_state, window_start = toDateTime(?))) AS last, \
+                 toFloat64(sumMergeIf(cost_usd_state, window_start < toDateTime(?))) \
+                 / greatest(1, uniqExactIf(window_start, window_start < toDateTime(?))) AS trailing \
+                 FROM usage_hour_state WHERE window_start >= toDateTime(?) AND window_start <= toDateTime(?) \
+                 AND endpoint_tag != '' AND data_mode = 'real' AND environment = 'prod' GROUP BY endpoint_tag",
+            )
+            .bind(hour_start)
+            .bind(hour_start)
+            .bind(hour_start)
+            .bind(hour_start - trailing_hours * 3600)
+            .bind(hour_start)
+            .fetch_all::<R>()
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.endpoint_tag, (r.last, r.trailing))).collect())
+    }
+
+    /// Model uses (endpoint, prompt version, provider, model) of real traffic with event
+    /// times in `[start, end)`.
+    pub async fn model_uses(&self, start: i64, end: i64) -> Result<BTreeSet<ModelUse>, SinkError> {
+        #[derive(Row, Deserialize)]
+        struct R {
+            endpoint_tag: String,
+            prompt_version: String,
+            provider: String,
+            model: String,
+        }
+        let rows = self
+            .client
+            .query(
+                "SELECT DISTINCT endpoint_tag, prompt_version, provider, model FROM usage_hour_state \
+                 WHERE window_start >= toDateTime(?) AND window_start < toDateTime(?) AND endpoint_tag != '' \
+                 AND data_mode = 'real'",
+            )
+            .bind(start)
+            .bind(end)
+            .fetch_all::<R>()
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.endpoint_tag, r.prompt_version, r.provider, r.model)).collect())
+    }
+
+    /// (provider, model) → unpriced attempts with event times from `since`.
+    pub async fn unpriced_models(&self, since: i64) -> Result<BTreeMap<(String, String), u64>, SinkError> {
+        #[derive(Row, Deserialize)]
+        struct R {
+            provider: String,
+            model: String,
+            unpriced: u64,
+        }
+        let rows = self
+            .client
+            .query(
+                "SELECT provider, model, sumMerge(unpriced_attempts_state) AS unpriced FROM usage_minute_state \
+                 WHERE window_start >= toDateTime(?) AND endpoint_tag != '' GROUP BY provider, model HAVING unpriced > 0",
+            )
+            .bind(since)
+            .fetch_all::<R>()
+            .await?;
+        Ok(rows.into_iter().map(|r| ((r.provider, r.model), r.unpriced)).collect())
+    }
+
+    /// Which of `alert_ids` were already fired.
+    pub async fn fired(&self, alert_ids: &[String]) -> Result<BTreeSet<String>, SinkError> {
+        if alert_ids.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        let rows: Vec<String> = self
+            .client
+            .query("SELECT DISTINCT alert_id FROM alerts WHERE has(?, alert_id)")
+            .bind(alert_ids)
+            .fetch_all()
+            .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// When a rule last fired for a scope (epoch seconds), if ever.
+    pub async fn last_fired(&self, rule: &str, scope: &str) -> Result<Option<u32>, SinkError> {
+        let last: u32 = self
+            .client
+            .query("SELECT toUInt32(max(fired_at)) FROM alerts WHERE kind = 'rule' AND source = ? AND scope = ?")
+            .bind(rule)
+            .bind(scope)
+            .fetch_one()
+            .await?;
+        Ok((last > 0).then_some(last))
+    }
+
+    /// Writes new versions of alert rows.
+    pub async fn record(&self, rows: &[AlertRow]) -> Result<(), SinkError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut insert = self.client.insert::<AlertRow>("alerts").await?;
+        for row in rows {
+            insert.write(row).await?;
+        }
+        insert.end().await?;
+        Ok(())
+    }
+
+    /// Deliveries still pending whose next attempt is due at `now`.
+    pub async fn due(&self, now: u32) -> Result<Vec<AlertRow>, SinkError> {
+        let sql = format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts FINAL WHERE delivery_state = 'pending' \
+             AND next_attempt_at <= toDateTime(?) ORDER BY fired_at"
+        );
+        Ok(self.client.query(&sql).bind(now).fetch_all::<AlertRow>().await?)
+    }
+}
+
+/// ` AND column = ?…` for every dimension the scope fixes, and the values to bind.
+fn scope_filter(scope: &Scope) -> (String, Vec<String>) {
+    let mut filter = String::new();
+    let mut values = Vec::new();
+    let mut exact = |column: &str, value: &Option<String>| {
+        if let Some(value) = value {
+            filter.push_str(&format!(" AND {column} = ?"));
+            values.push(value.clone());
+        }
+    };
+    exact("tenant", &scope.tenant);
+    exact("prompt_version", &scope.prompt_version);
+    exact("provider", &scope.provider);
+    exact("model", &scope.model);
+    exact("environment", &scope.environment);
+    exact("data_mode", &scope.data_mode.map(|m| m.as_str().to_string()));
+    match &scope.endpoint_tag {
+        Some(TagMatch::Exact(tag)) => {
+            filter.push_str(" AND endpoint_tag = ?");
+            values.push(tag.clone());
+        }
+        Some(TagMatch::Prefix(prefix)) => {
+            filter.push_str(" AND startsWith(endpoint_tag, ?)");
+            values.push(prefix.clone());
+        }
+        None => {}
+    }
+    (filter, values)
+}

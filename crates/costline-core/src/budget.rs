@@ -1,0 +1,264 @@
+//! Budgets: which spend a budget covers (its [`Scope`]), over which calendar period, and what
+//! its thresholds say about that spend. Spend itself is read from ClickHouse by the adapter;
+//! everything here is arithmetic on it, so it is tested without I/O.
+//!
+//! An alert for a budget is identified by `(budget, period start, threshold)`: whatever the
+//! number of workers, restarts or replays, the same crossing yields the same [`AlertId`].
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
+use chrono_tz::Tz;
+
+use crate::event::DataMode;
+use crate::money::PicoUsd;
+
+/// An endpoint tag filter: exact, or a prefix written `checkout.*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagMatch {
+    Exact(String),
+    Prefix(String),
+}
+
+impl TagMatch {
+    pub fn parse(text: &str) -> TagMatch {
+        match text.strip_suffix('*') {
+            Some(prefix) => TagMatch::Prefix(prefix.to_string()),
+            None => TagMatch::Exact(text.to_string()),
+        }
+    }
+
+    pub fn matches(&self, tag: &str) -> bool {
+        match self {
+            TagMatch::Exact(exact) => tag == exact,
+            TagMatch::Prefix(prefix) => tag.starts_with(prefix.as_str()),
+        }
+    }
+}
+
+/// What spend a budget covers. `None` means any value. The default scope is real traffic in
+/// `prod`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    pub tenant: Option<String>,
+    pub endpoint_tag: Option<TagMatch>,
+    pub prompt_version: Option<String>,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub environment: Option<String>,
+    pub data_mode: Option<DataMode>,
+}
+
+impl Default for Scope {
+    fn default() -> Self {
+        Scope {
+            tenant: None,
+            endpoint_tag: None,
+            prompt_version: None,
+            provider: None,
+            model: None,
+            environment: Some("prod".into()),
+            data_mode: Some(DataMode::Real),
+        }
+    }
+}
+
+/// A calendar period in the budget's time zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    Day,
+    Week,
+    Month,
+}
+
+impl Period {
+    pub fn parse(text: &str) -> Option<Period> {
+        match text {
+            "day" => Some(Period::Day),
+            "week" => Some(Period::Week),
+            "month" => Some(Period::Month),
+            _ => None,
+        }
+    }
+
+    /// `[start, end)` of the period holding `at`, in UTC instants. Weeks start on Monday.
+    pub fn bounds(self, at: DateTime<Utc>, zone: Tz) -> (DateTime<Utc>, DateTime<Utc>) {
+        let local = at.with_timezone(&zone).date_naive();
+        let (start, end) = match self {
+            Period::Day => (local, local + Duration::days(1)),
+            Period::Week => {
+                let monday = local - Duration::days(i64::from(local.weekday().num_days_from_monday()));
+                (monday, monday + Duration::days(7))
+            }
+            Period::Month => {
+                let first = local.with_day(1).unwrap_or(local);
+                let next = if first.month() == 12 {
+                    NaiveDate::from_ymd_opt(first.year() + 1, 1, 1)
+                } else {
+                    NaiveDate::from_ymd_opt(first.year(), first.month() + 1, 1)
+                };
+                (first, next.unwrap_or(first + Duration::days(31)))
+            }
+        };
+        (midnight(start, zone), midnight(end, zone))
+    }
+}
+
+/// The first instant of `day` in `zone` (a day whose midnight is skipped by a DST change
+/// starts at the earliest instant that exists).
+fn midnight(day: NaiveDate, zone: Tz) -> DateTime<Utc> {
+    let naive = day.and_hms_opt(0, 0, 0).unwrap_or_default();
+    match zone.from_local_datetime(&naive) {
+        chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => t.with_timezone(&Utc),
+        chrono::LocalResult::None => (1..=180)
+            .find_map(|m| zone.from_local_datetime(&(naive + Duration::minutes(m))).earliest())
+            .map_or_else(|| Utc.from_utc_datetime(&naive), |t| t.with_timezone(&Utc)),
+    }
+}
+
+/// How a budget stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetState {
+    Ok,
+    /// At or over the highest threshold below 100 %.
+    Warning,
+    /// At or over the limit.
+    Exceeded,
+}
+
+impl BudgetState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BudgetState::Ok => "ok",
+            BudgetState::Warning => "warning",
+            BudgetState::Exceeded => "exceeded",
+        }
+    }
+}
+
+/// One budget, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Budget {
+    pub id: String,
+    pub scope: Scope,
+    pub period: Period,
+    pub zone: Tz,
+    pub limit: PicoUsd,
+    /// Percent of the limit, ascending (default 50, 80, 100).
+    pub thresholds: Vec<u32>,
+    pub webhooks: Vec<String>,
+}
+
+impl Budget {
+    /// Spend over limit (0 when the limit is 0).
+    pub fn ratio(&self, spend: PicoUsd) -> f64 {
+        if self.limit.0 <= 0 {
+            return 0.0;
+        }
+        spend.0 as f64 / self.limit.0 as f64
+    }
+
+    pub fn state(&self, spend: PicoUsd) -> BudgetState {
+        if self.limit.0 > 0 && spend.0 >= self.limit.0 {
+            return BudgetState::Exceeded;
+        }
+        let warn_at = self.thresholds.iter().copied().filter(|&t| t < 100).max();
+        match warn_at {
+            Some(percent) if self.reached(spend, percent) => BudgetState::Warning,
+            _ => BudgetState::Ok,
+        }
+    }
+
+    /// Thresholds (percent) that `spend` has reached, exactly (integer arithmetic).
+    pub fn crossed(&self, spend: PicoUsd) -> Vec<u32> {
+        self.thresholds.iter().copied().filter(|&t| self.reached(spend, t)).collect()
+    }
+
+    fn reached(&self, spend: PicoUsd, percent: u32) -> bool {
+        self.limit.0 > 0 && spend.0 * 100 >= self.limit.0 * i128::from(percent)
+    }
+}
+
+/// The stable identity of an alert: also the webhook idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AlertId(pub String);
+
+impl AlertId {
+    /// `(budget, period start, threshold)`.
+    pub fn budget(budget_id: &str, period_start: DateTime<Utc>, threshold: u32) -> AlertId {
+        AlertId::from_parts(&["budget", budget_id, &period_start.timestamp().to_string(), &threshold.to_string()])
+    }
+
+    /// `(rule, scope, window)`: `window` is the cooldown slot the condition was seen in.
+    pub fn rule(rule: &str, scope: &str, window_start_secs: i64) -> AlertId {
+        AlertId::from_parts(&["rule", rule, scope, &window_start_secs.to_string()])
+    }
+
+    fn from_parts(parts: &[&str]) -> AlertId {
+        let joined = parts.join("\u{1f}");
+        let hash = xxhash_rust::xxh3::xxh3_128(joined.as_bytes());
+        AlertId(format!("al_{hash:032x}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(limit_usd: i128, thresholds: &[u32]) -> Budget {
+        Budget {
+            id: "b".into(),
+            scope: Scope::default(),
+            period: Period::Month,
+            zone: chrono_tz::UTC,
+            limit: PicoUsd(limit_usd * crate::money::PICO_PER_USD),
+            thresholds: thresholds.to_vec(),
+            webhooks: vec![],
+        }
+    }
+
+    #[test]
+    fn thresholds_are_exact_at_the_boundary() {
+        let b = budget(100, &[50, 80, 100]);
+        let usd = |cents: i128| PicoUsd(cents * crate::money::PICO_PER_USD / 100);
+        assert_eq!(b.crossed(usd(4999)), Vec::<u32>::new());
+        assert_eq!(b.crossed(usd(5000)), vec![50]);
+        assert_eq!(b.crossed(usd(8000)), vec![50, 80]);
+        assert_eq!(b.crossed(PicoUsd(usd(10000).0 - 1)), vec![50, 80]);
+        assert_eq!(b.crossed(usd(10000)), vec![50, 80, 100]);
+        assert_eq!(b.state(usd(7999)), BudgetState::Ok);
+        assert_eq!(b.state(usd(8000)), BudgetState::Warning);
+        assert_eq!(b.state(usd(10000)), BudgetState::Exceeded);
+        assert!((b.ratio(usd(2500)) - 0.25).abs() < 1e-12);
+    }
+
+    #[test]
+    fn calendar_periods_in_a_time_zone() {
+        let at = Utc.with_ymd_and_hms(2026, 3, 1, 2, 0, 0).unwrap(); // 2026-02-28 21:00 in New York
+        let ny: Tz = "America/New_York".parse().unwrap();
+        let (start, end) = Period::Month.bounds(at, ny);
+        assert_eq!(start, Utc.with_ymd_and_hms(2026, 2, 1, 5, 0, 0).unwrap());
+        assert_eq!(end, Utc.with_ymd_and_hms(2026, 3, 1, 5, 0, 0).unwrap());
+        let (start, end) = Period::Week.bounds(Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap(), chrono_tz::UTC);
+        assert_eq!((start.weekday(), end - start), (chrono::Weekday::Mon, Duration::days(7)));
+        let (start, end) = Period::Day.bounds(Utc.with_ymd_and_hms(2026, 12, 31, 23, 0, 0).unwrap(), chrono_tz::UTC);
+        assert_eq!(end - start, Duration::days(1));
+        let (_, end) = Period::Month.bounds(Utc.with_ymd_and_hms(2026, 12, 15, 0, 0, 0).unwrap(), chrono_tz::UTC);
+        assert_eq!(end, Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap());
+    }
+
+    #[test]
+    fn alert_ids_are_stable_and_distinct() {
+        let start = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
+        assert_eq!(AlertId::budget("b", start, 80), AlertId::budget("b", start, 80));
+        assert_ne!(AlertId::budget("b", start, 80), AlertId::budget("b", start, 100));
+        assert_ne!(AlertId::budget("b", start, 80), AlertId::rule("b", "80", start.timestamp()));
+        assert!(AlertId::budget("b", start, 80).0.starts_with("al_"));
+    }
+
+    #[test]
+    fn tag_prefixes() {
+        assert!(TagMatch::parse("checkout.*").matches("checkout.summary"));
+        assert!(!TagMatch::parse("checkout.*").matches("search.rerank"));
+        assert!(TagMatch::parse("checkout.summary").matches("checkout.summary"));
+        assert!(!TagMatch::parse("checkout.summary").matches("checkout.summary2"));
+    }
+}

@@ -1,0 +1,170 @@
+//! Alert rules other than budgets, as pure functions from aggregates (read from ClickHouse by
+//! the adapter) to findings. Thresholds are configuration; the defaults do not fire on normal
+//! traffic (the load generator's retry ratio is about 5 %, its hourly cost steady).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Something a rule found; the evaluator turns it into an alert unless the rule is cooling
+/// down for this scope.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    pub rule: &'static str,
+    /// What the finding is about, e.g. `endpoint=checkout.ai_summary`.
+    pub scope: String,
+    /// The measured value and the limit it broke (same unit).
+    pub value: f64,
+    pub limit: f64,
+    pub summary: String,
+}
+
+/// Retry storm: an endpoint's retry ratio over a sliding window above `max_ratio`, with at
+/// least `min_requests` requests in the window.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryStorm {
+    pub max_ratio: f64,
+    pub min_requests: u64,
+}
+
+impl RetryStorm {
+    /// `window`: endpoint → (requests, retries) over the sliding window.
+    pub fn evaluate(&self, window: &BTreeMap<String, (u64, u64)>, window_secs: u64) -> Vec<Finding> {
+        window
+            .iter()
+            .filter(|(_, &(requests, _))| requests >= self.min_requests && requests > 0)
+            .filter_map(|(endpoint, &(requests, retries))| {
+                let ratio = retries as f64 / requests as f64;
+                (ratio > self.max_ratio).then(|| Finding {
+                    rule: "retry_storm",
+                    scope: format!("endpoint={endpoint}"),
+                    value: ratio,
+                    limit: self.max_ratio,
+                    summary: format!(
+                        "Retry storm on {endpoint}: {retries} retries for {requests} requests ({:.0}% > {:.0}%) in the last {} min",
+                        ratio * 100.0,
+                        self.max_ratio * 100.0,
+                        window_secs / 60
+                    ),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Cost spike: an endpoint's cost in the last complete hour above `factor` × its average over
+/// the trailing hours, and at least `min_cost_usd`.
+#[derive(Debug, Clone, Copy)]
+pub struct CostSpike {
+    pub factor: f64,
+    pub min_cost_usd: f64,
+}
+
+impl CostSpike {
+    /// `hours`: endpoint → (last hour's cost, trailing hourly average), USD.
+    pub fn evaluate(&self, hours: &BTreeMap<String, (f64, f64)>) -> Vec<Finding> {
+        hours
+            .iter()
+            .filter_map(|(endpoint, &(last, average))| {
+                (average > 0.0 && last >= self.min_cost_usd && last > self.factor * average).then(|| Finding {
+                    rule: "cost_spike",
+                    scope: format!("endpoint={endpoint}"),
+                    value: last,
+                    limit: self.factor * average,
+                    summary: format!(
+                        "Cost spike on {endpoint}: ${last:.2} in the last hour, {:.1}× the trailing average of ${average:.2}",
+                        last / average
+                    ),
+                })
+            })
+            .collect()
+    }
+}
+
+/// A (endpoint, prompt version, provider, model) combination.
+pub type ModelUse = (String, String, String, String);
+
+/// Config drift: a provider/model appears under an endpoint + prompt version that was already
+/// served by other models.
+pub fn config_drift(recent: &BTreeSet<ModelUse>, known: &BTreeSet<ModelUse>) -> Vec<Finding> {
+    let known_versions: BTreeSet<(&str, &str)> = known.iter().map(|(e, v, _, _)| (e.as_str(), v.as_str())).collect();
+    recent
+        .iter()
+        .filter(|usage| !known.contains(*usage) && known_versions.contains(&(usage.0.as_str(), usage.1.as_str())))
+        .map(|(endpoint, version, provider, model)| Finding {
+            rule: "config_drift",
+            scope: format!("endpoint={endpoint},prompt_version={version},model={provider}/{model}"),
+            value: 1.0,
+            limit: 0.0,
+            summary: format!(
+                "Config drift: {provider}/{model} now serves {endpoint} prompt version {:?}, which other models served before",
+                version
+            ),
+        })
+        .collect()
+}
+
+/// Unpriced model seen: attempts counted with no price (cost 0), per provider/model.
+pub fn unpriced_models(unpriced: &BTreeMap<(String, String), u64>) -> Vec<Finding> {
+    unpriced
+        .iter()
+        .filter(|(_, &attempts)| attempts > 0)
+        .map(|((provider, model), &attempts)| Finding {
+            rule: "unpriced_model",
+            scope: format!("model={provider}/{model}"),
+            value: attempts as f64,
+            limit: 0.0,
+            summary: format!(
+                "Unpriced model {provider}/{model}: {attempts} attempts counted at $0; add it to the price table"
+            ),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_storm_needs_ratio_and_volume() {
+        let rule = RetryStorm { max_ratio: 0.5, min_requests: 100 };
+        let window: BTreeMap<String, (u64, u64)> =
+            [("a".into(), (200, 150)), ("b".into(), (50, 50)), ("c".into(), (1000, 60))].into();
+        let findings = rule.evaluate(&window, 300);
+        assert_eq!(findings.len(), 1);
+        assert_eq!(findings[0].scope, "endpoint=a");
+        assert!(findings[0].summary.contains("150 retries for 200 requests"));
+    }
+
+    #[test]
+    fn cost_spike_against_trailing_average() {
+        let rule = CostSpike { factor: 3.0, min_cost_usd: 1.0 };
+        let hours: BTreeMap<String, (f64, f64)> = [
+            ("a".into(), (40.0, 10.0)),
+            ("b".into(), (25.0, 10.0)),
+            ("c".into(), (0.5, 0.1)),
+            ("d".into(), (9.0, 0.0)),
+        ]
+        .into();
+        let scopes: Vec<_> = rule.evaluate(&hours).into_iter().map(|f| f.scope).collect();
+        assert_eq!(scopes, vec!["endpoint=a"]);
+    }
+
+    #[test]
+    fn drift_only_under_known_prompt_versions() {
+        let u = |e: &str, v: &str, p: &str, m: &str| (e.to_string(), v.to_string(), p.to_string(), m.to_string());
+        let known: BTreeSet<_> = [u("e", "v1", "openai", "gpt-4o")].into();
+        let recent: BTreeSet<_> =
+            [u("e", "v1", "openai", "gpt-4o"), u("e", "v1", "anthropic", "claude"), u("e", "v2", "google", "g")].into();
+        let findings = config_drift(&recent, &known);
+        assert_eq!(findings.len(), 1);
+        assert_eq!(findings[0].scope, "endpoint=e,prompt_version=v1,model=anthropic/claude");
+    }
+
+    #[test]
+    fn unpriced_models_are_named() {
+        let seen: BTreeMap<(String, String), u64> =
+            [(("acme".into(), "x".into()), 3), (("a".into(), "y".into()), 0)].into();
+        let findings = unpriced_models(&seen);
+        assert_eq!(findings.len(), 1);
+        assert_eq!(findings[0].scope, "model=acme/x");
+    }
+}
