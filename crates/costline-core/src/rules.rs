@@ -63,8 +63,8 @@ impl CostSpike {
     pub fn evaluate(&self, hours: &BTreeMap<String, (f64, f64)>) -> Vec<Finding> {
         hours
             .iter()
-            .filter_map(|(endpoint, &(last, average))| {
-                (average > 0.0 && last >= self.min_cost_usd && last > self.factor * average).then(|| Finding {
+            .filter(|(_, &(last, average))| average > 0.0 && last >= self.min_cost_usd && last > self.factor * average)
+            .map(|(endpoint, &(last, average))| Finding {
                     rule: "cost_spike",
                     scope: format!("endpoint={endpoint}"),
                     value: last,
@@ -74,7 +74,6 @@ impl CostSpike {
                         last / average
                     ),
                 })
-            })
             .collect()
     }
 }
