@@ -30,14 +30,14 @@ pub fn router(governance: Arc<Governance>, token: Option<String>) -> Router {
         .with_state(Api { governance, token })
 }
 
-fn authorized(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
-    let Some(token) = &api.token else { return Ok(()) };
+fn authorized(api: &Api, headers: &HeaderMap) -> bool {
+    let Some(token) = &api.token else { return true };
     let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    if given == Some(token.as_str()) {
-        Ok(())
-    } else {
-        Err((StatusCode::UNAUTHORIZED, Json(json!({"error": "missing or wrong bearer token"}))).into_response())
-    }
+    given == Some(token.as_str())
+}
+
+fn unauthorized() -> Response {
+    (StatusCode::UNAUTHORIZED, Json(json!({"error": "missing or wrong bearer token"}))).into_response()
 }
 
 fn render(status: &BudgetStatus) -> Value {
@@ -62,8 +62,8 @@ fn unavailable(e: anyhow::Error) -> Response {
 }
 
 async fn list(State(api): State<Api>, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorized(&api, &headers) {
-        return denied;
+    if !authorized(&api, &headers) {
+        return unauthorized();
     }
     match api.governance.statuses().await {
         Ok(statuses) => Json(json!({"budgets": statuses.iter().map(render).collect::<Vec<_>>()})).into_response(),
@@ -72,8 +72,8 @@ async fn list(State(api): State<Api>, headers: HeaderMap) -> Response {
 }
 
 async fn one(State(api): State<Api>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorized(&api, &headers) {
-        return denied;
+    if !authorized(&api, &headers) {
+        return unauthorized();
     }
     match api.governance.statuses().await {
         Ok(statuses) => match by_id(statuses).get(&id) {
