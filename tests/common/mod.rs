@@ -157,6 +157,13 @@ impl Setup {
         Worker { child, port, log_path }
     }
 
+    /// Like [`Setup::query`], but `None` when the query fails (e.g. tables not created yet).
+    pub fn try_query(&self, sql: &str) -> Option<String> {
+        let url = format!("{CLICKHOUSE}/?database={}", self.database);
+        let mut response = ureq::post(&url).send(sql).ok()?;
+        response.body_mut().with_config().limit(u64::MAX).read_to_string().ok()
+    }
+
     /// Runs a query in this setup's database and returns its TSV output.
     pub fn query(&self, sql: &str) -> String {
         clickhouse_query(&self.database, sql)
