@@ -6,11 +6,8 @@
 mod common;
 
 use std::io::Write;
-use std::time::Duration;
 
 use common::{assert_totals_exact, Setup};
-use rdkafka::config::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 
 #[test]
 fn corpus_records_are_rejected_with_reasons_and_nothing_else_is_affected() {
@@ -18,38 +15,35 @@ fn corpus_records_are_rejected_with_reasons_and_nothing_else_is_affected() {
     let record_file = std::env::temp_dir().join(format!("{}.jsonl", setup.database));
     setup.produce(20_000, 3, 1_790_000_000_000, &record_file);
 
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &setup.brokers).create().unwrap();
     let mut record_log = std::fs::OpenOptions::new().append(true).open(&record_file).unwrap();
-    let corpus_dir = common::repo_root().join("tests/corpus");
-    let mut expected_reasons = Vec::new();
-    for entry in std::fs::read_dir(&corpus_dir).unwrap() {
+    let ts = 1_790_000_500_000i64;
+    let mut records = Vec::new();
+    let mut expectations = Vec::new();
+    for entry in std::fs::read_dir(common::repo_root().join("tests/corpus")).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        let Some((expected, _)) = name.split_once("--") else {
-            continue;
-        };
+        let Some((expected, _)) = name.split_once("--") else { continue };
         let payload = std::fs::read(&path).unwrap();
-        let key = name.clone();
-        let name = name.clone();
-        let ts = 1_790_000_500_000i64;
-        let record = FutureRecord::to(&setup.topic).key(&key).payload(&payload).timestamp(ts);
-        let delivery =
-            futures_block_on(producer.send(record, Duration::from_secs(10))).expect("publishing a corpus record");
-        let (partition, offset) = (delivery.partition, delivery.offset);
         let kind = if expected == "valid" { "valid" } else { "invalid" };
         // The independent computation reads only known fields; a 2000-deep unknown field would
         // exceed its JSON reader's nesting limit, so the record log keeps the event without it.
-        let logged = String::from_utf8(payload).ok().map(|text| match text.find(", \"extra\": [") {
+        let logged = String::from_utf8(payload.clone()).ok().map(|text| match text.find(", \"extra\": [") {
             Some(i) => format!("{}}}", &text[..i]),
             None => text,
         });
-        let line = serde_json::json!({"key": key, "ts": ts, "kind": kind, "payload": logged});
-        writeln!(record_log, "{line}").unwrap();
-        if kind == "invalid" {
-            expected_reasons.push((name.clone(), expected.to_string(), partition, offset));
-        }
+        writeln!(record_log, "{}", serde_json::json!({"key": name, "ts": ts, "kind": kind, "payload": logged}))
+            .unwrap();
+        expectations.push((name.clone(), expected.to_string()));
+        records.push((name, payload, ts));
     }
     drop(record_log);
+    let positions = common::publish(&setup, &records);
+    let expected_reasons: Vec<_> = expectations
+        .into_iter()
+        .zip(positions)
+        .filter(|((_, code), _)| code != "valid")
+        .map(|((name, code), (partition, offset))| (name, code, partition, offset))
+        .collect();
 
     let worker = setup.spawn_worker("corpus");
     assert_totals_exact(&setup, &record_file);
@@ -66,9 +60,4 @@ fn corpus_records_are_rejected_with_reasons_and_nothing_else_is_affected() {
     assert_eq!(stored["prompt_version"], "' OR 1=1 --");
     assert_eq!(stored["tenant"], "\"; SELECT * FROM system.users");
     assert_eq!(worker.stop(), 0);
-}
-
-/// Drives one future to completion on a throw-away runtime.
-fn futures_block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
 }

@@ -51,7 +51,11 @@ fn wait_for(setup: &Setup, sql: &str, want: &str, timeout: Duration) {
         if setup.try_query(sql).is_some_and(|got| got.trim() == want) {
             return;
         }
-        assert!(Instant::now() < deadline, "{sql} never gave {want}; alerts:\n{}", setup.query("SELECT * FROM alerts FINAL FORMAT TSV"));
+        assert!(
+            Instant::now() < deadline,
+            "{sql} never gave {want}; alerts:\n{}",
+            setup.query("SELECT * FROM alerts FINAL FORMAT TSV")
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -62,12 +66,20 @@ fn retries_5xx_and_timeouts_with_the_same_idempotency_key() {
     let receiver = Receiver::start(script);
     let setup = setup_with_tiny_budget("webhook_retries", &receiver.url());
     let worker = setup.spawn_worker("retries");
-    wait_for(&setup, "SELECT delivery_state, attempts FROM alerts FINAL WHERE source = 'tiny' FORMAT TSV", "delivered\t5", Duration::from_secs(90));
+    wait_for(
+        &setup,
+        "SELECT delivery_state, attempts FROM alerts FINAL WHERE source = 'tiny' FORMAT TSV",
+        "delivered\t5",
+        Duration::from_secs(90),
+    );
     let requests = receiver.requests();
     assert_eq!(requests.len(), 5, "500, 500, 500, timeout, 200");
     let key = requests[0].header("idempotency-key").unwrap().to_string();
     assert!(key.starts_with("al_"));
-    assert!(requests.iter().all(|r| r.header("idempotency-key") == Some(key.as_str())), "the key changed between attempts");
+    assert!(
+        requests.iter().all(|r| r.header("idempotency-key") == Some(key.as_str())),
+        "the key changed between attempts"
+    );
     assert!(requests.iter().all(|r| signature_is_valid(r, SECRET)));
     assert!(requests.iter().all(|r| r.body == requests[0].body), "the body changed between attempts");
     assert_eq!(worker.stop(), 0);
@@ -78,7 +90,12 @@ fn a_4xx_answer_is_final() {
     let receiver = Receiver::start(vec![Reply::Status(400)]);
     let setup = setup_with_tiny_budget("webhook_refused", &receiver.url());
     let worker = setup.spawn_worker("refused");
-    wait_for(&setup, "SELECT delivery_state, attempts FROM alerts FINAL WHERE source = 'tiny' FORMAT TSV", "failed\t1", Duration::from_secs(60));
+    wait_for(
+        &setup,
+        "SELECT delivery_state, attempts FROM alerts FINAL WHERE source = 'tiny' FORMAT TSV",
+        "failed\t1",
+        Duration::from_secs(60),
+    );
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(receiver.requests().len(), 1, "a refused alert is not retried");
     assert_eq!(worker.stop(), 0);
@@ -95,7 +112,12 @@ fn a_receiver_down_across_a_worker_restart_gets_the_alert_after() {
 
     let receiver = Receiver::start_on(port, vec![]);
     let second = setup.spawn_worker("after");
-    wait_for(&setup, "SELECT delivery_state FROM alerts FINAL WHERE source = 'tiny'", "delivered", Duration::from_secs(60));
+    wait_for(
+        &setup,
+        "SELECT delivery_state FROM alerts FINAL WHERE source = 'tiny'",
+        "delivered",
+        Duration::from_secs(60),
+    );
     let requests = receiver.requests();
     assert_eq!(requests.len(), 1);
     assert!(signature_is_valid(&requests[0], SECRET));

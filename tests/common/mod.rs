@@ -335,3 +335,21 @@ pub fn assert_totals_exact(setup: &Setup, record_file: &Path) {
     assert_eq!(counted, positions, "a Kafka position was counted twice");
     assert_eq!(counted, expected.totals().attempts, "usage_events rows");
 }
+
+/// Publishes `(key, payload, Kafka timestamp ms)` records to the setup's topic and returns
+/// each one's (partition, offset).
+pub fn publish(setup: &Setup, records: &[(String, Vec<u8>, i64)]) -> Vec<(i32, i64)> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer =
+        rdkafka::config::ClientConfig::new().set("bootstrap.servers", &setup.brokers).create().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let mut positions = Vec::with_capacity(records.len());
+        for (key, payload, ts) in records {
+            let record = FutureRecord::to(&setup.topic).key(key).payload(payload).timestamp(*ts);
+            let delivery = producer.send(record, Duration::from_secs(10)).await.expect("publishing a record");
+            positions.push((delivery.partition, delivery.offset));
+        }
+        positions
+    })
+}

@@ -1,0 +1,150 @@
+//! Alert rules on real services: a retry storm and a config drift crafted into the topic fire
+//! (once each, whatever the number of evaluations), and normal generated traffic spread over
+//! three hours fires neither of them nor a cost spike.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::receiver::{signature_is_valid, Receiver};
+use common::{publish, Setup};
+use serde_json::json;
+
+const SECRET: &str = "test-secret-rules";
+
+fn setup_with_rules(name: &str, receiver: &Receiver) -> Setup {
+    let mut setup = Setup::new(name);
+    setup.flush_interval_ms = 300;
+    let config = format!(
+        r#"
+[alerts]
+evaluate_interval_ms = 300
+webhooks = ["hook"]
+
+[alerts.retry_storm]
+window_secs = 900
+max_retry_ratio = 0.5
+min_requests = 50
+
+[[webhooks]]
+id = "hook"
+url = "{}"
+secret_env = "COSTLINE_TEST_WEBHOOK_SECRET"
+"#,
+        receiver.url()
+    );
+    let path = std::env::temp_dir().join(format!("{}.toml", setup.database));
+    std::fs::write(&path, config).unwrap();
+    setup.config_file = Some(path);
+    setup.env.push(("COSTLINE_TEST_WEBHOOK_SECRET".into(), SECRET.into()));
+    setup
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+fn event(
+    request: &str,
+    attempt: u32,
+    endpoint: &str,
+    provider: &str,
+    model: &str,
+    status: &str,
+    at_ms: i64,
+) -> (String, Vec<u8>, i64) {
+    let payload = json!({
+        "externalRequestId": request, "attempt": attempt, "provider": provider, "model": model,
+        "endpointTag": endpoint, "promptVersion": "v1", "userId": "t1", "inputTokens": 100,
+        "outputTokens": 20, "status": status, "timestamp": at_ms,
+    });
+    (request.to_string(), payload.to_string().into_bytes(), at_ms)
+}
+
+#[test]
+fn retry_storm_and_config_drift_fire_once_on_crafted_traffic() {
+    let receiver = Receiver::start(vec![]);
+    let setup = setup_with_rules("rules_crafted", &receiver);
+    let now = now_ms();
+    let mut records = Vec::new();
+    for i in 0..100 {
+        let request = format!("storm-{i}");
+        records.push(event(&request, 1, "storm.endpoint", "openai", "gpt-4o-mini", "rate_limited", now - 60_000));
+        records.push(event(&request, 2, "storm.endpoint", "openai", "gpt-4o-mini", "rate_limited", now - 50_000));
+        records.push(event(&request, 3, "storm.endpoint", "openai", "gpt-4o-mini", "success", now - 40_000));
+    }
+    for i in 0..20 {
+        // Three hours ago the endpoint + prompt version was served by gpt-4o; now by Claude.
+        records.push(event(
+            &format!("drift-old-{i}"),
+            1,
+            "drift.endpoint",
+            "openai",
+            "gpt-4o",
+            "success",
+            now - 3 * 3_600_000,
+        ));
+        records.push(event(
+            &format!("drift-new-{i}"),
+            1,
+            "drift.endpoint",
+            "anthropic",
+            "claude-sonnet-4-5",
+            "success",
+            now - 30_000,
+        ));
+    }
+    publish(&setup, &records);
+    let worker = setup.spawn_worker("crafted");
+    setup.wait_accounted(records.len() as u64, Duration::from_secs(60));
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let fired = |rule: &str| {
+        setup
+            .try_query(&format!(
+                "SELECT scope FROM alerts FINAL WHERE source = '{rule}' AND delivery_state = 'delivered'"
+            ))
+            .unwrap_or_default()
+    };
+    while fired("retry_storm").is_empty() || fired("config_drift").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "rules did not fire:\n{}",
+            setup.try_query("SELECT * FROM alerts FINAL FORMAT TSV").unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(3)); // ten more evaluations while the conditions hold
+    assert_eq!(fired("retry_storm").trim(), "endpoint=storm.endpoint", "one storm alert, then cooldown");
+    assert_eq!(
+        fired("config_drift").trim(),
+        "endpoint=drift.endpoint,prompt_version=v1,model=anthropic/claude-sonnet-4-5"
+    );
+    let requests = receiver.requests();
+    assert!(requests.iter().all(|r| signature_is_valid(r, SECRET)));
+    assert!(requests.iter().any(|r| r.body.contains("Retry storm on storm.endpoint")), "no readable summary");
+    assert_eq!(worker.stop(), 0);
+}
+
+#[test]
+fn rules_stay_silent_on_normal_generated_traffic() {
+    let receiver = Receiver::start(vec![]);
+    let setup = setup_with_rules("rules_normal", &receiver);
+    let records = 30_000u64;
+    let span_ms = 3 * 3_600_000;
+    let record_file = std::env::temp_dir().join(format!("{}.jsonl", setup.database));
+    let produce = setup
+        .produce_command(records, 0, 9, now_ms() - span_ms, &record_file)
+        .args(["--spacing-ms", &(span_ms as f64 / records as f64).to_string()])
+        .output()
+        .unwrap();
+    assert!(produce.status.success(), "{}", String::from_utf8_lossy(&produce.stderr));
+    let worker = setup.spawn_worker("normal");
+    setup.wait_accounted(records, Duration::from_secs(120));
+    std::thread::sleep(Duration::from_secs(3)); // ten evaluations
+    let noisy = setup.query("SELECT source, scope FROM alerts FINAL WHERE source IN ('retry_storm', 'config_drift', 'cost_spike') FORMAT TSV");
+    assert_eq!(noisy, "", "rules fired on normal traffic");
+    let unpriced = setup.query("SELECT scope FROM alerts FINAL WHERE source = 'unpriced_model'");
+    assert_eq!(unpriced.trim(), "model=acme/acme-llm-2", "the generator's unpriced model is reported");
+    assert_eq!(worker.stop(), 0);
+}
