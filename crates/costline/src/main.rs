@@ -7,7 +7,6 @@ mod config;
 mod demo;
 mod governance;
 mod http;
-mod loadgen;
 mod metrics;
 mod pricing;
 mod produce;

@@ -11,7 +11,7 @@ use clap::Args;
 use costline_kafka::{ensure_topic, RecordProducer};
 
 use crate::config::Config;
-use crate::loadgen::{RecordKind, TrafficGenerator, TrafficMix};
+use costline_loadgen::{RecordKind, TrafficGenerator, TrafficMix};
 
 #[derive(Args, Debug, Clone)]
 pub struct ProduceArgs {
