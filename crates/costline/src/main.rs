@@ -3,6 +3,7 @@
 //! One binary: `run` (a worker), `migrate`, `produce` (realistic load), `demo`, `config`.
 //! This file only parses the command line and wires the pieces; each lives in its module.
 
+mod baseline;
 mod config;
 mod demo;
 mod governance;
@@ -57,6 +58,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Validate the configuration and print it (secrets redacted).
     Config,
+    /// Benchmark baseline: how fast a bare consumer reads the topic (counts records only).
+    BaselineConsume(baseline::BaselineArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -103,6 +106,7 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Produce(args) => produce::run(&config, &args).await,
         Command::Demo(args) => demo::run(config, &args).await,
+        Command::BaselineConsume(args) => baseline::run(&config, &args).await,
         Command::Config => {
             print!("{}", toml::to_string_pretty(&config).context("rendering the configuration")?);
             println!(
