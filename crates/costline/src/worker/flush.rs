@@ -1,8 +1,12 @@
-//! Writing one flush, exactly once.
+//! Writing flushes, exactly once, while the worker goes on consuming.
 //!
-//! Order: dead letters are delivered to Kafka first (so a rejected record is never only in
-//! ClickHouse), then every partition's batch goes out as one ledger row in one `INSERT`. Only
-//! then are offsets committed.
+//! The consumer side ([`FlushQueue`]) closes every ready partition batch into a [`FlushJob`];
+//! one writer task ([`FlushWriter`]) writes jobs in order: dead letters to Kafka first (so a
+//! rejected record is never only in ClickHouse), then every batch as one ledger row in one
+//! `INSERT`; then the offsets go back to the consumer to commit. One job is written while at
+//! most one more waits, so memory stays bounded and a slow ClickHouse slows consumption down.
+//! A partition that is being revoked waits (inside the rebalance) until no job holds it, so
+//! its next owner never reads progress that one of our inserts is still about to change.
 //!
 //! When an insert fails, the worker cannot know what ClickHouse applied: a timeout or a dropped
 //! connection can hide a success, and a server failing half-way through the fan-out (seen when
@@ -15,19 +19,22 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use costline_clickhouse::{LedgerRow, LedgerSink, Targets};
 use costline_core::PartitionCounter;
 use costline_kafka::RecordProducer;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::config::Config;
 use crate::http::Health;
 use crate::worker::partitions::UnfinishedFlush;
+
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// A rejected record on its way to the dead-letter topic.
 struct DeadLetter {
@@ -38,41 +45,100 @@ struct DeadLetter {
     reason: String,
 }
 
-pub struct Flusher {
-    sink: LedgerSink,
-    dead_letter_producer: RecordProducer,
-    dead_letter_topic: String,
+/// What one flush writes.
+pub struct FlushJob {
+    rows: Vec<LedgerRow>,
     dead_letters: Vec<DeadLetter>,
-    worker_id: String,
-    flush_seq: u64,
-    health: Arc<Health>,
-    shutdown: CancellationToken,
+    /// `(partition, next_offset)` to commit once written.
+    commits: Vec<(i32, u64)>,
 }
 
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Partitions with a flush queued or being written.
+#[derive(Default)]
+pub struct InFlight {
+    jobs: Mutex<HashMap<i32, usize>>,
+    changed: Condvar,
+}
 
-impl Flusher {
-    pub fn new(
+impl InFlight {
+    fn add(&self, partitions: impl Iterator<Item = i32>) {
+        if let Ok(mut jobs) = self.jobs.lock() {
+            for partition in partitions {
+                *jobs.entry(partition).or_default() += 1;
+            }
+        }
+    }
+
+    fn remove(&self, partitions: impl Iterator<Item = i32>) {
+        if let Ok(mut jobs) = self.jobs.lock() {
+            for partition in partitions {
+                if let Some(count) = jobs.get_mut(&partition) {
+                    *count -= 1;
+                    if *count == 0 {
+                        jobs.remove(&partition);
+                    }
+                }
+            }
+        }
+        self.changed.notify_all();
+    }
+
+    /// Blocks until no job holds `partition` (or shutdown).
+    pub fn wait_for(&self, partition: i32, shutdown: &CancellationToken) {
+        let Ok(mut jobs) = self.jobs.lock() else { return };
+        while jobs.contains_key(&partition) && !shutdown.is_cancelled() {
+            match self.changed.wait_timeout(jobs, Duration::from_millis(100)) {
+                Ok((guard, _)) => jobs = guard,
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// The consumer's side: closes batches into jobs and hands them to the writer.
+pub struct FlushQueue {
+    jobs: mpsc::Sender<FlushJob>,
+    completed: mpsc::UnboundedReceiver<Vec<(i32, u64)>>,
+    writer: tokio::task::JoinHandle<anyhow::Result<()>>,
+    in_flight: Arc<InFlight>,
+    dead_letters: Vec<DeadLetter>,
+    worker_id: String,
+    health: Arc<Health>,
+}
+
+impl FlushQueue {
+    /// Starts the writer task.
+    pub fn start(
         sink: LedgerSink,
         dead_letter_producer: RecordProducer,
         config: &Config,
         health: Arc<Health>,
+        in_flight: Arc<InFlight>,
         shutdown: CancellationToken,
-    ) -> Self {
-        Flusher {
+    ) -> FlushQueue {
+        let (jobs, receiver) = mpsc::channel(1);
+        let (completed_sender, completed) = mpsc::unbounded_channel();
+        let writer = FlushWriter {
             sink,
             dead_letter_producer,
             dead_letter_topic: config.kafka.dead_letter_topic.clone(),
-            dead_letters: Vec::new(),
+            topic: config.kafka.topic.clone(),
             worker_id: worker_id(),
             flush_seq: 0,
-            health,
+            health: health.clone(),
             shutdown,
+            in_flight: in_flight.clone(),
+            completed: completed_sender,
+        };
+        FlushQueue {
+            jobs,
+            completed,
+            writer: tokio::spawn(writer.run(receiver)),
+            in_flight,
+            dead_letters: Vec::new(),
+            worker_id: worker_id(),
+            health,
         }
-    }
-
-    pub fn sink(&self) -> LedgerSink {
-        self.sink.clone()
     }
 
     /// Queues a rejected record for the dead-letter topic.
@@ -93,49 +159,110 @@ impl Flusher {
         self.dead_letters.retain(|d| d.partition != partition);
     }
 
-    /// Writes every pending batch. A partition completing an unfinished flush is written only
-    /// once its batch reaches that flush's end, and only to the tables that lack it. Returns
-    /// `(partition, next_offset)` to commit.
+    /// Closes every ready batch into one job and hands it over (waiting while the writer is a
+    /// job behind). A partition completing an unfinished flush is ready only once its batch
+    /// reaches that flush's end, and its row goes only to the tables that lack it.
     pub async fn flush(
         &mut self,
         topic: &str,
         partitions: &mut HashMap<i32, PartitionCounter>,
         unfinished: &mut HashMap<i32, UnfinishedFlush>,
-    ) -> anyhow::Result<Vec<(i32, u64)>> {
-        let ready = |partition: &i32, counter: &PartitionCounter| {
-            counter.pending_records() > 0
-                && unfinished.get(partition).is_none_or(|f| counter.next_offset() >= f.next_offset)
-        };
-        if !partitions.iter().any(|(p, c)| ready(p, c)) {
-            return Ok(Vec::new());
-        }
-        let started = Instant::now();
-        self.deliver_dead_letters(topic).await?;
+    ) -> anyhow::Result<()> {
         let flushed_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or_default();
         let mut rows = Vec::new();
         for (&partition, counter) in partitions.iter_mut() {
-            if !ready(&partition, counter) {
+            let completing = unfinished.get(&partition).copied();
+            if counter.pending_records() == 0 || completing.is_some_and(|f| counter.next_offset() < f.next_offset) {
                 continue;
             }
             let mut row =
                 LedgerRow::from_batch(counter.take_batch(), topic, partition as u32, &self.worker_id, flushed_at);
-            if let Some(flush) = unfinished.get(&partition) {
+            if let Some(flush) = completing {
                 row.targets = Targets::ALL.without(flush.holding).0;
+                unfinished.remove(&partition);
             }
             rows.push(row);
         }
+        if rows.is_empty() {
+            return Ok(());
+        }
         let commits: Vec<(i32, u64)> = rows.iter().map(|r| (r.kafka_partition as i32, r.next_offset)).collect();
-        self.write_once(rows).await?;
-        for (partition, _) in &commits {
-            unfinished.remove(partition);
+        let flushed: Vec<i32> = commits.iter().map(|&(p, _)| p).collect();
+        let (dead_letters, kept) =
+            std::mem::take(&mut self.dead_letters).into_iter().partition(|d| flushed.contains(&d.partition));
+        self.dead_letters = kept;
+        self.in_flight.add(flushed.iter().copied());
+        if self.jobs.send(FlushJob { rows, dead_letters, commits }).await.is_err() {
+            self.in_flight.remove(flushed.into_iter());
+            return self.writer_failure().await;
         }
-        let metrics = &self.health.metrics;
-        metrics.flushes.inc();
-        metrics.flush_seconds.observe(started.elapsed().as_secs_f64());
-        for &(partition, next_offset) in &commits {
-            metrics.partition_next_offset.with_label_values(&[&partition.to_string()]).set(next_offset as i64);
+        Ok(())
+    }
+
+    /// Offsets of the jobs written since the last call.
+    pub fn completed(&mut self) -> Vec<(i32, u64)> {
+        let mut out = Vec::new();
+        while let Ok(commits) = self.completed.try_recv() {
+            out.extend(commits);
         }
-        Ok(commits)
+        out
+    }
+
+    /// Waits until every job handed over is written; returns the offsets not yet taken.
+    pub async fn finish(mut self) -> anyhow::Result<Vec<(i32, u64)>> {
+        drop(self.jobs);
+        self.writer.await.context("flush writer task")??;
+        let mut out = Vec::new();
+        while let Ok(commits) = self.completed.try_recv() {
+            out.extend(commits);
+        }
+        Ok(out)
+    }
+
+    async fn writer_failure(&mut self) -> anyhow::Result<()> {
+        match (&mut self.writer).await {
+            Ok(Ok(())) => bail!("the flush writer stopped"),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(e).context("flush writer task"),
+        }
+    }
+}
+
+/// The writer task: writes jobs in order, each exactly once.
+struct FlushWriter {
+    sink: LedgerSink,
+    dead_letter_producer: RecordProducer,
+    dead_letter_topic: String,
+    topic: String,
+    worker_id: String,
+    flush_seq: u64,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+    in_flight: Arc<InFlight>,
+    completed: mpsc::UnboundedSender<Vec<(i32, u64)>>,
+}
+
+impl FlushWriter {
+    async fn run(mut self, mut jobs: mpsc::Receiver<FlushJob>) -> anyhow::Result<()> {
+        while let Some(job) = jobs.recv().await {
+            let started = Instant::now();
+            let partitions: Vec<i32> = job.commits.iter().map(|&(p, _)| p).collect();
+            let written = async {
+                self.deliver_dead_letters(job.dead_letters).await?;
+                self.write_once(job.rows).await
+            }
+            .await;
+            self.in_flight.remove(partitions.into_iter());
+            written?;
+            let metrics = &self.health.metrics;
+            metrics.flushes.inc();
+            metrics.flush_seconds.observe(started.elapsed().as_secs_f64());
+            for &(partition, next_offset) in &job.commits {
+                metrics.partition_next_offset.with_label_values(&[&partition.to_string()]).set(next_offset as i64);
+            }
+            let _ = self.completed.send(job.commits);
+        }
+        Ok(())
     }
 
     async fn write_once(&mut self, mut rows: Vec<LedgerRow>) -> anyhow::Result<()> {
@@ -204,12 +331,14 @@ impl Flusher {
         Ok(())
     }
 
-    async fn deliver_dead_letters(&mut self, topic: &str) -> anyhow::Result<()> {
+    async fn deliver_dead_letters(&mut self, mut dead_letters: Vec<DeadLetter>) -> anyhow::Result<()> {
+        let topic = self.topic.clone();
+        let topic = topic.as_str();
         let mut backoff = Duration::from_millis(100);
-        while !self.dead_letters.is_empty() {
+        while !dead_letters.is_empty() {
             let mut failed = Vec::new();
             let mut deliveries = Vec::new();
-            for letter in self.dead_letters.drain(..) {
+            for letter in dead_letters.drain(..) {
                 let offset = letter.offset.to_string();
                 let partition = letter.partition.to_string();
                 let headers: [(&str, &[u8]); 5] = [
@@ -241,8 +370,8 @@ impl Flusher {
                     Err(_) => failed.push(letter),
                 }
             }
-            self.dead_letters = failed;
-            if !self.dead_letters.is_empty() {
+            dead_letters = failed;
+            if !dead_letters.is_empty() {
                 self.pause(&mut backoff).await?;
             }
         }

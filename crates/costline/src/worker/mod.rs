@@ -29,7 +29,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::http::Health;
-use flush::Flusher;
+use flush::{FlushQueue, InFlight};
 use partitions::{PartitionChange, PartitionChanges, UnfinishedFlush};
 
 /// Runs a worker until `shutdown` is cancelled. `evaluator` is set while this worker owns
@@ -48,11 +48,13 @@ pub async fn run(
     let librdkafka: Vec<(String, String)> = config.kafka.librdkafka.clone().into_iter().collect();
     let dead_letters =
         RecordProducer::connect(&config.kafka.brokers, &librdkafka).context("creating the dead-letter producer")?;
+    let in_flight = Arc::new(InFlight::default());
     let changes = Arc::new(PartitionChanges::new(
         sink.clone(),
         config.pipeline.dedup_horizon_secs,
         config.pipeline.dedup_grace_secs,
         evaluator,
+        in_flight.clone(),
         shutdown.clone(),
     ));
     let settings = SourceSettings {
@@ -73,12 +75,11 @@ pub async fn run(
         partitions: HashMap::new(),
         unfinished: HashMap::new(),
         flush_now: false,
-        flusher: Flusher::new(sink, dead_letters, config, health.clone(), shutdown.clone()),
+        flusher: FlushQueue::start(sink.clone(), dead_letters, config, health.clone(), in_flight, shutdown.clone()),
         health,
         max_pending: config.pipeline.max_pending_records,
     };
     if config.clickhouse.retention_days > 0 {
-        let sink = worker.flusher.sink();
         tokio::spawn(enforce_retention(sink, config.clickhouse.retention_days, shutdown.clone()));
     }
     let mut ticker = tokio::time::interval(Duration::from_millis(config.pipeline.flush_interval_ms));
@@ -108,6 +109,13 @@ pub async fn run(
     }
     info!("shutting down: flushing what is pending");
     worker.flush(&source).await?;
+    let Worker { flusher, .. } = worker;
+    let committed = flusher.finish().await?;
+    if !committed.is_empty() {
+        if let Err(e) = source.commit(&committed, rdkafka::consumer::CommitMode::Sync) {
+            warn!(error = %e, "final offset commit failed (ClickHouse holds the progress; harmless)");
+        }
+    }
     info!("flushed; leaving the group");
     Ok(())
 }
@@ -149,7 +157,7 @@ struct Worker {
     unfinished: HashMap<i32, UnfinishedFlush>,
     /// Set when a partition reached the end of its unfinished flush: write it now.
     flush_now: bool,
-    flusher: Flusher,
+    flusher: FlushQueue,
     health: Arc<Health>,
     max_pending: u64,
 }
@@ -229,7 +237,8 @@ impl Worker {
 
     async fn flush(&mut self, source: &KafkaSource<PartitionChanges>) -> anyhow::Result<()> {
         self.flush_now = false;
-        let committed = self.flusher.flush(&self.topic, &mut self.partitions, &mut self.unfinished).await?;
+        self.flusher.flush(&self.topic, &mut self.partitions, &mut self.unfinished).await?;
+        let committed = self.flusher.completed();
         if !committed.is_empty() {
             if let Err(e) = source.commit(&committed, rdkafka::consumer::CommitMode::Async) {
                 warn!(error = %e, "offset commit failed (ClickHouse holds the progress; harmless)");

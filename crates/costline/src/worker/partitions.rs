@@ -18,6 +18,8 @@ use anyhow::Context;
 use costline_clickhouse::{LedgerSink, Targets};
 use costline_core::{DedupIndex, PartitionCounter};
 use costline_kafka::PartitionLifecycle;
+
+use super::flush::InFlight;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -43,6 +45,8 @@ pub struct PartitionChanges {
     grace_secs: u32,
     /// Set while partition 0 is ours: its owner evaluates budgets and rules.
     evaluator: Arc<AtomicBool>,
+    /// A revoked partition is let go only once no flush of ours holds it.
+    in_flight: Arc<InFlight>,
     shutdown: CancellationToken,
     pending: Mutex<Vec<PartitionChange>>,
     any: AtomicBool,
@@ -54,6 +58,7 @@ impl PartitionChanges {
         horizon_secs: u32,
         grace_secs: u32,
         evaluator: Arc<AtomicBool>,
+        in_flight: Arc<InFlight>,
         shutdown: CancellationToken,
     ) -> Self {
         PartitionChanges {
@@ -61,6 +66,7 @@ impl PartitionChanges {
             horizon_secs,
             grace_secs,
             evaluator,
+            in_flight,
             shutdown,
             pending: Mutex::new(Vec::new()),
             any: AtomicBool::new(false),
@@ -158,6 +164,7 @@ impl PartitionLifecycle for PartitionChanges {
         if partition == 0 {
             self.evaluator.store(false, Ordering::Relaxed);
         }
+        tokio::task::block_in_place(|| self.in_flight.wait_for(partition, &self.shutdown));
         self.push(PartitionChange::Revoked { partition });
     }
 }
