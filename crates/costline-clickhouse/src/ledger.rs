@@ -111,7 +111,8 @@ fn secs(ms: i64) -> u32 {
 impl LedgerRow {
     /// The row for one non-empty batch. Consumes the batch: its strings move, not copy.
     pub fn from_batch(batch: PartitionBatch, topic: &str, partition: u32, worker: &str, flushed_at: u32) -> LedgerRow {
-        let mut row = LedgerRow {
+        let mut row = LedgerRow::with_capacity(batch.counted.len(), batch.rollup.len() + 1, batch.rejected.len());
+        row = LedgerRow {
             kafka_topic: topic.to_string(),
             kafka_partition: partition,
             first_offset: batch.first_offset.unwrap_or(batch.next_offset),
@@ -121,7 +122,7 @@ impl LedgerRow {
             worker: worker.to_string(),
             flushed_at,
             targets: Targets::ALL.0,
-            ..LedgerRow::default()
+            ..row
         };
         row.push_progress_marker(topic, partition);
         for (key, m) in batch.rollup.iter() {
@@ -186,6 +187,81 @@ impl LedgerRow {
             row.rj_payload_head.push(payload_head);
             row.rj_payload_bytes.push(payload_bytes.min(u32::MAX as usize) as u32);
         }
+        row
+    }
+
+    /// Empty arrays with room for `events` counted attempts, `rollups` rollup rows and
+    /// `rejects` rejected records, so that filling them never moves them.
+    fn with_capacity(events: usize, rollups: usize, rejects: usize) -> LedgerRow {
+        macro_rules! reserve {
+            ($row:ident, $n:expr, $($field:ident),+) => { $( $row.$field.reserve_exact($n); )+ };
+        }
+        let mut row = LedgerRow::default();
+        reserve!(
+            row,
+            events,
+            ev_offset,
+            ev_record_time,
+            ev_event_time,
+            ev_external_request_id,
+            ev_attempt,
+            ev_first_of_request,
+            ev_tenant,
+            ev_endpoint_tag,
+            ev_prompt_version,
+            ev_provider,
+            ev_model,
+            ev_environment,
+            ev_data_mode,
+            ev_status,
+            ev_error_code,
+            ev_input_tokens,
+            ev_cached_input_tokens,
+            ev_cache_write_tokens,
+            ev_output_tokens,
+            ev_latency_ms,
+            ev_cost_usd,
+            ev_price_version
+        );
+        reserve!(
+            row,
+            rollups,
+            ru_window_start,
+            ru_tenant,
+            ru_endpoint_tag,
+            ru_prompt_version,
+            ru_provider,
+            ru_model,
+            ru_environment,
+            ru_data_mode,
+            ru_requests,
+            ru_attempts,
+            ru_duplicates,
+            ru_successes,
+            ru_errors,
+            ru_input_tokens,
+            ru_cached_input_tokens,
+            ru_cache_write_tokens,
+            ru_output_tokens,
+            ru_cost_usd,
+            ru_unpriced_attempts,
+            ru_latency_ms_sum,
+            ru_latency_ms_max,
+            ru_latency_buckets,
+            ru_latency_counts,
+            ru_flush_offset
+        );
+        reserve!(
+            row,
+            rejects,
+            rj_offset,
+            rj_record_time,
+            rj_reason_code,
+            rj_field,
+            rj_reason,
+            rj_payload_head,
+            rj_payload_bytes
+        );
         row
     }
 
