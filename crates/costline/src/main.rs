@@ -11,6 +11,7 @@ mod http;
 mod metrics;
 mod pricing;
 mod produce;
+mod report_cli;
 mod reports;
 mod worker;
 
@@ -46,6 +47,12 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum ConfigAction {
+    /// Validate and print the effective configuration (the default).
+    Check,
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run a worker: consume usage events, write rollups, until SIGTERM/SIGINT.
     Run,
@@ -62,8 +69,14 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Start a worker, publish traffic, and print what analysts would see.
     Demo(demo::DemoArgs),
-    /// Validate the configuration and print it (secrets redacted).
-    Config,
+    /// Validate the configuration and print it (secrets redacted): `costline config check`.
+    Config {
+        #[command(subcommand)]
+        action: Option<ConfigAction>,
+    },
+    /// Analyst shortcuts: aligned tables from ClickHouse, each with the SQL it ran.
+    #[command(subcommand)]
+    Report(report_cli::ReportCommand),
     /// Benchmark baseline: how fast a bare consumer reads the topic (counts records only).
     BaselineConsume(baseline::BaselineArgs),
 }
@@ -113,7 +126,8 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Produce(args) => produce::run(&config, &args).await,
         Command::Demo(args) => demo::run(config, &args).await,
         Command::BaselineConsume(args) => baseline::run(&config, &args).await,
-        Command::Config => {
+        Command::Report(command) => report_cli::run(&config, &command).await,
+        Command::Config { action: None | Some(ConfigAction::Check) } => {
             print!("{}", toml::to_string_pretty(&config).context("rendering the configuration")?);
             println!(
                 "# clickhouse password: {}",

@@ -5,6 +5,7 @@ use anyhow::Context;
 use clickhouse::Client;
 
 /// A titled query.
+#[derive(Debug)]
 pub struct Report {
     pub title: &'static str,
     pub sql: String,

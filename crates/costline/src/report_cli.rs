@@ -1,0 +1,195 @@
+//! `costline report …`: the analyst shortcuts. Each answers one question of SPEC §3 as an
+//! aligned table and prints the SQL it ran (with the literals filled in) so it can be pasted
+//! into `clickhouse-client`. Real, prod traffic unless `--all-traffic`.
+
+use anyhow::{bail, Context};
+use chrono::{Datelike, NaiveDate, Utc};
+use clap::{Args, Subcommand};
+
+use crate::config::Config;
+use crate::reports::{render, Report};
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum ReportCommand {
+    /// Top endpoints by cost for a period.
+    TopEndpoints {
+        #[command(flatten)]
+        period: PeriodArgs,
+        /// Rows to show.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Prompt versions of one endpoint: cost per request and retry ratio, before and after a date.
+    PromptVersions {
+        /// The endpoint tag.
+        #[arg(long)]
+        endpoint: String,
+        /// The date that splits before from after (YYYY-MM-DD, UTC).
+        #[arg(long)]
+        split: String,
+        #[command(flatten)]
+        period: PeriodArgs,
+    },
+    /// Spend per tenant this month, against the tenant budgets of the configuration.
+    Tenants,
+    /// Model mix per endpoint and prompt version, per day.
+    ModelMix {
+        #[command(flatten)]
+        period: PeriodArgs,
+        /// Only this endpoint.
+        #[arg(long)]
+        endpoint: Option<String>,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PeriodArgs {
+    /// First day (YYYY-MM-DD, UTC); default: 30 days ago.
+    #[arg(long)]
+    from: Option<String>,
+    /// Day after the last (YYYY-MM-DD, UTC); default: tomorrow.
+    #[arg(long)]
+    to: Option<String>,
+    /// Include test, demo and non-prod traffic.
+    #[arg(long)]
+    all_traffic: bool,
+}
+
+/// A ClickHouse string literal.
+fn quote(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+fn date(value: &str, name: &str) -> anyhow::Result<NaiveDate> {
+    NaiveDate::parse_from_str(value, "%Y-%m-%d").with_context(|| format!("--{name} must be a date like 2026-11-01"))
+}
+
+impl PeriodArgs {
+    /// `window_start >= … AND window_start < …` plus the traffic filter.
+    fn filter(&self) -> anyhow::Result<String> {
+        let today = Utc::now().date_naive();
+        let from = match &self.from {
+            Some(v) => date(v, "from")?,
+            None => today - chrono::Duration::days(30),
+        };
+        let to = match &self.to {
+            Some(v) => date(v, "to")?,
+            None => today + chrono::Duration::days(1),
+        };
+        if from >= to {
+            bail!("--from must be before --to");
+        }
+        let traffic = if self.all_traffic { "" } else { " AND data_mode = 'real' AND environment = 'prod'" };
+        Ok(format!(
+            "window_start >= toDateTime('{from} 00:00:00', 'UTC') AND window_start < toDateTime('{to} 00:00:00', 'UTC'){traffic}"
+        ))
+    }
+}
+
+pub fn reports(command: &ReportCommand, config: &Config) -> anyhow::Result<Vec<Report>> {
+    Ok(match command {
+        ReportCommand::TopEndpoints { period, limit } => vec![Report {
+            title: "Top endpoints by cost",
+            sql: format!(
+                "SELECT endpoint_tag, sum(requests) AS total_requests, toDecimal64(sum(cost_usd), 4) AS total_cost_usd, \
+                 toDecimal64(sum(cost_usd) / greatest(sum(requests), 1), 6) AS cost_per_request, \
+                 round(sum(retries) / greatest(sum(requests), 1), 3) AS retry_ratio \
+                 FROM usage_day WHERE {} GROUP BY endpoint_tag ORDER BY sum(cost_usd) DESC LIMIT {limit}",
+                period.filter()?
+            ),
+        }],
+        ReportCommand::PromptVersions { endpoint, split, period } => {
+            let split = date(split, "split")?;
+            vec![Report {
+                title: "Prompt versions before and after the split date",
+                sql: format!(
+                    "SELECT if(window_start < toDateTime('{split} 00:00:00', 'UTC'), 'before', 'after') AS side, \
+                     if(prompt_version = '', '(untagged)', prompt_version) AS version, sum(requests) AS total_requests, \
+                     toDecimal64(sum(cost_usd) / greatest(sum(requests), 1), 6) AS cost_per_request, \
+                     round(sum(retries) / greatest(sum(requests), 1), 3) AS retry_ratio \
+                     FROM usage_day WHERE endpoint_tag = {} AND {} GROUP BY side, version ORDER BY side DESC, version",
+                    quote(endpoint),
+                    period.filter()?
+                ),
+            }]
+        }
+        ReportCommand::Tenants => {
+            let month = Utc::now().date_naive().with_day(1).unwrap_or_default();
+            let budgets: Vec<(String, String)> = config
+                .budgets
+                .iter()
+                .filter_map(|b| {
+                    let scope = &b.scope;
+                    let tenant_only = scope.endpoint_tag.is_none()
+                        && scope.prompt_version.is_none()
+                        && scope.provider.is_none()
+                        && scope.model.is_none();
+                    let tenant = scope.tenant.clone().filter(|_| b.period == "month" && tenant_only)?;
+                    Some((tenant, b.limit_usd.clone()))
+                })
+                .collect();
+            let names = budgets.iter().map(|(t, _)| quote(t)).collect::<Vec<_>>().join(", ");
+            let limits = budgets.iter().map(|(_, l)| format!("toDecimal64({l}, 6)")).collect::<Vec<_>>().join(", ");
+            let budget = if budgets.is_empty() {
+                "toDecimal64(0, 6)".to_string()
+            } else {
+                format!("transform(tenant, [{names}], [{limits}], toDecimal64(0, 6))")
+            };
+            vec![Report {
+                title: "Spend per tenant this month against monthly tenant budgets (0 = no budget)",
+                sql: format!(
+                    "SELECT if(tenant = '', '(none)', tenant) AS tenant_id, toDecimal64(sum(cost_usd), 4) AS spend_usd, \
+                     any({budget}) AS budget_usd, \
+                     if(any({budget}) = 0, 0, round(toFloat64(sum(cost_usd)) / toFloat64(any({budget})) * 100, 1)) AS used_percent \
+                     FROM usage_day WHERE window_start >= toDateTime('{month} 00:00:00', 'UTC') \
+                     AND data_mode = 'real' AND environment = 'prod' GROUP BY tenant ORDER BY sum(cost_usd) DESC LIMIT 50"
+                ),
+            }]
+        }
+        ReportCommand::ModelMix { period, endpoint } => {
+            let only = endpoint.as_ref().map(|e| format!(" AND endpoint_tag = {}", quote(e))).unwrap_or_default();
+            vec![Report {
+                title: "Model mix per day, endpoint and prompt version",
+                sql: format!(
+                    "SELECT toDate(window_start) AS day, endpoint_tag, if(prompt_version = '', '(untagged)', prompt_version) AS version, \
+                     provider, model, sum(attempts) AS total_attempts, toDecimal64(sum(cost_usd), 4) AS total_cost_usd \
+                     FROM usage_day WHERE {}{only} GROUP BY day, endpoint_tag, version, provider, model \
+                     ORDER BY day, endpoint_tag, version, total_attempts DESC",
+                    period.filter()?
+                ),
+            }]
+        }
+    })
+}
+
+pub async fn run(config: &Config, command: &ReportCommand) -> anyhow::Result<()> {
+    let client = crate::worker::clickhouse_target(config).client();
+    for report in reports(command, config)? {
+        print!("{}", render(&client, &report).await?);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_are_escaped() {
+        assert_eq!(quote("a'b\\c"), "'a\\'b\\\\c'");
+        let command = ReportCommand::PromptVersions {
+            endpoint: "x'); DROP TABLE t; --".into(),
+            split: "2026-11-01".into(),
+            period: PeriodArgs { from: Some("2026-10-01".into()), to: Some("2026-12-01".into()), all_traffic: false },
+        };
+        let sql = &reports(&command, &Config::default()).unwrap()[0].sql;
+        assert!(sql.contains("endpoint_tag = 'x\\'); DROP TABLE t; --'"), "{sql}");
+    }
+
+    #[test]
+    fn bad_dates_are_refused() {
+        let period = PeriodArgs { from: Some("yesterday".into()), to: None, all_traffic: false };
+        let err = reports(&ReportCommand::TopEndpoints { period, limit: 5 }, &Config::default()).unwrap_err();
+        assert_eq!(err.to_string(), "--from must be a date like 2026-11-01");
+    }
+}

@@ -1,0 +1,106 @@
+//! `docker-compose.yml` is valid: `docker-compose config` (Debian's docker-compose 1.29,
+//! which needs no Docker engine for this) accepts it with and without the `load` profile, and
+//! the resolved configuration has every service of the production-like stack. The files the
+//! compose file mounts from `deploy/` exist (Compose does not check that), and the Grafana
+//! dashboard is valid JSON.
+//!
+//! `docker-compose` must be on PATH: `scripts/test.sh` installs it. Without it this test fails;
+//! it is never skipped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Services the resolved configuration must define.
+const SERVICES: &[&str] = &["kafka", "clickhouse", "worker-1", "worker-2", "prometheus", "grafana"];
+
+/// Files and folders docker-compose.yml mounts into containers.
+const MOUNTED: &[&str] = &[
+    "deploy/costline.toml",
+    "deploy/prometheus/prometheus.yml",
+    "deploy/grafana/provisioning/datasources/datasources.yml",
+    "deploy/grafana/provisioning/dashboards/dashboards.yml",
+    "deploy/grafana/dashboards/costline.json",
+];
+
+fn repo_root() -> PathBuf {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).canonicalize().expect("repository root")
+}
+
+/// Runs `docker-compose -f <repo>/docker-compose.yml [--profile P] <args>`; panics if the binary
+/// is missing or the command fails, with its stderr.
+fn docker_compose(profile: Option<&str>, args: &[&str]) -> Output {
+    let compose_file = repo_root().join("docker-compose.yml");
+    let mut command = Command::new("docker-compose");
+    command.arg("-f").arg(&compose_file);
+    if let Some(profile) = profile {
+        command.args(["--profile", profile]);
+    }
+    command.args(args);
+    let shown = format!("{command:?}");
+    let output = match command.output() {
+        Ok(output) => output,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => panic!(
+            "`docker-compose` is not on PATH; scripts/test.sh installs it (Debian package \
+             docker-compose; `docker-compose config` needs no Docker engine): {err}"
+        ),
+        Err(err) => panic!("could not run {shown}: {err}"),
+    };
+    assert!(
+        output.status.success(),
+        "{shown} failed ({}):\n--- stderr ---\n{}\n--- stdout ---\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&output.stdout)
+    );
+    output
+}
+
+/// The names under the top-level `services:` key of `docker-compose config` output (YAML with
+/// two-space indentation, as both docker-compose 1.29 and Docker Compose v2 print it).
+fn service_names(config: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut in_services = false;
+    for line in config.lines() {
+        if !line.starts_with(' ') && !line.trim().is_empty() {
+            in_services = line.trim_end() == "services:";
+            continue;
+        }
+        if !in_services {
+            continue;
+        }
+        let Some(rest) = line.strip_prefix("  ") else { continue };
+        if rest.starts_with(' ') || rest.starts_with('-') {
+            continue;
+        }
+        if let Some(name) = rest.trim_end().strip_suffix(':') {
+            names.push(name.trim_matches(|c| c == '"' || c == '\'').to_string());
+        }
+    }
+    names
+}
+
+#[test]
+fn compose_file_is_valid() {
+    // Syntax and schema, as docker-compose 1.29 checks them; then with the load generator.
+    docker_compose(None, &["config", "-q"]);
+    docker_compose(Some("load"), &["config", "-q"]);
+
+    let output = docker_compose(None, &["config"]);
+    let config = String::from_utf8(output.stdout).expect("docker-compose config prints UTF-8");
+    let services = service_names(&config);
+    for wanted in SERVICES {
+        assert!(
+            services.iter().any(|name| name == wanted),
+            "service {wanted} missing from `docker-compose config` (services found: {services:?})"
+        );
+    }
+
+    let root = repo_root();
+    for path in MOUNTED {
+        assert!(root.join(path).is_file(), "{path} is mounted by docker-compose.yml but does not exist");
+    }
+    let dashboard = std::fs::read_to_string(root.join("deploy/grafana/dashboards/costline.json")).unwrap();
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&dashboard).expect("deploy/grafana/dashboards/costline.json is not valid JSON");
+    assert_eq!(dashboard["uid"], "costline", "dashboard uid");
+}

@@ -1,0 +1,45 @@
+//! The analyst shortcuts on real data: each `costline report …` prints an aligned table with
+//! rows and the SQL it ran, and `costline config check` prints the effective configuration.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Setup;
+
+#[test]
+fn analyst_shortcuts_print_tables_and_their_sql() {
+    let setup = Setup::new("reports");
+    let record_file = std::env::temp_dir().join(format!("{}.jsonl", setup.database));
+    // 2026-09-21: inside the period the reports are asked about.
+    setup.produce(5_000, 4, 1_790_000_000_000, &record_file);
+    let worker = setup.spawn_worker("reports");
+    setup.wait_accounted(5_000, Duration::from_secs(60));
+    assert_eq!(worker.stop(), 0);
+
+    let period = ["--from", "2026-09-01", "--to", "2026-10-01"];
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        ([&["report", "top-endpoints"][..], &period].concat(), "checkout.ai_summary"),
+        (
+            [&["report", "prompt-versions", "--endpoint", "checkout.ai_summary", "--split", "2026-09-21"][..], &period]
+                .concat(),
+            "summary_v3",
+        ),
+        ([&["report", "model-mix"][..], &period].concat(), "gpt-4o-mini"),
+        (vec!["report", "tenants"], "spend_usd"),
+    ];
+    for (args, expected) in cases {
+        let output = setup.command(&args).output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(stdout.contains(expected), "{args:?} printed:\n{stdout}");
+        assert!(stdout.contains("-- SQL: SELECT"), "{args:?} does not show its SQL:\n{stdout}");
+        assert!(stdout.lines().any(|l| l.starts_with("---")), "{args:?} has no table rule:\n{stdout}");
+    }
+
+    let output = setup.command(&["config", "check"]).env("COSTLINE_CLICKHOUSE_PASSWORD", "hunter2").output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success());
+    assert!(stdout.contains(&format!("database = \"{}\"", setup.database)), "{stdout}");
+    assert!(stdout.contains("set (***)") && !stdout.contains("hunter2"), "{stdout}");
+}
