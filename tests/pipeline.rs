@@ -26,7 +26,17 @@ fn rollups_match_an_independent_computation_exactly() {
     let (status, body) = worker.http_get("/readyz");
     assert_eq!(status, 200, "readyz: {body}");
     let (_, metrics) = worker.http_get("/metrics");
-    assert!(metrics.contains("costline_records_consumed_total"), "{metrics}");
+    let consumed = format!("costline_records_consumed_total {RECORDS}");
+    assert!(metrics.contains(&consumed), "{metrics}");
+    for name in [
+        "costline_insert_duration_seconds_count",
+        "costline_flush_duration_seconds_count",
+        "costline_window_keys",
+        "costline_dedup_memory_bytes",
+        "costline_events_rejected_total{reason=\"malformed_json\"}",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics:\n{metrics}");
+    }
     let log = worker.log();
     assert_eq!(worker.stop(), 0, "worker did not exit cleanly:\n{log}");
 

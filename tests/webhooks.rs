@@ -82,6 +82,10 @@ fn retries_5xx_and_timeouts_with_the_same_idempotency_key() {
     );
     assert!(requests.iter().all(|r| signature_is_valid(r, SECRET)));
     assert!(requests.iter().all(|r| r.body == requests[0].body), "the body changed between attempts");
+    let (_, metrics) = worker.http_get("/metrics");
+    assert!(metrics.contains("costline_alert_deliveries_total{result=\"retry\"} 4"), "{metrics}");
+    assert!(metrics.contains("costline_alert_deliveries_total{result=\"delivered\"} 1"), "{metrics}");
+    assert!(metrics.contains("costline_alerts_fired_total{kind=\"budget\"} 1"), "{metrics}");
     assert_eq!(worker.stop(), 0);
 }
 

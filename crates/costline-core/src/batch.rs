@@ -151,6 +151,11 @@ impl PartitionCounter {
         self.batch.records()
     }
 
+    /// Rollup keys (minute × dimensions) in the open batch.
+    pub fn pending_keys(&self) -> usize {
+        self.batch.rollup.len()
+    }
+
     /// Closes the open batch and starts the next one where it ended.
     pub fn take_batch(&mut self) -> PartitionBatch {
         let next_offset = self.batch.next_offset;

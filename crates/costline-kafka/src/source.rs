@@ -25,6 +25,9 @@ pub trait PartitionLifecycle: Send + Sync + 'static {
     fn assigned(&self, topic: &str, partition: i32) -> Option<i64>;
     /// A partition is about to be taken away. Runs before it is unassigned.
     fn revoked(&self, topic: &str, partition: i32);
+    /// Consumer lag of an owned partition (records behind the high-water mark of the last
+    /// fetch), reported every few seconds from librdkafka's statistics.
+    fn lag(&self, _partition: i32, _records: i64) {}
 }
 
 /// Consumer settings, already validated by the caller.
@@ -43,7 +46,18 @@ pub struct SourceContext<L> {
     lifecycle: Arc<L>,
 }
 
-impl<L: PartitionLifecycle> ClientContext for SourceContext<L> {}
+impl<L: PartitionLifecycle> ClientContext for SourceContext<L> {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for topic in statistics.topics.values() {
+            for (&partition, stats) in &topic.partitions {
+                // librdkafka reports -1 for partitions this member does not consume.
+                if partition >= 0 && stats.consumer_lag >= 0 {
+                    self.lifecycle.lag(partition, stats.consumer_lag);
+                }
+            }
+        }
+    }
+}
 
 impl<L: PartitionLifecycle> ConsumerContext for SourceContext<L> {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
@@ -100,6 +114,7 @@ impl<L: PartitionLifecycle> KafkaSource<L> {
             .set("session.timeout.ms", settings.session_timeout_ms.to_string())
             .set("max.poll.interval.ms", settings.max_poll_interval_ms.to_string())
             .set("enable.partition.eof", "false")
+            .set("statistics.interval.ms", "5000")
             .set_log_level(RDKafkaLogLevel::Warning);
         for (key, value) in &settings.extra {
             config.set(key, value);

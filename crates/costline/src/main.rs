@@ -144,7 +144,8 @@ async fn run_worker(config: Config) -> anyhow::Result<()> {
     let health = Arc::new(http::Health { metrics, ready: AtomicBool::new(false) });
     let shutdown = CancellationToken::new();
     let listen = config.http.listen.parse().context("config key `http.listen`")?;
-    let governance = Arc::new(governance::Governance::new(&config, &worker::clickhouse_target(&config))?);
+    let target = worker::clickhouse_target(&config);
+    let governance = Arc::new(governance::Governance::new(&config, &target, health.metrics.clone())?);
     let token = std::env::var("COSTLINE_HTTP_TOKEN").ok().filter(|t| !t.is_empty());
     let api = governance::api::router(governance.clone(), token);
     let server = tokio::spawn(http::serve(listen, health.clone(), api, shutdown.clone()));

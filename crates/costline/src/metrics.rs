@@ -23,6 +23,11 @@ pub struct Metrics {
     pub dedup_entries: IntGauge,
     pub assigned_partitions: IntGauge,
     pub partition_next_offset: IntGaugeVec,
+    pub consumer_lag: IntGaugeVec,
+    pub insert_seconds: Histogram,
+    pub window_keys: IntGauge,
+    pub alert_deliveries: IntCounterVec,
+    pub alerts_fired: IntCounterVec,
 }
 
 impl Metrics {
@@ -89,6 +94,35 @@ impl Metrics {
                 "partition_flushed_offset",
                 "Next offset of each owned partition that ClickHouse holds everything below",
                 &["partition"],
+                r
+            )?,
+            consumer_lag: register_int_gauge_vec_with_registry!(
+                "consumer_lag_records",
+                "Records behind the partition's high-water mark (librdkafka statistics)",
+                &["partition"],
+                r
+            )?,
+            insert_seconds: register_histogram_with_registry!(
+                "insert_duration_seconds",
+                "Time of one ClickHouse ledger INSERT attempt",
+                vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
+                r
+            )?,
+            window_keys: register_int_gauge_with_registry!(
+                "window_keys",
+                "Rollup keys (minute × dimensions) not yet flushed",
+                r
+            )?,
+            alert_deliveries: register_int_counter_vec_with_registry!(
+                "alert_deliveries_total",
+                "Webhook delivery attempts, by result (delivered, retry, refused, gave_up)",
+                &["result"],
+                r
+            )?,
+            alerts_fired: register_int_counter_vec_with_registry!(
+                "alerts_fired_total",
+                "Alerts fired, by kind",
+                &["kind"],
                 r
             )?,
             registry,

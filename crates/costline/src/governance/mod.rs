@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::{AlertsConfig, Config, Secret};
+use crate::metrics::Metrics;
 use webhook::{Attempt, Webhook};
 
 /// Where a budget stands now.
@@ -69,6 +70,7 @@ pub struct Governance {
     config: AlertsConfig,
     /// Set while this worker owns partition 0.
     pub evaluator: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
 }
 
 fn now_secs() -> i64 {
@@ -80,7 +82,7 @@ fn usd(amount: PicoUsd) -> String {
 }
 
 impl Governance {
-    pub fn new(config: &Config, target: &ClickHouseTarget) -> anyhow::Result<Governance> {
+    pub fn new(config: &Config, target: &ClickHouseTarget, metrics: Arc<Metrics>) -> anyhow::Result<Governance> {
         let budgets = (0..config.budgets.len()).map(|i| config.budget(i)).collect::<anyhow::Result<Vec<_>>>()?;
         let mut webhooks = HashMap::new();
         for hook in &config.webhooks {
@@ -96,6 +98,7 @@ impl Governance {
             webhooks,
             config: config.alerts.clone(),
             evaluator: Arc::new(AtomicBool::new(false)),
+            metrics,
         })
     }
 
@@ -251,6 +254,7 @@ impl Governance {
         let mut rows = Vec::new();
         for alert in alerts.into_iter().filter(|a| !fired.contains(&a.id.0)) {
             info!(alert_id = %alert.id.0, kind = alert.kind, source = %alert.source, "{}", alert.summary);
+            self.metrics.alerts_fired.with_label_values(&[alert.kind]).inc();
             let hooks = if alert.webhooks.is_empty() { vec![String::new()] } else { alert.webhooks.clone() };
             for hook in hooks {
                 rows.push(AlertRow {
@@ -291,7 +295,15 @@ impl Governance {
                 continue;
             };
             row.attempts += 1;
-            match hook.deliver(&row.alert_id, &row.body, now).await {
+            let attempt = hook.deliver(&row.alert_id, &row.body, now).await;
+            let result = match &attempt {
+                Attempt::Delivered => "delivered",
+                Attempt::Refused(_) => "refused",
+                Attempt::Retry(_) if row.attempts >= self.config.max_attempts => "gave_up",
+                Attempt::Retry(_) => "retry",
+            };
+            self.metrics.alert_deliveries.with_label_values(&[result]).inc();
+            match attempt {
                 Attempt::Delivered => {
                     row.delivery_state = "delivered".into();
                     row.last_error.clear();

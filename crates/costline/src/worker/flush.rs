@@ -284,7 +284,10 @@ impl FlushWriter {
             }
             attempt += 1;
             let query_id = format!("{}-{}-{}", self.worker_id, self.flush_seq, attempt);
-            match self.sink.write(&rows, &query_id).await {
+            let insert_started = Instant::now();
+            let written = self.sink.write(&rows, &query_id).await;
+            self.health.metrics.insert_seconds.observe(insert_started.elapsed().as_secs_f64());
+            match written {
                 Ok(()) => break,
                 Err(e) => {
                     self.health.metrics.sink_errors.inc();

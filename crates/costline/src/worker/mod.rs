@@ -55,6 +55,7 @@ pub async fn run(
         config.pipeline.dedup_grace_secs,
         evaluator,
         in_flight.clone(),
+        health.metrics.clone(),
         shutdown.clone(),
     ));
     let settings = SourceSettings {
@@ -248,6 +249,7 @@ impl Worker {
         metrics
             .pending_records
             .set(self.partitions.values().map(PartitionCounter::pending_records).sum::<u64>() as i64);
+        metrics.window_keys.set(self.partitions.values().map(PartitionCounter::pending_keys).sum::<usize>() as i64);
         metrics.dedup_entries.set(self.partitions.values().map(|c| c.dedup().len()).sum::<usize>() as i64);
         metrics
             .dedup_memory_bytes

@@ -20,6 +20,7 @@ use costline_core::{DedupIndex, PartitionCounter};
 use costline_kafka::PartitionLifecycle;
 
 use super::flush::InFlight;
+use crate::metrics::Metrics;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -47,6 +48,7 @@ pub struct PartitionChanges {
     evaluator: Arc<AtomicBool>,
     /// A revoked partition is let go only once no flush of ours holds it.
     in_flight: Arc<InFlight>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     pending: Mutex<Vec<PartitionChange>>,
     any: AtomicBool,
@@ -59,6 +61,7 @@ impl PartitionChanges {
         grace_secs: u32,
         evaluator: Arc<AtomicBool>,
         in_flight: Arc<InFlight>,
+        metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Self {
         PartitionChanges {
@@ -67,6 +70,7 @@ impl PartitionChanges {
             grace_secs,
             evaluator,
             in_flight,
+            metrics,
             shutdown,
             pending: Mutex::new(Vec::new()),
             any: AtomicBool::new(false),
@@ -165,6 +169,11 @@ impl PartitionLifecycle for PartitionChanges {
             self.evaluator.store(false, Ordering::Relaxed);
         }
         tokio::task::block_in_place(|| self.in_flight.wait_for(partition, &self.shutdown));
+        let _ = self.metrics.consumer_lag.remove_label_values(&[&partition.to_string()]);
         self.push(PartitionChange::Revoked { partition });
+    }
+
+    fn lag(&self, partition: i32, records: i64) {
+        self.metrics.consumer_lag.with_label_values(&[&partition.to_string()]).set(records);
     }
 }
