@@ -294,13 +294,18 @@ pub struct PricingConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
-    /// Address of `/metrics`, `/healthz` and `/readyz`. Loopback by default.
+    /// Address of `/metrics`, `/healthz`, `/readyz`, the budget API and HTTP ingest.
+    /// Loopback by default.
     pub listen: String,
+    /// Largest request body `POST /v1/events` accepts.
+    pub max_body_bytes: usize,
+    /// Most events in one `POST /v1/events` batch.
+    pub max_batch_events: usize,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: "127.0.0.1:9464".into() }
+        HttpConfig { listen: "127.0.0.1:9464".into(), max_body_bytes: 10 << 20, max_batch_events: 10_000 }
     }
 }
 

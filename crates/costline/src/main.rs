@@ -8,9 +8,11 @@ mod config;
 mod demo;
 mod governance;
 mod http;
+mod ingest;
 mod metrics;
 mod pricing;
 mod produce;
+mod replay;
 mod report_cli;
 mod reports;
 mod worker;
@@ -74,6 +76,8 @@ enum Command {
         #[command(subcommand)]
         action: Option<ConfigAction>,
     },
+    /// Backfill usage events from a JSON-lines file (or stdin) into the topic.
+    Replay(replay::ReplayArgs),
     /// Analyst shortcuts: aligned tables from ClickHouse, each with the SQL it ran.
     #[command(subcommand)]
     Report(report_cli::ReportCommand),
@@ -127,6 +131,7 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(config, &args).await,
         Command::BaselineConsume(args) => baseline::run(&config, &args).await,
         Command::Report(command) => report_cli::run(&config, &command).await,
+        Command::Replay(args) => replay::run(&config, &args).await,
         Command::Config { action: None | Some(ConfigAction::Check) } => {
             print!("{}", toml::to_string_pretty(&config).context("rendering the configuration")?);
             println!(
@@ -147,7 +152,17 @@ async fn run_worker(config: Config) -> anyhow::Result<()> {
     let target = worker::clickhouse_target(&config);
     let governance = Arc::new(governance::Governance::new(&config, &target, health.metrics.clone())?);
     let token = std::env::var("COSTLINE_HTTP_TOKEN").ok().filter(|t| !t.is_empty());
-    let api = governance::api::router(governance.clone(), token);
+    let extra: Vec<(String, String)> = config.kafka.librdkafka.clone().into_iter().collect();
+    let ingest_producer = costline_kafka::RecordProducer::connect(&config.kafka.brokers, &extra)
+        .context("creating the ingest producer")?;
+    let ingest = ingest::router(
+        ingest_producer,
+        config.kafka.topic.clone(),
+        token.clone(),
+        config.http.max_body_bytes,
+        config.http.max_batch_events,
+    );
+    let api = governance::api::router(governance.clone(), token).merge(ingest);
     let server = tokio::spawn(http::serve(listen, health.clone(), api, shutdown.clone()));
     tokio::spawn(governance.clone().run(shutdown.clone()));
     tokio::spawn(cancel_on_signal(shutdown.clone()));
