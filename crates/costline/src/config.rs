@@ -359,6 +359,8 @@ impl Config {
     }
 
     fn from_parts(text: &str, source: &str, env: &[(String, String)]) -> anyhow::Result<Config> {
+        // The file alone first: its errors then carry the line and column.
+        toml::from_str::<Config>(text).map_err(|e| anyhow::anyhow!("{source}: {}", e.to_string().trim()))?;
         let mut table: toml::Table = toml::from_str(text).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
         for (name, value) in env {
             let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
@@ -589,6 +591,26 @@ mod tests {
         assert_eq!(err, "config key `pipeline.flush_interval_ms` must be at least 100");
         let err = Config::from_parts("[http]\nlisten = \"nowhere\"\n", "c.toml", &[]).unwrap_err().to_string();
         assert_eq!(err, "config key `http.listen` must be an address like 127.0.0.1:9464");
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_line() {
+        let err = Config::from_parts("[kafka]\ntopic = \"t\"\nsession_timeout_ms = \"soon\"\n", "costline.toml", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("costline.toml"), "{err}");
+        assert!(err.contains("line 3, column 22"), "{err}");
+        assert!(err.contains("invalid type: string \"soon\", expected u32"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_webhook_secret_is_named() {
+        let text = "[[webhooks]]\nid = \"oncall\"\nurl = \"http://127.0.0.1:9/x\"\nsecret_env = \"COSTLINE_TEST_NO_SUCH_SECRET\"\n";
+        let err = Config::from_parts(text, "c.toml", &[]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "config key `webhooks[0].secret_env`: environment variable COSTLINE_TEST_NO_SUCH_SECRET is not set"
+        );
     }
 
     #[test]
