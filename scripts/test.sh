@@ -9,6 +9,8 @@ scripts/services.sh up
 scripts/services.sh chdb >/dev/null
 # docker-compose.yml is validated with `docker-compose config` (tests/compose.rs; no engine needed).
 command -v docker-compose >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; }
+# The dashboard page is tested in headless Chromium (tests/dashboard.rs).
+command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 echo "== format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings

@@ -5,6 +5,7 @@
 
 mod baseline;
 mod config;
+mod dashboard;
 mod demo;
 mod governance;
 mod http;
@@ -44,6 +45,9 @@ struct Cli {
     /// Configuration file (TOML). Every key can also be set as COSTLINE_<SECTION>__<KEY>.
     #[arg(long, short, global = true, env = "COSTLINE_CONFIG")]
     config: Option<PathBuf>,
+    /// Log as JSON lines instead of human-readable text (same as `log.format = "json"`).
+    #[arg(long, global = true)]
+    log_json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -88,7 +92,12 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let config = match Config::load(cli.config.as_deref()) {
-        Ok(config) => config,
+        Ok(mut config) => {
+            if cli.log_json {
+                config.log.format = "json".into();
+            }
+            config
+        }
         Err(e) => {
             eprintln!("costline: invalid configuration: {e:#}");
             return std::process::ExitCode::from(2);
@@ -162,7 +171,12 @@ async fn run_worker(config: Config) -> anyhow::Result<()> {
         config.http.max_body_bytes,
         config.http.max_batch_events,
     );
-    let api = governance::api::router(governance.clone(), token).merge(ingest);
+    let dashboard = dashboard::router(
+        costline_clickhouse::dashboard::DashboardStore::new(&target),
+        governance.clone(),
+        token.clone(),
+    );
+    let api = governance::api::router(governance.clone(), token).merge(ingest).merge(dashboard);
     let server = tokio::spawn(http::serve(listen, health.clone(), api, shutdown.clone()));
     tokio::spawn(governance.clone().run(shutdown.clone()));
     tokio::spawn(cancel_on_signal(shutdown.clone()));

@@ -1,0 +1,70 @@
+//! The built-in dashboard: `GET /dashboard` is one self-contained page (no external scripts:
+//! it must work on closed networks) that draws `GET /v1/dashboard`: cost per hour over the
+//! last two days, top endpoints of the last week with their retry ratio, the prompt versions
+//! of one endpoint, and the budgets with their state. With `COSTLINE_HTTP_TOKEN` set, the data
+//! needs the bearer token; the page takes it from its URL fragment (`/dashboard#token=…`).
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use costline_clickhouse::dashboard::DashboardStore;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::governance::Governance;
+
+const PAGE: &str = include_str!("dashboard.html");
+
+#[derive(Clone)]
+struct Dashboard {
+    store: DashboardStore,
+    governance: Arc<Governance>,
+    token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Params {
+    endpoint: Option<String>,
+}
+
+pub fn router(store: DashboardStore, governance: Arc<Governance>, token: Option<String>) -> Router {
+    Router::new()
+        .route("/dashboard", get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE) }))
+        .route("/v1/dashboard", get(data))
+        .with_state(Dashboard { store, governance, token })
+}
+
+async fn data(State(d): State<Dashboard>, headers: HeaderMap, Query(params): Query<Params>) -> Response {
+    if let Some(token) = &d.token {
+        let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) {
+            return (StatusCode::UNAUTHORIZED, Json(json!({"error": "missing or wrong bearer token"}))).into_response();
+        }
+    }
+    let now = chrono::Utc::now().timestamp();
+    let result = async {
+        let hours = d.store.cost_per_hour(now / 3600 * 3600 - 47 * 3600).await?;
+        let endpoints = d.store.top_endpoints(now - 7 * 86_400, 10).await?;
+        let endpoint = params.endpoint.or_else(|| endpoints.first().map(|e| e.endpoint_tag.clone())).unwrap_or_default();
+        let versions = d.store.prompt_versions(&endpoint, now - 7 * 86_400).await?;
+        let budgets: Vec<_> = d
+            .governance
+            .statuses()
+            .await?
+            .iter()
+            .map(|s| json!({"id": s.budget.id, "spend_usd": s.spend.to_usd_string(), "limit_usd": s.budget.limit.to_usd_string(),
+                            "ratio": s.budget.ratio(s.spend), "state": s.state.as_str()}))
+            .collect();
+        anyhow::Ok(json!({"cost_per_hour": hours, "top_endpoints": endpoints, "endpoint": endpoint,
+                          "prompt_versions": versions, "budgets": budgets}))
+    }
+    .await;
+    match result {
+        Ok(body) => Json(body).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": format!("{e:#}")}))).into_response(),
+    }
+}
