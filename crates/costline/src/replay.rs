@@ -1,5 +1,5 @@
 //! `costline replay`: backfill from a JSON-lines file (or stdin) into the topic, one usage event
-//! per line, keyed by its `externalRequestId`, at an optional rate, with progress on stderr and
+//! per line, keyed by its `externalRequestId`, at an optional rate, with a progress bar on stderr and
 //! a validation summary at the end. Lines that fail validation are not published (the summary
 //! names their line numbers and reasons) unless `--publish-invalid`, which sends them on to be
 //! dead-lettered by the workers.
@@ -32,12 +32,15 @@ pub struct ReplayArgs {
 }
 
 pub async fn run(config: &Config, args: &ReplayArgs) -> anyhow::Result<()> {
-    let reader: Box<dyn BufRead> = match &args.file {
-        Some(path) if path.as_os_str() != "-" => Box::new(std::io::BufReader::new(
-            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
-        )),
-        _ => Box::new(std::io::BufReader::new(std::io::stdin())),
+    let (reader, total_bytes): (Box<dyn BufRead>, Option<u64>) = match &args.file {
+        Some(path) if path.as_os_str() != "-" => {
+            let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            let size = file.metadata().ok().map(|m| m.len());
+            (Box::new(std::io::BufReader::new(file)), size)
+        }
+        _ => (Box::new(std::io::BufReader::new(std::io::stdin())), None),
     };
+    let mut bytes_read = 0u64;
     let extra: Vec<(String, String)> = config.kafka.librdkafka.clone().into_iter().collect();
     let producer = match args.dry_run {
         true => None,
@@ -51,6 +54,7 @@ pub async fn run(config: &Config, args: &ReplayArgs) -> anyhow::Result<()> {
     let mut in_flight = std::collections::VecDeque::new();
     for line in reader.lines() {
         let line = line.context("reading input")?;
+        bytes_read += line.len() as u64 + 1;
         if line.trim().is_empty() {
             continue;
         }
@@ -85,7 +89,11 @@ pub async fn run(config: &Config, args: &ReplayArgs) -> anyhow::Result<()> {
         if last_progress.elapsed() > Duration::from_millis(500) {
             last_progress = Instant::now();
             let rate = published as f64 / started.elapsed().as_secs_f64().max(1e-9);
-            let status = format!("{lines} lines read, {published} published ({rate:.0}/s)");
+            let bar = total_bytes.filter(|&t| t > 0).map_or_else(String::new, |total| {
+                let done = (bytes_read.min(total) * 30 / total) as usize;
+                format!("[{}{}] {:>3}% ", "#".repeat(done), ".".repeat(30 - done), bytes_read.min(total) * 100 / total)
+            });
+            let status = format!("{bar}{lines} lines read, {published} published ({rate:.0}/s)");
             if progress_to_terminal {
                 eprint!("\r{status}   ");
             } else {
