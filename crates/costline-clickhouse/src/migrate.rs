@@ -153,11 +153,14 @@ pub async fn apply(target: &ClickHouseTarget) -> anyhow::Result<usize> {
     let chain = probe_chain_style(&client, &target.database).await?;
     let statements = statements(&target.database, chain);
     for statement in &statements {
-        client
-            .query(&statement.sql)
-            .execute()
-            .await
-            .with_context(|| format!("migration {} failed on statement:\n{}", statement.file, statement.sql))?;
+        client.query(&statement.sql).execute().await.with_context(|| {
+            format!(
+                "migration {} failed on statement:\n{}\n(migrations create missing objects but do not alter \
+                     existing ones: a database created by an older costline build must be dropped, or another \
+                     `clickhouse.database` chosen)",
+                statement.file, statement.sql
+            )
+        })?;
     }
     Ok(statements.len())
 }
