@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{assert_totals_exact, Setup};
 use rdkafka::mocking::MockCluster;
@@ -23,11 +23,7 @@ fn broker_down_and_request_errors_lose_and_double_nothing() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 
     let worker = setup.spawn_worker("faults");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while setup.records_accounted() == 0 {
-        assert!(Instant::now() < deadline, "the worker never got going:\n{}", worker.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    setup.wait_started(1, &worker);
     cluster.broker_down(1).unwrap();
     std::thread::sleep(Duration::from_secs(6));
     cluster.broker_up(1).unwrap();

@@ -15,16 +15,9 @@ use common::{wait_producer, Setup};
 const SECRET: &str = "test-secret-budgets";
 
 fn month_start_secs(now_secs: i64) -> i64 {
-    let days = now_secs.div_euclid(86_400);
-    // Walk back to the 1st (UTC), day by day via the civil calendar of the epoch-day.
-    let mut day = days;
-    loop {
-        let (_, _, d) = civil(day);
-        if d == 1 {
-            return day * 86_400;
-        }
-        day -= 1;
-    }
+    let day = now_secs.div_euclid(86_400);
+    let (_, _, day_of_month) = civil(day);
+    (day - (day_of_month - 1)) * 86_400
 }
 
 /// (year, month, day) of an epoch day (Howard Hinnant's algorithm).

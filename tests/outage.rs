@@ -34,11 +34,7 @@ fn clickhouse_down_for_25_seconds_loses_and_doubles_nothing() {
     let record_file = std::env::temp_dir().join(format!("{}.jsonl", setup.database));
     let producer = setup.spawn_producer(200_000, 5_000, 23, 1_790_000_000_000, &record_file);
     let worker = setup.spawn_worker("outage");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while setup.records_accounted() < 20_000 {
-        assert!(Instant::now() < deadline, "the worker never got going:\n{}", worker.log());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    setup.wait_started(20_000, &worker);
 
     services("stop");
     let outage = Instant::now();

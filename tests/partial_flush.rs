@@ -17,11 +17,7 @@ fn a_half_applied_flush_is_completed_not_doubled() {
     let record_file = std::env::temp_dir().join(format!("{}.jsonl", setup.database));
     let producer = setup.spawn_producer(60_000, 4_000, 31, 1_790_000_000_000, &record_file);
     let worker = setup.spawn_worker("partial");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while setup.records_accounted() < 5_000 {
-        assert!(Instant::now() < deadline, "the worker never got going:\n{}", worker.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    setup.wait_started(5_000, &worker);
     // Named to run after ledger_events_mv and ledger_rejects_mv, before ledger_rollups_mv.
     setup.query("CREATE TABLE fault_sink (x UInt8) ENGINE = Null");
     setup.query("CREATE MATERIALIZED VIEW ledger_rf_fault TO fault_sink AS SELECT throwIf(next_offset > 0) AS x FROM flush_ledger");
@@ -48,11 +44,7 @@ fn a_half_applied_flush_left_by_a_dead_worker_is_completed_by_the_next() {
     let record_file = std::env::temp_dir().join(format!("{}.jsonl", setup.database));
     let producer = setup.spawn_producer(40_000, 4_000, 37, 1_790_000_000_000, &record_file);
     let first = setup.spawn_worker("first");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while setup.records_accounted() < 5_000 {
-        assert!(Instant::now() < deadline, "the worker never got going:\n{}", first.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    setup.wait_started(5_000, &first);
     setup.query("CREATE TABLE fault_sink (x UInt8) ENGINE = Null");
     setup.query("CREATE MATERIALIZED VIEW ledger_rf_fault TO fault_sink AS SELECT throwIf(next_offset > 0) AS x FROM flush_ledger");
     let deadline = Instant::now() + Duration::from_secs(30);

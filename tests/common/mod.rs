@@ -180,6 +180,15 @@ impl Setup {
         self.query("SELECT sum(counted + duplicates + rejected) FROM flushes").trim().parse().unwrap_or(0)
     }
 
+    /// Waits until ClickHouse accounts for at least `records` records written by `worker`.
+    pub fn wait_started(&self, records: u64, worker: &Worker) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.records_accounted() < records {
+            assert!(Instant::now() < deadline, "the worker never got going:\n{}", worker.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Waits until ClickHouse accounts for `total` records.
     pub fn wait_accounted(&self, total: u64, timeout: Duration) {
         let deadline = Instant::now() + timeout;

@@ -76,6 +76,7 @@ pub async fn run(
         partitions: HashMap::new(),
         unfinished: HashMap::new(),
         flush_now: false,
+        pending: 0,
         flusher: FlushQueue::start(sink.clone(), dead_letters, config, health.clone(), in_flight, shutdown.clone()),
         health,
         max_pending: config.pipeline.max_pending_records,
@@ -158,6 +159,8 @@ struct Worker {
     unfinished: HashMap<i32, UnfinishedFlush>,
     /// Set when a partition reached the end of its unfinished flush: write it now.
     flush_now: bool,
+    /// Records counted but not yet handed to the writer.
+    pending: u64,
     flusher: FlushQueue,
     health: Arc<Health>,
     max_pending: u64,
@@ -216,7 +219,8 @@ impl Worker {
                 }
             }
         }
-        metrics.pending_records.inc();
+        self.pending += 1;
+        metrics.pending_records.set(self.pending as i64);
         if let Some(flush) = self.unfinished.get(&partition) {
             if counter.next_offset() >= flush.next_offset {
                 if counter.next_offset() > flush.next_offset {
@@ -233,7 +237,7 @@ impl Worker {
     }
 
     fn pending(&self) -> u64 {
-        self.health.metrics.pending_records.get() as u64
+        self.pending
     }
 
     async fn flush(&mut self, source: &KafkaSource<PartitionChanges>) -> anyhow::Result<()> {
@@ -246,9 +250,8 @@ impl Worker {
             }
         }
         let metrics = &self.health.metrics;
-        metrics
-            .pending_records
-            .set(self.partitions.values().map(PartitionCounter::pending_records).sum::<u64>() as i64);
+        self.pending = self.partitions.values().map(PartitionCounter::pending_records).sum();
+        metrics.pending_records.set(self.pending as i64);
         metrics.window_keys.set(self.partitions.values().map(PartitionCounter::pending_keys).sum::<usize>() as i64);
         metrics.dedup_entries.set(self.partitions.values().map(|c| c.dedup().len()).sum::<usize>() as i64);
         metrics
