@@ -14,9 +14,10 @@
 #               confluent-kafka; Debian's 2.0.2 cannot talk to Tansu) and a <kafka> config
 #               block, so that ClickHouse's own Kafka table engine can read the Tansu topics
 #               (the benchmark's second baseline). Its default profile sets
-#               input_format_skip_unknown_fields=1, date_time_input_format=best_effort and
-#               input_format_allow_errors_num/_ratio (the Kafka engine reads with the
-#               server's settings, not a query's; see write_clickhouse_kafka_config).
+#               input_format_skip_unknown_fields=1, date_time_input_format=best_effort,
+#               input_format_allow_errors_num/_ratio and stream_flush_interval_ms=2000 (the
+#               Kafka engine reads with the server's settings, not a query's; see
+#               write_clickhouse_kafka_config).
 #
 # Why: CI starts from a bare machine without Docker and reaches only package registries,
 # so the project itself must install and start what its tests need, idempotently, and
@@ -328,6 +329,9 @@ EOF
 # 18.16 has no kafka_skip_broken_messages, and without this one broken message blocks the
 # Kafka table for good. Skipping works only when each message ends with a newline
 # (kafka_row_delimiter = '\n' on the table): the parser resyncs at the next line.
+# stream_flush_interval_ms=2000 (default 7500): how long a Kafka table reads before it pushes
+# what it read through its views and commits; 2 s is costline's flush interval, so both make
+# data queryable equally often (and the benchmark sees progress, not one 7.5 s step).
 # auto_offset_reset=earliest matters: 18.16 otherwise leaves librdkafka at `latest`, which
 # Tansu answers wrongly, and messages produced before the group joined are skipped.
 write_clickhouse_kafka_config() {
@@ -345,6 +349,7 @@ write_clickhouse_kafka_config() {
             <date_time_input_format>best_effort</date_time_input_format>
             <input_format_allow_errors_num>1000000000</input_format_allow_errors_num>
             <input_format_allow_errors_ratio>1</input_format_allow_errors_ratio>
+            <stream_flush_interval_ms>2000</stream_flush_interval_ms>
         </default>
     </profiles>
     <users>
