@@ -2,10 +2,12 @@
 //! columns in order (RowBinary is positional); the parallel arrays are filled in one pass over
 //! the batch.
 
+use std::sync::Arc;
+
 use clickhouse::Row;
 use serde::Serialize;
 
-use costline_core::{PartitionBatch, RejectedRecord};
+use costline_core::{PartitionBatch, Pricing, RejectedRecord};
 
 /// The tables a ledger row is fanned out to, as bits of `flush_ledger.targets`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,33 +52,33 @@ pub struct LedgerRow {
     pub ev_offset: Vec<u64>,
     pub ev_record_time: Vec<u32>,
     pub ev_event_time: Vec<u32>,
-    pub ev_external_request_id: Vec<String>,
+    pub ev_external_request_id: Vec<Arc<str>>,
     pub ev_attempt: Vec<u32>,
     pub ev_first_of_request: Vec<u8>,
-    pub ev_tenant: Vec<String>,
-    pub ev_endpoint_tag: Vec<String>,
-    pub ev_prompt_version: Vec<String>,
-    pub ev_provider: Vec<String>,
-    pub ev_model: Vec<String>,
-    pub ev_environment: Vec<String>,
+    pub ev_tenant: Vec<Arc<str>>,
+    pub ev_endpoint_tag: Vec<Arc<str>>,
+    pub ev_prompt_version: Vec<Arc<str>>,
+    pub ev_provider: Vec<Arc<str>>,
+    pub ev_model: Vec<Arc<str>>,
+    pub ev_environment: Vec<Arc<str>>,
     pub ev_data_mode: Vec<&'static str>,
-    pub ev_status: Vec<String>,
-    pub ev_error_code: Vec<String>,
+    pub ev_status: Vec<Arc<str>>,
+    pub ev_error_code: Vec<Arc<str>>,
     pub ev_input_tokens: Vec<u64>,
     pub ev_cached_input_tokens: Vec<u64>,
     pub ev_cache_write_tokens: Vec<u64>,
     pub ev_output_tokens: Vec<u64>,
     pub ev_latency_ms: Vec<Option<u32>>,
     pub ev_cost_usd: Vec<i128>,
-    pub ev_price_version: Vec<String>,
+    pub ev_price_version: Vec<Arc<str>>,
 
     pub ru_window_start: Vec<u32>,
-    pub ru_tenant: Vec<String>,
-    pub ru_endpoint_tag: Vec<String>,
-    pub ru_prompt_version: Vec<String>,
-    pub ru_provider: Vec<String>,
-    pub ru_model: Vec<String>,
-    pub ru_environment: Vec<String>,
+    pub ru_tenant: Vec<Arc<str>>,
+    pub ru_endpoint_tag: Vec<Arc<str>>,
+    pub ru_prompt_version: Vec<Arc<str>>,
+    pub ru_provider: Vec<Arc<str>>,
+    pub ru_model: Vec<Arc<str>>,
+    pub ru_environment: Vec<Arc<str>>,
     pub ru_data_mode: Vec<&'static str>,
     pub ru_requests: Vec<u64>,
     pub ru_attempts: Vec<u64>,
@@ -127,12 +129,12 @@ impl LedgerRow {
         row.push_progress_marker(topic, partition);
         for (key, m) in batch.rollup.iter() {
             row.ru_window_start.push(key.window_start_secs);
-            row.ru_tenant.push(key.tenant.clone());
-            row.ru_endpoint_tag.push(key.endpoint_tag.clone());
-            row.ru_prompt_version.push(key.prompt_version.clone());
-            row.ru_provider.push(key.provider.clone());
-            row.ru_model.push(key.model.clone());
-            row.ru_environment.push(key.environment.clone());
+            row.ru_tenant.push(Arc::clone(&key.tenant));
+            row.ru_endpoint_tag.push(Arc::clone(&key.endpoint_tag));
+            row.ru_prompt_version.push(Arc::clone(&key.prompt_version));
+            row.ru_provider.push(Arc::clone(&key.provider));
+            row.ru_model.push(Arc::clone(&key.model));
+            row.ru_environment.push(Arc::clone(&key.environment));
             row.ru_data_mode.push(key.data_mode.as_str());
             row.ru_requests.push(m.requests);
             row.ru_attempts.push(m.attempts);
@@ -152,8 +154,13 @@ impl LedgerRow {
             row.ru_latency_counts.push(counts);
             row.ru_flush_offset.push(0);
         }
+        let (reported, unpriced): (Arc<str>, Arc<str>) = (Pricing::Reported.version().into(), "".into());
         for attempt in batch.counted {
-            let price_version = attempt.pricing.version().to_string();
+            let price_version = match attempt.pricing {
+                Pricing::Table(version) => version,
+                Pricing::Reported => Arc::clone(&reported),
+                Pricing::Unpriced => Arc::clone(&unpriced),
+            };
             let e = attempt.event;
             row.ev_offset.push(attempt.record.offset);
             row.ev_record_time.push(secs(attempt.record.timestamp_ms));
@@ -269,11 +276,12 @@ impl LedgerRow {
     /// empty tag), the flush's next offset. See `schemas/clickhouse/002_rollup.sql`.
     fn push_progress_marker(&mut self, topic: &str, partition: u32) {
         self.ru_window_start.push(0);
-        self.ru_tenant.push(partition.to_string());
-        self.ru_endpoint_tag.push(String::new());
-        self.ru_prompt_version.push(topic.to_string());
+        let empty: Arc<str> = "".into();
+        self.ru_tenant.push(partition.to_string().into());
+        self.ru_endpoint_tag.push(Arc::clone(&empty));
+        self.ru_prompt_version.push(topic.into());
         for dims in [&mut self.ru_provider, &mut self.ru_model, &mut self.ru_environment] {
-            dims.push(String::new());
+            dims.push(Arc::clone(&empty));
         }
         self.ru_data_mode.push("");
         for measure in [

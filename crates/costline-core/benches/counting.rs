@@ -6,6 +6,10 @@ use costline_core::{decode_event, DedupIndex, PartitionCounter, PriceTable, Reco
 use costline_loadgen::{GeneratedRecord, TrafficGenerator, TrafficMix};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
+/// The allocator of the `costline` binary, so that the figures are the worker's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const RECORDS: usize = 100_000;
 
 fn traffic() -> Vec<GeneratedRecord> {

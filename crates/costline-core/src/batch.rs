@@ -5,14 +5,20 @@
 //! rejected records, the minute rollup and the offset range they cover. Each record moves the
 //! batch's `next_offset`, whatever its fate, so a batch written in full means "every record
 //! below `next_offset` is accounted for".
+//!
+//! Events are decoded borrowing from the message; what the batch keeps shares its strings
+//! through the batch's [`Symbols`], so a counted event costs one allocation (its request id).
+
+use std::sync::Arc;
 
 use crate::decode::decode_event;
 use crate::dedup::{DedupIndex, DedupVerdict, Identity};
-use crate::event::UsageEvent;
+use crate::event::{TextField, UsageEvent};
 use crate::money::PicoUsd;
 use crate::price::{PriceTable, Pricing};
 use crate::reject::RejectReason;
 use crate::rollup::MinuteRollup;
+use crate::symbols::Symbols;
 
 /// How many leading bytes of a rejected payload are kept for inspection.
 pub const PAYLOAD_HEAD_BYTES: usize = 256;
@@ -30,7 +36,7 @@ pub struct RecordMeta {
 pub struct CountedAttempt {
     pub record: RecordMeta,
     pub event_time_ms: i64,
-    pub event: UsageEvent,
+    pub event: UsageEvent<Arc<str>>,
     pub cost: PicoUsd,
     pub pricing: Pricing,
     pub first_of_request: bool,
@@ -67,6 +73,8 @@ pub struct PartitionBatch {
     pub rejected: Vec<RejectedRecord>,
     pub duplicates: u64,
     pub rollup: MinuteRollup,
+    /// The strings shared by `counted` and `rollup`.
+    pub symbols: Symbols,
 }
 
 impl PartitionBatch {
@@ -120,17 +128,30 @@ impl PartitionCounter {
         };
         let event_time_ms = event.event_time_ms(record.timestamp_ms);
         let identity = Identity::new(&event.external_request_id, event.attempt);
+        let batch = &mut self.batch;
         match self.dedup.observe(identity, record_secs(record.timestamp_ms)) {
             DedupVerdict::Duplicate => {
-                self.batch.duplicates += 1;
-                self.batch.rollup.add_duplicate(&event, event_time_ms);
+                batch.duplicates += 1;
+                batch.rollup.window(&event, event_time_ms, &mut batch.symbols).1.duplicates += 1;
                 Outcome::Duplicate
             }
             DedupVerdict::Counted { first_of_request } => {
                 let (cost, pricing) = prices.price(&event, event_time_ms);
-                let attempt = CountedAttempt { record, event_time_ms, event, cost, pricing, first_of_request };
-                self.batch.rollup.add_attempt(&attempt);
-                self.batch.counted.push(attempt);
+                let (key, measures) = batch.rollup.window(&event, event_time_ms, &mut batch.symbols);
+                measures.add_attempt(&event, cost, &pricing, first_of_request);
+                // The window's key already holds the dimensions' shared strings.
+                let event = event.map_text(|field, text| match field {
+                    TextField::UserId => Arc::clone(&key.tenant),
+                    TextField::EndpointTag => Arc::clone(&key.endpoint_tag),
+                    TextField::PromptVersion => Arc::clone(&key.prompt_version),
+                    TextField::Provider => Arc::clone(&key.provider),
+                    TextField::Model => Arc::clone(&key.model),
+                    TextField::Environment => Arc::clone(&key.environment),
+                    TextField::Status | TextField::ErrorCode => batch.symbols.intern(&text),
+                    // Request ids are (nearly) all distinct: interning them would only cost.
+                    TextField::ExternalRequestId => Arc::from(text),
+                });
+                batch.counted.push(CountedAttempt { record, event_time_ms, event, cost, pricing, first_of_request });
                 Outcome::Counted
             }
         }
@@ -156,10 +177,16 @@ impl PartitionCounter {
         self.batch.rollup.len()
     }
 
-    /// Closes the open batch and starts the next one where it ended.
+    /// Closes the open batch and starts the next one where it ended, sized like this one (so
+    /// that steady traffic fills it without moving it).
     pub fn take_batch(&mut self) -> PartitionBatch {
-        let next_offset = self.batch.next_offset;
-        std::mem::replace(&mut self.batch, PartitionBatch { next_offset, ..PartitionBatch::default() })
+        let next = PartitionBatch {
+            next_offset: self.batch.next_offset,
+            counted: Vec::with_capacity(self.batch.counted.len()),
+            rollup: MinuteRollup::with_capacity(self.batch.rollup.len()),
+            ..PartitionBatch::default()
+        };
+        std::mem::replace(&mut self.batch, next)
     }
 
     pub fn dedup(&self) -> &DedupIndex {
@@ -207,7 +234,7 @@ mod tests {
         let mut rows: Vec<_> = batch.rollup.iter().collect();
         rows.sort_by(|a, b| a.0.model.cmp(&b.0.model));
         let (key, gpt) = rows[0];
-        assert_eq!((key.window_start_secs, key.provider.as_str()), (1_746_093_600, "openai"));
+        assert_eq!((key.window_start_secs, &*key.provider), (1_746_093_600, "openai"));
         assert_eq!((gpt.requests, gpt.attempts, gpt.retries(), gpt.duplicates), (1, 2, 1, 1));
         // 800 × 2.5 + 200 × 1.25 + 100 × 10 micro-USD per token... in pico-USD per token.
         assert_eq!(gpt.cost, PicoUsd(2 * (800 * 2_500_000 + 200 * 1_250_000 + 100 * 10_000_000)));

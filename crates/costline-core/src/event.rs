@@ -1,5 +1,11 @@
 //! The usage event (wire format v1, SPEC §1) after validation: every field present, defaults
 //! applied, provider lower-cased. Anything of this type is known to be countable.
+//!
+//! The text fields are generic: the decoder hands out events that borrow from the message
+//! ([`DecodedEvent`], no copy unless a string had escapes), and a batch keeps them with shared,
+//! interned strings (see [`crate::symbols`]), so the hot path allocates almost nothing per event.
+
+use std::borrow::Cow;
 
 use crate::money::PicoUsd;
 
@@ -34,41 +40,82 @@ impl DataMode {
 /// The status that counts as a success; every other status is an error.
 pub const STATUS_SUCCESS: &str = "success";
 
-/// One validated provider call.
+/// One validated provider call; `S` is the type of its text fields.
 #[derive(Debug, Clone, PartialEq)]
-pub struct UsageEvent {
-    pub external_request_id: String,
+pub struct UsageEvent<S> {
+    pub external_request_id: S,
     /// Lower-cased.
-    pub provider: String,
-    pub model: String,
-    pub endpoint_tag: String,
+    pub provider: S,
+    pub model: S,
+    pub endpoint_tag: S,
     /// `""` when the producer sent none (untagged).
-    pub prompt_version: String,
+    pub prompt_version: S,
     /// The tenant or user, hashed by the producer; `""` when absent.
-    pub user_id: String,
+    pub user_id: S,
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub cached_input_tokens: u64,
     pub cache_write_tokens: u64,
     pub latency_ms: Option<u32>,
-    pub status: String,
+    pub status: S,
     pub data_mode: DataMode,
-    pub environment: String,
+    pub environment: S,
     pub attempt: u32,
     /// When the call finished, epoch milliseconds; `None` means "use the Kafka record time".
     pub timestamp_ms: Option<i64>,
     /// Cost reported by the producer, which wins over the price table.
     pub cost_usd: Option<PicoUsd>,
-    pub error_code: String,
+    pub error_code: S,
 }
 
-impl UsageEvent {
+/// An event as the decoder returns it: text borrowed from the message where possible.
+pub type DecodedEvent<'a> = UsageEvent<Cow<'a, str>>;
+
+/// Names the text fields for [`UsageEvent::map_text`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextField {
+    ExternalRequestId,
+    Provider,
+    Model,
+    EndpointTag,
+    PromptVersion,
+    UserId,
+    Status,
+    Environment,
+    ErrorCode,
+}
+
+impl<S: AsRef<str>> UsageEvent<S> {
     pub fn is_success(&self) -> bool {
-        self.status == STATUS_SUCCESS
+        self.status.as_ref() == STATUS_SUCCESS
     }
 
     /// Event time in epoch milliseconds: the event's own timestamp, else the record's.
     pub fn event_time_ms(&self, record_time_ms: i64) -> i64 {
         self.timestamp_ms.unwrap_or(record_time_ms)
+    }
+
+    /// The same event with every text field converted by `convert`.
+    pub fn map_text<T>(self, mut convert: impl FnMut(TextField, S) -> T) -> UsageEvent<T> {
+        UsageEvent {
+            external_request_id: convert(TextField::ExternalRequestId, self.external_request_id),
+            provider: convert(TextField::Provider, self.provider),
+            model: convert(TextField::Model, self.model),
+            endpoint_tag: convert(TextField::EndpointTag, self.endpoint_tag),
+            prompt_version: convert(TextField::PromptVersion, self.prompt_version),
+            user_id: convert(TextField::UserId, self.user_id),
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+            cached_input_tokens: self.cached_input_tokens,
+            cache_write_tokens: self.cache_write_tokens,
+            latency_ms: self.latency_ms,
+            status: convert(TextField::Status, self.status),
+            data_mode: self.data_mode,
+            environment: convert(TextField::Environment, self.environment),
+            attempt: self.attempt,
+            timestamp_ms: self.timestamp_ms,
+            cost_usd: self.cost_usd,
+            error_code: convert(TextField::ErrorCode, self.error_code),
+        }
     }
 }

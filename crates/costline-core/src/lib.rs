@@ -24,15 +24,17 @@ pub mod price;
 pub mod reject;
 pub mod rollup;
 pub mod rules;
+pub mod symbols;
 
 mod decode;
 
 pub use batch::{CountedAttempt, Outcome, PartitionBatch, PartitionCounter, RecordMeta, RejectedRecord};
 pub use decode::{decode_event, MAX_EVENT_BYTES};
 pub use dedup::{DedupIndex, DedupVerdict, Identity};
-pub use event::{DataMode, UsageEvent};
+pub use event::{DataMode, DecodedEvent, TextField, UsageEvent};
 pub use latency::LatencyHistogram;
 pub use money::PicoUsd;
 pub use price::{Price, PriceTable, PriceTableError, Pricing};
 pub use reject::RejectReason;
 pub use rollup::{MinuteRollup, RollupKey, RollupMeasures};
+pub use symbols::Symbols;

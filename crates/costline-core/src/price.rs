@@ -6,8 +6,9 @@
 //! (`claude-sonnet-4-5-20250929`, `gpt-4o-2024-08-06`) that has no row of its own is priced by
 //! the row of the id without the suffix.
 
-use std::collections::HashMap;
 use std::sync::Arc;
+
+use hashbrown::HashMap;
 
 use serde::Deserialize;
 
@@ -28,7 +29,7 @@ pub struct Price {
 
 impl Price {
     /// `(input − cached − cache_write) × in + cached × cache_read + cache_write × write + output × out`.
-    pub fn cost(&self, event: &UsageEvent) -> PicoUsd {
+    pub fn cost<S>(&self, event: &UsageEvent<S>) -> PicoUsd {
         let uncached = event.input_tokens - event.cached_input_tokens - event.cache_write_tokens;
         PicoUsd(
             i128::from(uncached) * self.input
@@ -161,11 +162,11 @@ impl PriceTable {
     }
 
     /// The cost of one attempt and how it was found.
-    pub fn price(&self, event: &UsageEvent, event_time_ms: i64) -> (PicoUsd, Pricing) {
+    pub fn price<S: AsRef<str>>(&self, event: &UsageEvent<S>, event_time_ms: i64) -> (PicoUsd, Pricing) {
         if let Some(reported) = event.cost_usd {
             return (reported, Pricing::Reported);
         }
-        match self.price_at(&event.provider, &event.model, event_time_ms) {
+        match self.price_at(event.provider.as_ref(), event.model.as_ref(), event_time_ms) {
             Some(price) => (price.cost(event), Pricing::Table(price.version.clone())),
             None => (PicoUsd::ZERO, Pricing::Unpriced),
         }
@@ -230,26 +231,26 @@ mod tests {
         output = "15"
     "#;
 
-    fn event(provider: &str, model: &str) -> UsageEvent {
+    fn event<'a>(provider: &'a str, model: &'a str) -> UsageEvent<&'a str> {
         UsageEvent {
-            external_request_id: "r".into(),
-            provider: provider.into(),
-            model: model.into(),
-            endpoint_tag: "e".into(),
-            prompt_version: String::new(),
-            user_id: String::new(),
+            external_request_id: "r",
+            provider,
+            model,
+            endpoint_tag: "e",
+            prompt_version: "",
+            user_id: "",
             input_tokens: 1000,
             output_tokens: 200,
             cached_input_tokens: 300,
             cache_write_tokens: 100,
             latency_ms: None,
-            status: "success".into(),
+            status: "success",
             data_mode: DataMode::Real,
-            environment: "prod".into(),
+            environment: "prod",
             attempt: 1,
             timestamp_ms: None,
             cost_usd: None,
-            error_code: String::new(),
+            error_code: "",
         }
     }
 

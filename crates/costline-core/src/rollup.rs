@@ -3,30 +3,32 @@
 //! adds the partial rows of every flush and every worker, so late events simply add to the
 //! window they belong to.
 
+use std::sync::Arc;
+
 use hashbrown::{Equivalent, HashMap};
 
-use crate::batch::CountedAttempt;
 use crate::event::{DataMode, UsageEvent};
 use crate::latency::LatencyHistogram;
 use crate::money::PicoUsd;
 use crate::price::Pricing;
+use crate::symbols::Symbols;
 
 /// The dimensions of SPEC §3 plus the window.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RollupKey {
     /// Start of the event-time minute, epoch seconds (UTC).
     pub window_start_secs: u32,
-    pub tenant: String,
-    pub endpoint_tag: String,
-    pub prompt_version: String,
-    pub provider: String,
-    pub model: String,
-    pub environment: String,
+    pub tenant: Arc<str>,
+    pub endpoint_tag: Arc<str>,
+    pub prompt_version: Arc<str>,
+    pub provider: Arc<str>,
+    pub model: Arc<str>,
+    pub environment: Arc<str>,
     pub data_mode: DataMode,
 }
 
 /// A borrowed view of a [`RollupKey`], hashing identically, so that looking up an existing
-/// window allocates nothing.
+/// window allocates nothing (and a new one takes its strings from the batch's [`Symbols`]).
 #[derive(Hash)]
 struct RollupKeyRef<'a> {
     window_start_secs: u32,
@@ -40,28 +42,28 @@ struct RollupKeyRef<'a> {
 }
 
 impl<'a> RollupKeyRef<'a> {
-    fn of(event: &'a UsageEvent, event_time_ms: i64) -> Self {
+    fn of<S: AsRef<str>>(event: &'a UsageEvent<S>, event_time_ms: i64) -> Self {
         RollupKeyRef {
             window_start_secs: minute_start_secs(event_time_ms),
-            tenant: &event.user_id,
-            endpoint_tag: &event.endpoint_tag,
-            prompt_version: &event.prompt_version,
-            provider: &event.provider,
-            model: &event.model,
-            environment: &event.environment,
+            tenant: event.user_id.as_ref(),
+            endpoint_tag: event.endpoint_tag.as_ref(),
+            prompt_version: event.prompt_version.as_ref(),
+            provider: event.provider.as_ref(),
+            model: event.model.as_ref(),
+            environment: event.environment.as_ref(),
             data_mode: event.data_mode,
         }
     }
 
-    fn to_owned(&self) -> RollupKey {
+    fn to_owned(&self, symbols: &mut Symbols) -> RollupKey {
         RollupKey {
             window_start_secs: self.window_start_secs,
-            tenant: self.tenant.to_owned(),
-            endpoint_tag: self.endpoint_tag.to_owned(),
-            prompt_version: self.prompt_version.to_owned(),
-            provider: self.provider.to_owned(),
-            model: self.model.to_owned(),
-            environment: self.environment.to_owned(),
+            tenant: symbols.intern(self.tenant),
+            endpoint_tag: symbols.intern(self.endpoint_tag),
+            prompt_version: symbols.intern(self.prompt_version),
+            provider: symbols.intern(self.provider),
+            model: symbols.intern(self.model),
+            environment: symbols.intern(self.environment),
             data_mode: self.data_mode,
         }
     }
@@ -70,12 +72,12 @@ impl<'a> RollupKeyRef<'a> {
 impl Equivalent<RollupKey> for RollupKeyRef<'_> {
     fn equivalent(&self, key: &RollupKey) -> bool {
         self.window_start_secs == key.window_start_secs
-            && self.tenant == key.tenant
-            && self.endpoint_tag == key.endpoint_tag
-            && self.prompt_version == key.prompt_version
-            && self.provider == key.provider
-            && self.model == key.model
-            && self.environment == key.environment
+            && self.tenant == &*key.tenant
+            && self.endpoint_tag == &*key.endpoint_tag
+            && self.prompt_version == &*key.prompt_version
+            && self.provider == &*key.provider
+            && self.model == &*key.model
+            && self.environment == &*key.environment
             && self.data_mode == key.data_mode
     }
 }
@@ -109,9 +111,15 @@ impl RollupMeasures {
         self.attempts - self.requests
     }
 
-    fn add_attempt(&mut self, attempt: &CountedAttempt) {
-        let event = &attempt.event;
-        self.requests += u64::from(attempt.first_of_request);
+    /// Adds one counted attempt of `event`, priced at `cost`.
+    pub fn add_attempt<S: AsRef<str>>(
+        &mut self,
+        event: &UsageEvent<S>,
+        cost: PicoUsd,
+        pricing: &Pricing,
+        first_of_request: bool,
+    ) {
+        self.requests += u64::from(first_of_request);
         self.attempts += 1;
         if event.is_success() {
             self.successes += 1;
@@ -122,31 +130,13 @@ impl RollupMeasures {
         self.cached_input_tokens += event.cached_input_tokens;
         self.cache_write_tokens += event.cache_write_tokens;
         self.output_tokens += event.output_tokens;
-        self.cost += attempt.cost;
-        self.unpriced_attempts += u64::from(attempt.pricing == Pricing::Unpriced);
+        self.cost += cost;
+        self.unpriced_attempts += u64::from(*pricing == Pricing::Unpriced);
         if let Some(ms) = event.latency_ms {
             self.latency_ms_sum += u64::from(ms);
             self.latency_ms_max = self.latency_ms_max.max(ms);
             self.latency.record(ms);
         }
-    }
-
-    /// Adds another partial of the same key.
-    pub fn merge(&mut self, other: &RollupMeasures) {
-        self.requests += other.requests;
-        self.attempts += other.attempts;
-        self.duplicates += other.duplicates;
-        self.successes += other.successes;
-        self.errors += other.errors;
-        self.input_tokens += other.input_tokens;
-        self.cached_input_tokens += other.cached_input_tokens;
-        self.cache_write_tokens += other.cache_write_tokens;
-        self.output_tokens += other.output_tokens;
-        self.cost += other.cost;
-        self.unpriced_attempts += other.unpriced_attempts;
-        self.latency_ms_sum += other.latency_ms_sum;
-        self.latency_ms_max = self.latency_ms_max.max(other.latency_ms_max);
-        self.latency.merge(&other.latency);
     }
 }
 
@@ -157,21 +147,25 @@ pub struct MinuteRollup {
 }
 
 impl MinuteRollup {
-    fn measures(&mut self, event: &UsageEvent, event_time_ms: i64) -> &mut RollupMeasures {
+    pub fn with_capacity(keys: usize) -> MinuteRollup {
+        MinuteRollup { windows: HashMap::with_capacity(keys) }
+    }
+
+    /// The window `event` falls into, created empty on first use with its strings taken from
+    /// `symbols`. The key is handed back too: its shared strings are the event's dimensions.
+    pub fn window<S: AsRef<str>>(
+        &mut self,
+        event: &UsageEvent<S>,
+        event_time_ms: i64,
+        symbols: &mut Symbols,
+    ) -> (&RollupKey, &mut RollupMeasures) {
         let key = RollupKeyRef::of(event, event_time_ms);
-        // Two lookups on the rare miss keep the common hit free of allocation.
-        if !self.windows.contains_key(&key) {
-            self.windows.insert(key.to_owned(), RollupMeasures::default());
-        }
-        self.windows.get_mut(&key).expect("inserted just above")
-    }
-
-    pub fn add_attempt(&mut self, attempt: &CountedAttempt) {
-        self.measures(&attempt.event, attempt.event_time_ms).add_attempt(attempt);
-    }
-
-    pub fn add_duplicate(&mut self, event: &UsageEvent, event_time_ms: i64) {
-        self.measures(event, event_time_ms).duplicates += 1;
+        let (key, measures) = self
+            .windows
+            .raw_entry_mut()
+            .from_key(&key)
+            .or_insert_with(|| (key.to_owned(symbols), RollupMeasures::default()));
+        (key, measures)
     }
 
     pub fn len(&self) -> usize {
@@ -184,12 +178,5 @@ impl MinuteRollup {
 
     pub fn iter(&self) -> impl Iterator<Item = (&RollupKey, &RollupMeasures)> {
         self.windows.iter()
-    }
-
-    /// Adds every window of `other` into this one.
-    pub fn merge(&mut self, other: &MinuteRollup) {
-        for (key, measures) in &other.windows {
-            self.windows.entry(key.clone()).or_default().merge(measures);
-        }
     }
 }

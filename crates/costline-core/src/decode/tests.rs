@@ -16,27 +16,27 @@ fn reason(payload: &str) -> String {
 fn minimal_event_gets_defaults() {
     let event = decode_event(GOOD.as_bytes()).unwrap();
     assert_eq!(event.provider, "openai");
-    assert_eq!((event.prompt_version.as_str(), event.user_id.as_str()), ("", ""));
-    assert_eq!((event.environment.as_str(), event.data_mode, event.attempt), ("prod", DataMode::Real, 1));
+    assert_eq!((&*event.prompt_version, &*event.user_id), ("", ""));
+    assert_eq!((&*event.environment, event.data_mode, event.attempt), ("prod", DataMode::Real, 1));
     assert_eq!((event.timestamp_ms, event.cost_usd, event.latency_ms), (None, None, None));
 }
 
 #[test]
 fn full_event_and_unknown_fields() {
-    let event = decode_event(
-        with(r#","promptVersion":"summary_v3","userId":"t-9","cachedInputTokens":200,"cacheWriteTokens":100,"latencyMs":812,"dataMode":"test","environment":"staging","attempt":2,"timestamp":"2025-05-01T10:00:00.250+02:00","costUsd":0.0123,"errorCode":"","extra":{"deep":[1,2,{"x":null}]}"#)
-            .as_bytes(),
-    )
-    .unwrap();
+    let payload = with(
+        r#","promptVersion":"summary_v3","userId":"t-9","cachedInputTokens":200,"cacheWriteTokens":100,"latencyMs":812,"dataMode":"test","environment":"staging","attempt":2,"timestamp":"2025-05-01T10:00:00.250+02:00","costUsd":0.0123,"errorCode":"","extra":{"deep":[1,2,{"x":null}]}"#,
+    );
+    let event = decode_event(payload.as_bytes()).unwrap();
     assert_eq!(event.timestamp_ms, Some(1_746_086_400_250));
     assert_eq!(event.cost_usd, Some(PicoUsd(12_300_000_000)));
     assert_eq!((event.cached_input_tokens, event.cache_write_tokens, event.latency_ms), (200, 100, Some(812)));
-    assert_eq!((event.data_mode, event.attempt, event.environment.as_str()), (DataMode::Test, 2, "staging"));
+    assert_eq!((event.data_mode, event.attempt, &*event.environment), (DataMode::Test, 2, "staging"));
 }
 
 #[test]
 fn epoch_millis_and_null_optionals() {
-    let event = decode_event(with(r#","timestamp":1746086400250,"promptVersion":null"#).as_bytes()).unwrap();
+    let payload = with(r#","timestamp":1746086400250,"promptVersion":null"#);
+    let event = decode_event(payload.as_bytes()).unwrap();
     assert_eq!(event.timestamp_ms, Some(1_746_086_400_250));
     assert_eq!(event.prompt_version, "");
 }
@@ -44,7 +44,8 @@ fn epoch_millis_and_null_optionals() {
 #[test]
 fn unicode_and_escapes_count_characters() {
     let tag = "é".repeat(128);
-    let event = decode_event(with(&format!(r#","promptVersion":"{tag}","userId":"a\"b\u00e9""#)).as_bytes()).unwrap();
+    let payload = with(&format!(r#","promptVersion":"{tag}","userId":"a\"b\u00e9""#));
+    let event = decode_event(payload.as_bytes()).unwrap();
     assert_eq!(event.prompt_version, tag);
     assert_eq!(event.user_id, "a\"bé");
     assert_eq!(
@@ -116,8 +117,8 @@ fn oversized_and_deeply_nested_payloads() {
 
 #[test]
 fn sql_looking_tags_are_plain_data() {
-    let event =
-        decode_event(GOOD.replace("checkout.ai_summary", "x'); DROP TABLE usage_events; --").as_bytes()).unwrap();
+    let payload = GOOD.replace("checkout.ai_summary", "x'); DROP TABLE usage_events; --");
+    let event = decode_event(payload.as_bytes()).unwrap();
     assert_eq!(event.endpoint_tag, "x'); DROP TABLE usage_events; --");
 }
 
