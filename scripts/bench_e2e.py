@@ -1,39 +1,169 @@
 #!/usr/bin/env python3
 """End-to-end benchmark (not a test), on loopback services started by scripts/services.sh.
 
-1. Preloads N generated records (default 1,000,000; 4 partitions) into a fresh topic.
-2. Baseline, same topic, same run: a bare rdkafka consumer that only counts records
-   (`costline baseline-consume`).
-3. costline: one worker (release build) from an empty database; throughput is measured from
-   the first flush to the moment ClickHouse accounts for every record; peak RSS from /proc.
-4. Latency: a second topic gets steady traffic at --latency-rate records/s while probe
-   records are published one at a time; event-to-queryable latency is the time from a probe's
-   publication until it is visible in usage_events (polled every 20 ms).
+Throughput (repeated --runs times, each run on a fresh topic and fresh databases):
+1. Preloads N generated records (default 1,000,000; 4 partitions) into a fresh topic, with
+   `costline produce --record`, and reads that record log back to know what each consumer
+   should end up with (valid attempts, re-sent duplicate copies, invalid records).
+2. Baseline 1, same topic: a bare rdkafka consumer that only counts (`costline baseline-consume`).
+3. costline: --workers N worker processes (release build) in one consumer group, from an
+   empty database; throughput from the first flush until ClickHouse accounts for every record
+   (also from process start); each worker's peak RSS (VmHWM) and share of the records.
+4. Baseline 2, same topic: ClickHouse's own Kafka table engine (a second ClickHouse 18.16,
+   `scripts/services.sh up clickhouse-kafka`) with a materialized view computing costline's
+   minute rollup (minute of the event `timestamp`, tenant = userId, endpointTag,
+   promptVersion, provider, model, environment, dataMode; attempts, successes, errors,
+   input/cached/cache-write/output tokens, latency sum) into a SummingMergeTree. Measured
+   from creating the Kafka table until the target table's summed attempts stop growing (or
+   reach every record it could parse), and from its first insert. The server flushes Kafka
+   tables every 2 s (stream_flush_interval_ms, like costline's flush interval). Then both
+   rollups are reconciled against the record log (see "What the Kafka engine can and cannot
+   do" below).
+   Ratios, per run (same topic): costline / raw consume; costline / Kafka engine, both from
+   start (worker process start, CREATE TABLE: both include the consumer group join); and
+   "steady": costline from its first flush / Kafka engine from its first insert.
+Then, once: latency. A second topic gets steady traffic at --latency-rate records/s while
+probe records are published one at a time; event-to-queryable latency is the time from a
+probe's publication until it is visible in usage_events (polled every 20 ms).
 
-Usage: scripts/bench_e2e.py [--records 1000000] [--latency-rate 20000] [--probes 20]
-Prints one summary block; BENCHMARKS.md records the results.
+RSS mode (--rss-minutes M, instead of the above): one worker, a producer at a constant
+--rss-rate (generated traffic: 300 tenants, 8 endpoints, fixed model mix, so a constant set of
+rollup keys per minute; the virtual clock runs at real time), and the worker's RSS sampled
+every --rss-interval seconds for M minutes; prints the samples and first/last/max. The dedup
+index remembers each request for dedup_horizon + dedup_grace (3600 + 600 s by default), so
+with the defaults RSS grows for 70 minutes before it can be flat; --rss-dedup-horizon-secs
+(default 60, grace 60) makes the index reach its steady size in ~2 minutes.
+
+What the Kafka engine can and cannot do (ClickHouse 18.16, measured):
+- JSONEachRow reads one type per field. `timestamp` is a DateTime column read with
+  date_time_input_format=best_effort (server profile): RFC 3339 strings (50 % of events) are
+  exact; epoch-millisecond numbers (40 %) are read as seconds and cut to 32 bits, which the
+  view undoes (value + k * 2^32 ms nearest to now(): exact for events within ~24 days of
+  processing time, except for a few hours every 49.7 days when both readings fall within a day
+  of now); events without a timestamp (10 %) go to the processing minute (18.16 exposes no
+  Kafka message timestamp; costline uses the record time). So per-minute rows differ for
+  some events; totals over all minutes are compared.
+- Decimals must be unquoted and unknown fields need input_format_skip_unknown_fields (server
+  profile); there is no price table, so the baseline computes no cost (costline prices every
+  attempt, and also writes usage_events, rejected_events and hour/day rollups).
+- ~1 % of generated records are deliberately invalid. Without input_format_allow_errors_* in
+  the server profile (18.16 has no kafka_skip_broken_messages), the first one that does not
+  parse fails the whole block, nothing is committed and the Kafka table retries the same block
+  every ~3.5 s for good: 0 of 20,000 records arrived. With them and kafka_row_delimiter='\\n'
+  the parser skips to the next message, but a broken record that leaves a JSON string open
+  (e.g. cut off inside a string) can take the next message with it: ~0.1 % of valid records
+  were lost, silently.
+- It does not deduplicate (re-sent copies are counted twice) and does not validate (invalid
+  records that parse, e.g. a missing model or cachedInputTokens > inputTokens, are counted).
+  The reconciliation prints how much of the difference to costline each of these explains.
+
+Usage:
+  scripts/bench_e2e.py [--records 1000000] [--runs 1] [--workers 1] [--latency-rate 20000]
+                       [--probes 20] [--no-kafka-engine] [--kafka-block-size 0] [--no-build]
+  scripts/bench_e2e.py --rss-minutes 10 --rss-rate 5000 [--rss-interval 10]
+                       [--rss-dedup-horizon-secs 60]
+Prints per-run figures, medians and a JSON summary; BENCHMARKS.md records the results.
+Every wait has a timeout; every child process is stopped at the end, also on errors and Ctrl-C.
 """
 import argparse
+import collections
 import json
 import os
 import pathlib
+import signal
 import socket
 import statistics
 import subprocess
+import sys
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BIN = str(ROOT / "target/release/costline")
-CLICKHOUSE = "http://127.0.0.1:18123"
+STATE = pathlib.Path(os.environ.get("COSTLINE_STATE_DIR", ROOT / ".state"))
+BROKERS = f"127.0.0.1:{os.environ.get('COSTLINE_KAFKA_PORT', '19092')}"
+CLICKHOUSE = f"http://127.0.0.1:{os.environ.get('COSTLINE_CLICKHOUSE_HTTP_PORT', '18123')}"
+KAFKA_ENGINE = f"http://127.0.0.1:{os.environ.get('COSTLINE_CLICKHOUSE_KAFKA_HTTP_PORT', '18124')}"
+SERVICES = str(ROOT / "scripts/services.sh")
+
+CHILDREN = []  # every process started here, stopped in stop_children()
+CLEANUP = []  # callables run at the end (dropping databases, removing files)
 
 
-def query(database, sql):
-    request = urllib.request.Request(f"{CLICKHOUSE}/?database={database}", data=sql.encode())
+# ---------------------------------------------------------------- processes
+
+
+def spawn(cmd, **kwargs):
+    process = subprocess.Popen(cmd, **kwargs)
+    CHILDREN.append(process)
+    return process
+
+
+def stop(process, timeout=60):
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def stop_children():
+    for process in reversed(CHILDREN):
+        try:
+            stop(process, timeout=30)
+        except Exception as e:  # keep stopping the others
+            print(f"could not stop pid {process.pid}: {e}", file=sys.stderr)
+
+
+def run(cmd, timeout, env=None):
+    """Runs a command to completion (killed on timeout or Ctrl-C); returns its stdout."""
+    return subprocess.run(cmd, env=env, check=True, capture_output=True, text=True, timeout=timeout).stdout.strip()
+
+
+def on_sigterm(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+# ---------------------------------------------------------------- ClickHouse
+
+
+def query(database, sql, url=CLICKHOUSE, check=False, timeout=30):
+    """Runs one statement; on failure returns "" (for polling) or raises (check=True)."""
+    params = urllib.parse.urlencode({"database": database}) if database else ""
+    request = urllib.request.Request(f"{url}/?{params}", data=sql.encode())
     try:
-        return urllib.request.urlopen(request, timeout=30).read().decode().strip()
-    except Exception:
+        return urllib.request.urlopen(request, timeout=timeout).read().decode().strip()
+    except urllib.error.HTTPError as e:
+        if check:
+            raise RuntimeError(f"ClickHouse at {url} refused: {sql[:200]}\n{e.read().decode()[:1000]}") from None
         return ""
+    except Exception:
+        if check:
+            raise
+        return ""
+
+
+def number(text):
+    try:
+        return int(text)
+    except ValueError:
+        return 0
+
+
+def rollup_totals(database, url, table):
+    """Totals over every minute of a rollup table or view (TSV with names → dict)."""
+    columns = ["attempts", "successes", "errors", "input_tokens", "cached_input_tokens", "cache_write_tokens",
+               "output_tokens", "latency_ms_sum"]
+    sql = "SELECT " + ", ".join(f"sum({c})" for c in columns) + f" FROM {table}"
+    values = query(database, sql, url=url, check=True).split("\t")
+    return dict(zip(columns, (number(v) for v in values)))
+
+
+# ---------------------------------------------------------------- helpers
 
 
 def free_port():
@@ -43,77 +173,375 @@ def free_port():
 
 
 def env_for(tag, **extra):
-    env = dict(os.environ, COSTLINE_KAFKA__TOPIC=tag, COSTLINE_KAFKA__GROUP_ID=tag,
-               COSTLINE_CLICKHOUSE__DATABASE=tag, COSTLINE_KAFKA__SESSION_TIMEOUT_MS="6000",
-               COSTLINE_HTTP__LISTEN=f"127.0.0.1:{free_port()}", COSTLINE_LOG__LEVEL="warn")
+    env = dict(os.environ, COSTLINE_KAFKA__TOPIC=tag, COSTLINE_KAFKA__GROUP_ID=tag, COSTLINE_KAFKA__BROKERS=BROKERS,
+               COSTLINE_CLICKHOUSE__URL=CLICKHOUSE, COSTLINE_CLICKHOUSE__DATABASE=tag,
+               COSTLINE_KAFKA__SESSION_TIMEOUT_MS="6000", COSTLINE_HTTP__LISTEN=f"127.0.0.1:{free_port()}",
+               COSTLINE_LOG__LEVEL="warn")
     env.update(extra)
     return env
 
 
 def accounted(database):
-    value = query(database, "SELECT sum(counted + duplicates + rejected) FROM flushes")
-    return int(value) if value.isdigit() else 0
+    return number(query(database, "SELECT sum(counted + duplicates + rejected) FROM flushes"))
 
 
-def peak_rss_mib(pid):
+def proc_status_kib(pid, field):
     try:
         for line in open(f"/proc/{pid}/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
     except OSError:
         pass
-    return 0.0
+    return 0
 
 
-def throughput(args, tag):
-    env = env_for(tag)
+def mib(kib):
+    return kib / 1024
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt_rate(value):
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def fmt_ratio(value):
+    return "-" if value is None else f"{value:.3f}"
+
+
+# ---------------------------------------------------------------- the record log
+
+UINT_FIELDS = ("inputTokens", "outputTokens", "cachedInputTokens", "cacheWriteTokens", "latencyMs", "attempt")
+STRING_FIELDS = ("externalRequestId", "provider", "model", "endpointTag", "promptVersion", "userId", "status",
+                 "dataMode", "environment")
+MEASURES = ("attempts", "successes", "errors", "input_tokens", "cached_input_tokens", "cache_write_tokens",
+            "output_tokens", "latency_ms_sum")
+
+
+def parsed_by_clickhouse_18(payload):
+    """The event, if ClickHouse 18.16's JSONEachRow (with the Kafka table's columns) reads the
+    record on its own; None if it fails. Checked record by record against 18.16: the same verdict
+    for every invalid kind the generator makes."""
+    if payload is None:  # not UTF-8: the record log has no text for it
+        return None
+    try:
+        event = json.loads(payload)
+    except ValueError:
+        return None
+    if not isinstance(event, dict):
+        return None
+    for field in UINT_FIELDS:
+        if field in event and not (type(event[field]) is int and event[field] >= 0):
+            return None
+    for field in STRING_FIELDS:
+        if field in event and type(event[field]) is not str:
+            return None
+    return event
+
+
+def add_event(totals, event):
+    totals["attempts"] += 1
+    success = event.get("status") == "success"
+    totals["successes"] += success
+    totals["errors"] += not success
+    totals["input_tokens"] += event.get("inputTokens", 0)
+    totals["cached_input_tokens"] += event.get("cachedInputTokens", 0)
+    totals["cache_write_tokens"] += event.get("cacheWriteTokens", 0)
+    totals["output_tokens"] += event.get("outputTokens", 0)
+    totals["latency_ms_sum"] += event.get("latencyMs", 0)
+
+
+def read_record_log(path):
+    """Totals by kind: valid (what costline should count), duplicate (re-sent copies),
+    invalid_parsed (invalid records that ClickHouse 18.16 parses anyway)."""
+    totals = {kind: collections.Counter() for kind in ("valid", "duplicate", "invalid_parsed")}
+    counts = collections.Counter()
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            record = json.loads(line)
+            kind = record["kind"]
+            counts[kind] += 1
+            event = parsed_by_clickhouse_18(record["payload"])
+            if kind == "invalid":
+                if event is None:
+                    continue
+                kind = "invalid_parsed"
+            elif event is None:
+                raise SystemExit(f"a {kind} record that ClickHouse would not parse: {record['payload'][:200]}")
+            add_event(totals[kind], event)
+    counts["invalid_parsed"] = totals["invalid_parsed"]["attempts"]
+    return counts, totals
+
+
+# ---------------------------------------------------------------- costline
+
+
+def costline_workers(args, tag, env_base):
+    """Starts --workers workers, waits until every record is accounted for, stops them."""
     started = time.time()
-    out = subprocess.run([BIN, "produce", "--count", str(args.records), "--seed", "1", "--partitions", "4"],
-                         env=env, check=True, capture_output=True, text=True).stdout.strip()
-    print(f"preload: {out}", flush=True)
-    baseline = subprocess.run([BIN, "baseline-consume", "--count", str(args.records)],
-                              env=env, check=True, capture_output=True, text=True).stdout.strip()
-    baseline_rate = float(baseline.rsplit(":", 1)[1].split()[0])
-    print(baseline, flush=True)
-    worker = subprocess.Popen([BIN, "run"], env=env, stderr=subprocess.DEVNULL)
+    workers = [spawn([BIN, "run"], env=dict(env_base, COSTLINE_HTTP__LISTEN=f"127.0.0.1:{free_port()}"),
+                     stderr=subprocess.DEVNULL) for _ in range(args.workers)]
     try:
         first_time, first_count = None, 0
-        deadline = time.time() + 1800
-        while time.time() < deadline:
+        deadline = time.time() + args.timeout
+        while True:
             count = accounted(tag)
             now = time.time()
             if count > 0 and first_time is None:
                 first_time, first_count = now, count
             if count >= args.records:
                 break
+            dead = [w.pid for w in workers if w.poll() is not None]
+            if dead:
+                raise SystemExit(f"worker(s) {dead} exited early: {count} of {args.records} accounted for")
+            if now > deadline:
+                raise SystemExit(f"the workers did not finish within {args.timeout} s: {count} of {args.records}")
             time.sleep(0.05)
-        else:
-            raise SystemExit(f"the worker did not finish: {accounted(tag)} of {args.records}")
-        rss = peak_rss_mib(worker.pid)
+        peaks = [mib(proc_status_kib(w.pid, "VmHWM")) for w in workers]
     finally:
-        worker.terminate()
-        worker.wait(timeout=120)
-    rate = (args.records - first_count) / max(now - first_time, 1e-9)
-    return rate, baseline_rate, rss, time.time() - started
+        for w in workers:
+            stop(w, timeout=120)
+    shares = {}
+    for line in query(tag, "SELECT worker, sum(counted + duplicates + rejected) FROM flushes GROUP BY worker").splitlines():
+        name, n = line.split("\t")
+        shares[name.rsplit("-", 1)[-1]] = int(n)
+    per_worker = [{"pid": w.pid, "peak_rss_mib": round(p, 1), "records": shares.get(str(w.pid), 0)}
+                  for w, p in zip(workers, peaks)]
+    return {
+        "rate": (args.records - first_count) / max(now - first_time, 1e-9),
+        "rate_from_start": args.records / max(now - started, 1e-9),
+        "seconds_from_start": now - started,
+        "workers": per_worker,
+    }
+
+
+# ---------------------------------------------------------------- the Kafka engine
+
+KE_COLUMNS = """
+    externalRequestId String, provider String, model String, endpointTag String, promptVersion String,
+    userId String, inputTokens UInt64, outputTokens UInt64, cachedInputTokens UInt64, cacheWriteTokens UInt64,
+    latencyMs UInt64, status String, dataMode String, environment String, attempt UInt32, timestamp DateTime"""
+
+# The event time in seconds: see the module docstring. t = 0: no timestamp (processing time);
+# t within a day of now: an RFC 3339 string read as such; otherwise epoch milliseconds that
+# 18.16 read as seconds and cut to 32 bits: the value + k * 2^32 nearest to now, in ms.
+KE_EVENT_SECONDS = """multiIf(
+        toUInt32(timestamp) = 0, toUInt32(now()),
+        abs(toInt64(toUInt32(timestamp)) - toInt64(toUInt32(now()))) < 86400, toUInt32(timestamp),
+        toUInt32(intDiv(toInt64(toUInt32(timestamp))
+            + 4294967296 * toInt64(round((toInt64(toUInt32(now())) * 1000 - toInt64(toUInt32(timestamp))) / 4294967296)),
+            1000)))"""
+
+
+def kafka_engine(args, tag, expected_rows):
+    """Kafka table + materialized view into a minute rollup on the second ClickHouse; waits
+    until the rollup holds expected_rows attempts or stops growing; returns figures."""
+    db = f"ke_{tag}"
+    query("", f"CREATE DATABASE {db}", url=KAFKA_ENGINE, check=True)
+    CLEANUP.append(lambda: drop_kafka_engine_database(db))
+    query(db, """CREATE TABLE usage_minute (
+        window_start DateTime, tenant String, endpoint_tag String, prompt_version String, provider String,
+        model String, environment String, data_mode String,
+        attempts UInt64, successes UInt64, errors UInt64, input_tokens UInt64, cached_input_tokens UInt64,
+        cache_write_tokens UInt64, output_tokens UInt64, latency_ms_sum UInt64)
+        ENGINE = SummingMergeTree PARTITION BY toYYYYMM(window_start)
+        ORDER BY (window_start, endpoint_tag, prompt_version, tenant, provider, model, environment, data_mode)""",
+          url=KAFKA_ENGINE, check=True)
+    settings = [f"kafka_broker_list = '{BROKERS}'", f"kafka_topic_list = '{tag}'", f"kafka_group_name = '{db}'",
+                "kafka_format = 'JSONEachRow'", "kafka_row_delimiter = '\\n'",
+                f"kafka_num_consumers = {args.kafka_consumers}"]
+    if args.kafka_block_size:
+        settings.append(f"kafka_max_block_size = {args.kafka_block_size}")
+    created = time.time()
+    query(db, f"CREATE TABLE events_queue ({KE_COLUMNS}) ENGINE = Kafka SETTINGS " + ", ".join(settings),
+          url=KAFKA_ENGINE, check=True)
+    query(db, f"""CREATE MATERIALIZED VIEW usage_minute_mv TO usage_minute AS SELECT
+        toStartOfMinute(toDateTime({KE_EVENT_SECONDS})) AS window_start,
+        userId AS tenant, endpointTag AS endpoint_tag, promptVersion AS prompt_version,
+        lower(provider) AS provider, model,
+        if(environment = '', 'prod', environment) AS environment, if(dataMode = '', 'real', dataMode) AS data_mode,
+        count() AS attempts, countIf(status = 'success') AS successes, countIf(status != 'success') AS errors,
+        sum(inputTokens) AS input_tokens, sum(cachedInputTokens) AS cached_input_tokens,
+        sum(cacheWriteTokens) AS cache_write_tokens, sum(outputTokens) AS output_tokens,
+        sum(latencyMs) AS latency_ms_sum
+        FROM events_queue
+        GROUP BY window_start, tenant, endpoint_tag, prompt_version, provider, model, environment, data_mode""",
+          url=KAFKA_ENGINE, check=True)
+    count, first_time, first_count, last_growth = 0, None, 0, created
+    deadline = created + args.timeout
+    while True:
+        now = time.time()
+        value = number(query(db, "SELECT sum(attempts) FROM usage_minute", url=KAFKA_ENGINE))
+        if value > count:
+            count, last_growth = value, now
+            if first_time is None:
+                first_time, first_count = now, value
+        if count >= expected_rows:
+            stopped = "reached every record it can parse"
+            break
+        if now - last_growth > args.kafka_stall_secs:
+            stopped = f"stopped growing (nothing new for {args.kafka_stall_secs:.0f} s)"
+            break
+        if now > deadline:
+            stopped = f"timed out after {args.timeout} s"
+            break
+        time.sleep(0.05)
+    # Stop consuming before reading totals (a late re-read would show up as extra rows).
+    query(db, "DROP TABLE usage_minute_mv", url=KAFKA_ENGINE)
+    query(db, "DROP TABLE events_queue", url=KAFKA_ENGINE)
+    elapsed = last_growth - created
+    return {
+        "db": db,
+        "rows": count,
+        "stopped": stopped,
+        "seconds_from_create": elapsed,
+        "rate": count / elapsed if count and elapsed > 0 else None,
+        "rate_from_first_rows": (count - first_count) / (last_growth - first_time)
+        if first_time is not None and last_growth > first_time else None,
+        "seconds_to_first_rows": None if first_time is None else first_time - created,
+    }
+
+
+KE_PROFILE = {  # what the Kafka tables need from the server's default profile (services.sh)
+    "input_format_skip_unknown_fields": "1",
+    "date_time_input_format": "best_effort",
+    "input_format_allow_errors_ratio": "1",
+    "stream_flush_interval_ms": "2000",
+}
+
+
+def check_kafka_engine_server():
+    rows = query("", "SELECT name, value FROM system.settings", url=KAFKA_ENGINE, check=True).splitlines()
+    settings = dict(row.split("\t", 1) for row in rows)
+    wrong = {k: settings.get(k) for k, v in KE_PROFILE.items() if settings.get(k) != v}
+    if wrong:
+        raise SystemExit(f"the Kafka-engine ClickHouse ({KAFKA_ENGINE}) runs with {wrong}, not {KE_PROFILE}: "
+                         "it was started by an older services.sh; run `scripts/services.sh restart clickhouse-kafka`")
+
+
+def drop_kafka_engine_database(db):
+    query(db, "DROP TABLE IF EXISTS usage_minute_mv", url=KAFKA_ENGINE)
+    query(db, "DROP TABLE IF EXISTS events_queue", url=KAFKA_ENGINE)
+    query("", f"DROP DATABASE IF EXISTS {db}", url=KAFKA_ENGINE)
+
+
+def reconcile(tag, ke_db, counts, totals):
+    """Prints costline's and the Kafka engine's rollup totals next to the record log's."""
+    costline = rollup_totals(tag, CLICKHOUSE, "usage_minute")
+    costline_duplicates = number(query(tag, "SELECT sum(duplicates) FROM flushes"))
+    costline_rejected = number(query(tag, "SELECT sum(rejected) FROM flushes"))
+    ke = rollup_totals(ke_db, KAFKA_ENGINE, "usage_minute") if ke_db else None
+    valid, dup, bad = totals["valid"], totals["duplicate"], totals["invalid_parsed"]
+    print(f"  record log: {counts['valid']:,} valid, {counts['duplicate']:,} re-sent duplicate copies, "
+          f"{counts['invalid']:,} invalid ({counts['invalid_parsed']:,} of which ClickHouse 18.16 parses)")
+    print(f"  costline: {costline['attempts']:,} counted, {costline_duplicates:,} duplicates, {costline_rejected:,} rejected")
+    header = f"  {'minute rollup, all minutes':<22}{'costline':>16}{'log: valid':>16}"
+    if ke:
+        header += f"{'Kafka engine':>16}{'KE-dup-invalid':>16}{'missing in KE':>15}"
+    print(header)
+    result = {"costline_equals_log": True, "kafka_engine_minus_dup_invalid_equals_costline": None}
+    ke_missing = {}
+    for m in MEASURES:
+        line = f"  {m:<22}{costline[m]:>16,}{valid[m]:>16,}"
+        result["costline_equals_log"] &= costline[m] == valid[m]
+        if ke:
+            explained = ke[m] - dup[m] - bad[m]
+            ke_missing[m] = valid[m] - explained
+            line += f"{ke[m]:>16,}{explained:>16,}{ke_missing[m]:>15,}"
+        print(line)
+    print("  costline vs the record log's valid attempts: " +
+          ("equal in every column" if result["costline_equals_log"] else "DIFFERENT (see above)"))
+    if ke:
+        result["kafka_engine_minus_dup_invalid_equals_costline"] = all(v == 0 for v in ke_missing.values())
+        result["kafka_engine_missing_attempts"] = ke_missing["attempts"]
+        print("  Kafka engine: no dedup (re-sent copies counted twice) and no validation (invalid records it")
+        print("  parses are counted). KE-dup-invalid = Kafka engine minus the log's duplicate copies and")
+        print("  parseable invalid records; it equals costline's figure only if the Kafka engine lost nothing:")
+        if result["kafka_engine_minus_dup_invalid_equals_costline"]:
+            print("  equal in every column")
+        else:
+            print(f"  {ke_missing['attempts']:,} valid attempts missing ({ke_missing['input_tokens']:,} input tokens):"
+                  " messages next to a broken one, skipped with it by input_format_allow_errors_num")
+    return result
+
+
+# ---------------------------------------------------------------- one throughput run
+
+
+def throughput(args, tag, run_index):
+    print(f"\n== run {run_index + 1} of {args.runs}: topic {tag}", flush=True)
+    env = env_for(tag)
+    bench_dir = STATE / "bench"
+    bench_dir.mkdir(parents=True, exist_ok=True)
+    record_log = bench_dir / f"{tag}.records.jsonl"
+    CLEANUP.append(lambda: record_log.unlink(missing_ok=True))
+    if not args.keep:
+        CLEANUP.append(lambda: query("", f"DROP DATABASE IF EXISTS {tag}"))
+    out = run([BIN, "produce", "--count", str(args.records), "--seed", str(run_index + 1), "--partitions", "4",
+               "--record", str(record_log)], timeout=1800, env=env)
+    print(f"preload: {out}", flush=True)
+    counts, totals = read_record_log(record_log)
+    record_log.unlink(missing_ok=True)
+    parseable = counts["valid"] + counts["duplicate"] + counts["invalid_parsed"]
+
+    baseline = run([BIN, "baseline-consume", "--count", str(args.records), "--timeout-secs", str(args.timeout)],
+                   timeout=args.timeout + 60, env=env)
+    raw_rate = float(baseline.rsplit(":", 1)[1].split()[0])
+    print(baseline, flush=True)
+
+    result = {"topic": tag, "records": args.records, "raw_consume_records_per_s": raw_rate}
+    c = costline_workers(args, tag, env)
+    result.update(costline_records_per_s=c["rate"], costline_records_per_s_from_start=c["rate_from_start"],
+                  workers=c["workers"])
+    workers_text = "; ".join(f"pid {w['pid']}: {w['records']:,} records, peak RSS {w['peak_rss_mib']:.0f} MiB"
+                             for w in c["workers"])
+    print(f"costline ({args.workers} worker{'s' if args.workers > 1 else ''}): {c['rate']:,.0f} records/s from the "
+          f"first flush, {c['rate_from_start']:,.0f} from process start ({c['seconds_from_start']:.1f} s); "
+          f"{workers_text}", flush=True)
+
+    ke = None
+    if not args.no_kafka_engine:
+        ke = kafka_engine(args, tag, parseable)
+        result.update(kafka_engine_records_per_s=ke["rate"], kafka_engine_records_per_s_from_first_rows=ke[
+            "rate_from_first_rows"], kafka_engine_rows=ke["rows"], kafka_engine_parseable=parseable)
+        first = "-" if ke["seconds_to_first_rows"] is None else f"{ke['seconds_to_first_rows']:.1f}"
+        print(f"Kafka engine: {ke['rows']:,} of {parseable:,} parseable records in {ke['seconds_from_create']:.1f} s "
+              f"from CREATE TABLE (first rows after {first} s): {fmt_rate(ke['rate'])} records/s "
+              f"({fmt_rate(ke['rate_from_first_rows'])} from the first rows); {ke['stopped']}", flush=True)
+    print("reconciliation:")
+    result["check"] = reconcile(tag, ke["db"] if ke else None, counts, totals)
+    result["ratio_costline_to_raw_consume"] = c["rate"] / raw_rate
+    if ke and ke["rate"]:
+        result["ratio_costline_to_kafka_engine"] = c["rate_from_start"] / ke["rate"]
+    if ke and ke["rate_from_first_rows"]:
+        result["ratio_costline_to_kafka_engine_steady"] = c["rate"] / ke["rate_from_first_rows"]
+    return result
+
+
+# ---------------------------------------------------------------- latency
 
 
 def latency(args, tag):
     env = env_for(tag)
-    subprocess.run([BIN, "produce", "--count", "0", "--partitions", "4"], env=env, check=True, capture_output=True)
-    worker = subprocess.Popen([BIN, "run"], env=env, stderr=subprocess.DEVNULL)
+    if not args.keep:
+        CLEANUP.append(lambda: query("", f"DROP DATABASE IF EXISTS {tag}"))
+    run([BIN, "produce", "--count", "0", "--partitions", "4"], timeout=120, env=env)
+    worker = spawn([BIN, "run"], env=env, stderr=subprocess.DEVNULL)
     duration = args.probes * 0.5 + 15
-    load = subprocess.Popen([BIN, "produce", "--count", str(int(args.latency_rate * duration)), "--rate",
-                             str(args.latency_rate), "--seed", "2", "--no-create-topic",
-                             "--spacing-ms", str(1000 / args.latency_rate)],
-                            env=env, stdout=subprocess.DEVNULL)
+    load = spawn([BIN, "produce", "--count", str(int(args.latency_rate * duration)), "--rate", str(args.latency_rate),
+                  "--seed", "2", "--no-create-topic", "--spacing-ms", str(1000 / args.latency_rate)],
+                 env=env, stdout=subprocess.DEVNULL)
     latencies = []
     try:
         time.sleep(10)  # join, and let the steady load settle
         for probe in range(args.probes):
             seed = 1_000_000 + probe
             published = time.time()
-            subprocess.run([BIN, "produce", "--count", "1", "--seed", str(seed), "--no-create-topic",
-                            "--start-ms", str(int(published * 1000))], env=env, check=True, capture_output=True)
+            run([BIN, "produce", "--count", "1", "--seed", str(seed), "--no-create-topic",
+                 "--start-ms", str(int(published * 1000))], timeout=60, env=env)
             request_id = f"req-{seed:x}-00000001"
             while time.time() - published < 30:
                 if query(tag, f"SELECT count() FROM usage_events WHERE external_request_id = '{request_id}'") == "1":
@@ -122,37 +550,195 @@ def latency(args, tag):
                 time.sleep(0.02)
             time.sleep(0.3)
     finally:
-        load.terminate()
-        worker.terminate()
-        worker.wait(timeout=120)
+        stop(load)
+        stop(worker, timeout=120)
+    if not latencies:
+        return None, None, 0
     latencies.sort()
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
     return statistics.median(latencies), p99, len(latencies)
 
 
+# ---------------------------------------------------------------- RSS mode
+
+
+def rss_mode(args, tag):
+    env = env_for(tag, COSTLINE_PIPELINE__DEDUP_HORIZON_SECS=str(args.rss_dedup_horizon_secs),
+                  COSTLINE_PIPELINE__DEDUP_GRACE_SECS=str(args.rss_dedup_grace_secs))
+    if not args.keep:
+        CLEANUP.append(lambda: query("", f"DROP DATABASE IF EXISTS {tag}"))
+    run([BIN, "produce", "--count", "0", "--partitions", "4"], timeout=120, env=env)
+    total = int(args.rss_rate * args.rss_minutes * 60)
+    print(f"RSS mode: {total:,} records at {args.rss_rate:,} records/s for {args.rss_minutes} min, topic {tag}; "
+          f"dedup horizon {args.rss_dedup_horizon_secs} s + grace {args.rss_dedup_grace_secs} s; "
+          f"sampling every {args.rss_interval} s", flush=True)
+    worker = spawn([BIN, "run"], env=env, stderr=subprocess.DEVNULL)
+    time.sleep(2)
+    started = time.time()
+    producer = spawn([BIN, "produce", "--count", str(total), "--rate", str(args.rss_rate), "--seed", "3",
+                      "--no-create-topic", "--spacing-ms", str(1000 / args.rss_rate)],
+                     env=env, stdout=subprocess.DEVNULL)
+    samples = []
+    end = started + args.rss_minutes * 60
+    try:
+        print(f"  {'t (s)':>7}{'RSS MiB':>10}{'accounted':>12}{'behind':>9}", flush=True)
+        next_sample = started
+        while True:
+            now = time.time()
+            if now >= next_sample:
+                if worker.poll() is not None:
+                    raise SystemExit(f"the worker exited (code {worker.returncode})")
+                rss = mib(proc_status_kib(worker.pid, "VmRSS"))
+                done = accounted(tag)
+                expected_by_now = min(total, int((now - started) * args.rss_rate))
+                samples.append({"t": round(now - started, 1), "rss_mib": round(rss, 1), "accounted": done})
+                print(f"  {now - started:>7.0f}{rss:>10.1f}{done:>12,}{max(0, expected_by_now - done):>9,}", flush=True)
+                next_sample += args.rss_interval
+            if now >= end + 60 or (now >= end and producer.poll() is not None and accounted(tag) >= total):
+                break
+            time.sleep(0.5)
+        peak = mib(proc_status_kib(worker.pid, "VmHWM"))
+    finally:
+        stop(producer)
+        stop(worker, timeout=120)
+    values = [s["rss_mib"] for s in samples]
+    # The dedup index sweeps entries older than horizon + grace at most once a minute.
+    warmup = min(args.rss_dedup_horizon_secs + args.rss_dedup_grace_secs + 60, args.rss_minutes * 30)
+    after_warmup = [s["rss_mib"] for s in samples if s["t"] >= warmup]
+    summary = {
+        "rss_rate": args.rss_rate, "rss_minutes": args.rss_minutes,
+        "dedup_horizon_secs": args.rss_dedup_horizon_secs, "dedup_grace_secs": args.rss_dedup_grace_secs,
+        "records": total, "accounted": accounted(tag),
+        "rss_first_mib": values[0] if values else None, "rss_last_mib": values[-1] if values else None,
+        "rss_max_mib": max(values) if values else None, "peak_rss_mib": round(peak, 1),
+        "warmup_secs": warmup,
+        "rss_after_warmup_first_mib": after_warmup[0] if after_warmup else None,
+        "rss_after_warmup_last_mib": after_warmup[-1] if after_warmup else None,
+        "rss_after_warmup_min_mib": min(after_warmup) if after_warmup else None,
+        "rss_after_warmup_max_mib": max(after_warmup) if after_warmup else None,
+        "samples": samples,
+    }
+    print(f"RSS, all samples: first {summary['rss_first_mib']} MiB (idle worker), last {summary['rss_last_mib']} MiB, "
+          f"max {summary['rss_max_mib']} MiB; peak (VmHWM) {summary['peak_rss_mib']} MiB")
+    print(f"RSS from t = {warmup:.0f} s (after the dedup index's warm-up): first "
+          f"{summary['rss_after_warmup_first_mib']} MiB, last {summary['rss_after_warmup_last_mib']} MiB, "
+          f"min {summary['rss_after_warmup_min_mib']} MiB, max {summary['rss_after_warmup_max_mib']} MiB")
+    print(f"{summary['accounted']:,} of {total:,} records accounted for ('behind': records the producer should "
+          f"have sent by then that ClickHouse does not account for yet; ~ rate x flush interval)")
+    return summary
+
+
+# ---------------------------------------------------------------- main
+
+
+def print_runs(args, results):
+    print(f"\n== {len(results)} run(s) of {args.records:,} records, {args.workers} worker(s)")
+    cols = [("costline", "costline_records_per_s", fmt_rate),
+            ("(from start)", "costline_records_per_s_from_start", fmt_rate),
+            ("raw consume", "raw_consume_records_per_s", fmt_rate),
+            ("Kafka engine", "kafka_engine_records_per_s", fmt_rate),
+            ("(first rows)", "kafka_engine_records_per_s_from_first_rows", fmt_rate),
+            ("cl/raw", "ratio_costline_to_raw_consume", fmt_ratio),
+            ("cl/KE", "ratio_costline_to_kafka_engine", fmt_ratio),
+            ("cl/KE steady", "ratio_costline_to_kafka_engine_steady", fmt_ratio),
+            ("peak RSS MiB", "peak_rss_mib", lambda v: "-" if v is None else f"{v:.0f}")]
+    for r in results:
+        r["peak_rss_mib"] = max(w["peak_rss_mib"] for w in r["workers"])
+    print("  " + f"{'run':<7}" + "".join(f"{name:>13}" for name, _, _ in cols))
+    for i, r in enumerate(results):
+        print("  " + f"{i + 1:<7}" + "".join(f"{f(r.get(key)):>13}" for _, key, f in cols))
+    medians = {key: median([r.get(key) for r in results]) for _, key, _ in cols}
+    print("  " + f"{'median':<7}" + "".join(f"{f(medians[key]):>13}" for _, key, f in cols))
+    print("""  records/s. costline: from its first flush until ClickHouse accounts for every record; (from start):
+  from starting the worker process(es). Kafka engine: from CREATE TABLE until its rollup stopped growing
+  (includes the group join, like costline's from-start figure); (first rows): from its first insert.
+  cl/raw = costline / raw consume; cl/KE = costline from start / Kafka engine from CREATE TABLE (both
+  include start-up and the group join); cl/KE steady = costline from its first flush / Kafka engine from
+  its first rows. Ratios are per run (same topic); the median row's ratios are medians of per-run ratios.
+  peak RSS: the largest worker's VmHWM.""")
+    return medians
+
+
 def main():
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=1, help="throughput runs, each on a fresh topic (medians printed)")
+    parser.add_argument("--workers", type=int, default=1, help="costline worker processes in one consumer group")
     parser.add_argument("--latency-rate", type=int, default=20_000)
-    parser.add_argument("--probes", type=int, default=20)
+    parser.add_argument("--probes", type=int, default=20, help="latency probes; 0 skips the latency phase")
+    parser.add_argument("--no-kafka-engine", action="store_true", help="skip the ClickHouse Kafka engine baseline")
+    parser.add_argument("--kafka-block-size", type=int, default=0,
+                        help="kafka_max_block_size of the Kafka table (0: the server's default)")
+    parser.add_argument("--kafka-consumers", type=int, default=1, help="kafka_num_consumers of the Kafka table")
+    parser.add_argument("--kafka-stall-secs", type=float, default=15,
+                        help="the Kafka engine is done when its rollup has not grown for this long")
+    parser.add_argument("--timeout", type=int, default=900, help="longest wait for one consumer, seconds")
+    parser.add_argument("--rss-minutes", type=float, default=0, help="RSS mode: run this long instead of the rest")
+    parser.add_argument("--rss-rate", type=int, default=5_000, help="RSS mode: records/s")
+    parser.add_argument("--rss-interval", type=float, default=10, help="RSS mode: seconds between samples")
+    parser.add_argument("--rss-dedup-horizon-secs", type=int, default=60)
+    parser.add_argument("--rss-dedup-grace-secs", type=int, default=60)
+    parser.add_argument("--keep", action="store_true", help="keep the benchmark's databases")
+    parser.add_argument("--no-build", action="store_true", help="use target/release/costline as it is")
     args = parser.parse_args()
-    subprocess.run([str(ROOT / "scripts/services.sh"), "up"], check=True, capture_output=True)
-    subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "costline"], cwd=ROOT, check=True)
-    stamp = int(time.time())
-    rate, baseline_rate, rss, elapsed = throughput(args, f"bench_e2e_{stamp}")
-    p50, p99, probes = latency(args, f"bench_latency_{stamp}")
-    print(json.dumps({
-        "records": args.records,
-        "costline_records_per_s": round(rate),
-        "raw_consume_records_per_s": round(baseline_rate),
-        "ratio_costline_to_raw_consume": round(rate / baseline_rate, 3),
-        "worker_peak_rss_mib": round(rss, 1),
-        "latency_rate_records_per_s": args.latency_rate,
-        "event_to_queryable_p50_ms": round(p50 * 1000),
-        "event_to_queryable_p99_ms": round(p99 * 1000),
-        "latency_probes_seen": probes,
-        "throughput_phase_seconds": round(elapsed, 1),
-    }, indent=2))
+    if args.workers < 1 or args.runs < 1 or args.records < 1:
+        parser.error("--workers, --runs and --records must be at least 1")
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
+    try:
+        run([SERVICES, "up"], timeout=300)
+        if not args.no_kafka_engine and not args.rss_minutes:
+            run([SERVICES, "up", "clickhouse-kafka"], timeout=300)
+            check_kafka_engine_server()
+        if not args.no_build:
+            subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "costline"], cwd=ROOT, check=True,
+                           timeout=1800)
+        stamp = int(time.time())
+        if args.rss_minutes:
+            summary = rss_mode(args, f"bench_rss_{stamp}")
+            print(json.dumps(summary, indent=2))
+            return
+        results = [throughput(args, f"bench_e2e_{stamp}_{i + 1}", i) for i in range(args.runs)]
+        medians = print_runs(args, results)
+        p50 = p99 = None
+        probes = 0
+        if args.probes > 0:
+            p50, p99, probes = latency(args, f"bench_latency_{stamp}")
+            if probes:
+                print(f"\nlatency at {args.latency_rate:,} records/s: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms "
+                      f"({probes} of {args.probes} probes seen)")
+        print(json.dumps({
+            "records": args.records,
+            "runs": args.runs,
+            "workers": args.workers,
+            "median_costline_records_per_s": round(medians["costline_records_per_s"]),
+            "median_raw_consume_records_per_s": round(medians["raw_consume_records_per_s"]),
+            "median_kafka_engine_records_per_s": None if medians["kafka_engine_records_per_s"] is None
+            else round(medians["kafka_engine_records_per_s"]),
+            "median_ratio_costline_to_raw_consume": round(medians["ratio_costline_to_raw_consume"], 3),
+            "median_ratio_costline_to_kafka_engine": None if medians["ratio_costline_to_kafka_engine"] is None
+            else round(medians["ratio_costline_to_kafka_engine"], 3),
+            "median_ratio_costline_to_kafka_engine_steady": None
+            if medians["ratio_costline_to_kafka_engine_steady"] is None
+            else round(medians["ratio_costline_to_kafka_engine_steady"], 3),
+            "median_worker_peak_rss_mib": round(medians["peak_rss_mib"], 1),
+            "latency_rate_records_per_s": args.latency_rate,
+            "event_to_queryable_p50_ms": None if p50 is None else round(p50 * 1000),
+            "event_to_queryable_p99_ms": None if p99 is None else round(p99 * 1000),
+            "latency_probes_seen": probes,
+            "runs_detail": results,
+        }, indent=2, default=str))
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping child processes", file=sys.stderr)
+        sys.exit(130)
+    finally:
+        stop_children()
+        for cleanup in reversed(CLEANUP):
+            try:
+                cleanup()
+            except Exception as e:
+                print(f"cleanup failed: {e}", file=sys.stderr)
 
 
 if __name__ == "__main__":
