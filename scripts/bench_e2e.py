@@ -70,6 +70,7 @@ import collections
 import json
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import statistics
@@ -81,14 +82,20 @@ import urllib.parse
 import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-BIN = str(ROOT / "target/release/costline")
+BUILT = ROOT / "target/release/costline"
 STATE = pathlib.Path(os.environ.get("COSTLINE_STATE_DIR", ROOT / ".state"))
+# Every child runs a copy taken at start: a rebuild during the benchmark changes nothing.
+BIN = str(STATE / "bench" / "costline-snapshot")
 BROKERS = f"127.0.0.1:{os.environ.get('COSTLINE_KAFKA_PORT', '19092')}"
 CLICKHOUSE = f"http://127.0.0.1:{os.environ.get('COSTLINE_CLICKHOUSE_HTTP_PORT', '18123')}"
 KAFKA_ENGINE = f"http://127.0.0.1:{os.environ.get('COSTLINE_CLICKHOUSE_KAFKA_HTTP_PORT', '18124')}"
 SERVICES = str(ROOT / "scripts/services.sh")
 
 CHILDREN = []  # every process started here, stopped in stop_children()
+
+
+class RunFailed(Exception):
+    """One throughput run could not finish (the others still count)."""
 CLEANUP = []  # callables run at the end (dropping databases, removing files)
 
 
@@ -119,9 +126,34 @@ def stop_children():
             print(f"could not stop pid {process.pid}: {e}", file=sys.stderr)
 
 
+def log_file(name):
+    """A file under <state>/bench for a child's stderr (kept for diagnosis, overwritten next time)."""
+    path = STATE / "bench" / f"{name}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return open(path, "w")
+
+
+def tail(path, lines=15):
+    try:
+        return "".join(open(path, errors="replace").readlines()[-lines:])
+    except OSError:
+        return ""
+
+
 def run(cmd, timeout, env=None):
     """Runs a command to completion (killed on timeout or Ctrl-C); returns its stdout."""
     return subprocess.run(cmd, env=env, check=True, capture_output=True, text=True, timeout=timeout).stdout.strip()
+
+
+def snapshot_binary():
+    path = pathlib.Path(BIN)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    shutil.copy2(BUILT, temporary)
+    temporary.replace(path)
+    head = subprocess.run(["git", "log", "-1", "--format=%h %s"], cwd=ROOT, capture_output=True, text=True).stdout
+    built = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(BUILT.stat().st_mtime))
+    print(f"costline binary: {BUILT} built {built}; HEAD {head.strip()[:100]}", flush=True)
 
 
 def on_sigterm(signum, frame):
@@ -176,7 +208,7 @@ def env_for(tag, **extra):
     env = dict(os.environ, COSTLINE_KAFKA__TOPIC=tag, COSTLINE_KAFKA__GROUP_ID=tag, COSTLINE_KAFKA__BROKERS=BROKERS,
                COSTLINE_CLICKHOUSE__URL=CLICKHOUSE, COSTLINE_CLICKHOUSE__DATABASE=tag,
                COSTLINE_KAFKA__SESSION_TIMEOUT_MS="6000", COSTLINE_HTTP__LISTEN=f"127.0.0.1:{free_port()}",
-               COSTLINE_LOG__LEVEL="warn")
+               COSTLINE_LOG__LEVEL="warn,costline=info")
     env.update(extra)
     return env
 
@@ -282,8 +314,9 @@ def read_record_log(path):
 def costline_workers(args, tag, env_base):
     """Starts --workers workers, waits until every record is accounted for, stops them."""
     started = time.time()
+    logs = [log_file(f"worker-{i + 1}") for i in range(args.workers)]
     workers = [spawn([BIN, "run"], env=dict(env_base, COSTLINE_HTTP__LISTEN=f"127.0.0.1:{free_port()}"),
-                     stderr=subprocess.DEVNULL) for _ in range(args.workers)]
+                     stdout=log, stderr=log) for log in logs]
     try:
         first_time, first_count = None, 0
         deadline = time.time() + args.timeout
@@ -294,11 +327,14 @@ def costline_workers(args, tag, env_base):
                 first_time, first_count = now, count
             if count >= args.records:
                 break
-            dead = [w.pid for w in workers if w.poll() is not None]
+            dead = [(w.pid, w.returncode, log.name) for w, log in zip(workers, logs) if w.poll() is not None]
             if dead:
-                raise SystemExit(f"worker(s) {dead} exited early: {count} of {args.records} accounted for")
+                raise RunFailed(f"worker(s) exited early: {count} of {args.records} accounted for; "
+                                + "; ".join(f"pid {pid} exit code {code}"
+                                            + (" (stopped by a SIGINT/SIGTERM from outside)" if code == 0 else "")
+                                            + f", log {name}:\n{tail(name)}" for pid, code, name in dead))
             if now > deadline:
-                raise SystemExit(f"the workers did not finish within {args.timeout} s: {count} of {args.records}")
+                raise RunFailed(f"the workers did not finish within {args.timeout} s: {count} of {args.records}")
             time.sleep(0.05)
         peaks = [mib(proc_status_kib(w.pid, "VmHWM")) for w in workers]
     finally:
@@ -372,26 +408,28 @@ def kafka_engine(args, tag, expected_rows):
           url=KAFKA_ENGINE, check=True)
     count, first_time, first_count, last_growth = 0, None, 0, created
     deadline = created + args.timeout
-    while True:
-        now = time.time()
-        value = number(query(db, "SELECT sum(attempts) FROM usage_minute", url=KAFKA_ENGINE))
-        if value > count:
-            count, last_growth = value, now
-            if first_time is None:
-                first_time, first_count = now, value
-        if count >= expected_rows:
-            stopped = "reached every record it can parse"
-            break
-        if now - last_growth > args.kafka_stall_secs:
-            stopped = f"stopped growing (nothing new for {args.kafka_stall_secs:.0f} s)"
-            break
-        if now > deadline:
-            stopped = f"timed out after {args.timeout} s"
-            break
-        time.sleep(0.05)
-    # Stop consuming before reading totals (a late re-read would show up as extra rows).
-    query(db, "DROP TABLE usage_minute_mv", url=KAFKA_ENGINE)
-    query(db, "DROP TABLE events_queue", url=KAFKA_ENGINE)
+    try:
+        while True:
+            now = time.time()
+            value = number(query(db, "SELECT sum(attempts) FROM usage_minute", url=KAFKA_ENGINE))
+            if value > count:
+                count, last_growth = value, now
+                if first_time is None:
+                    first_time, first_count = now, value
+            if count >= expected_rows:
+                stopped = "reached every record it can parse"
+                break
+            if now - last_growth > args.kafka_stall_secs:
+                stopped = f"stopped growing (nothing new for {args.kafka_stall_secs:.0f} s)"
+                break
+            if now > deadline:
+                stopped = f"timed out after {args.timeout} s"
+                break
+            time.sleep(0.05)
+    finally:
+        # Stop consuming before reading totals (a late re-read would show up as extra rows).
+        query(db, "DROP TABLE IF EXISTS usage_minute_mv", url=KAFKA_ENGINE)
+        query(db, "DROP TABLE IF EXISTS events_queue", url=KAFKA_ENGINE)
     elapsed = last_growth - created
     return {
         "db": db,
@@ -529,7 +567,7 @@ def latency(args, tag):
     if not args.keep:
         CLEANUP.append(lambda: query("", f"DROP DATABASE IF EXISTS {tag}"))
     run([BIN, "produce", "--count", "0", "--partitions", "4"], timeout=120, env=env)
-    worker = spawn([BIN, "run"], env=env, stderr=subprocess.DEVNULL)
+    worker = spawn([BIN, "run"], env=env, stderr=log_file("latency-worker"))
     duration = args.probes * 0.5 + 15
     load = spawn([BIN, "produce", "--count", str(int(args.latency_rate * duration)), "--rate", str(args.latency_rate),
                   "--seed", "2", "--no-create-topic", "--spacing-ms", str(1000 / args.latency_rate)],
@@ -572,7 +610,8 @@ def rss_mode(args, tag):
     print(f"RSS mode: {total:,} records at {args.rss_rate:,} records/s for {args.rss_minutes} min, topic {tag}; "
           f"dedup horizon {args.rss_dedup_horizon_secs} s + grace {args.rss_dedup_grace_secs} s; "
           f"sampling every {args.rss_interval} s", flush=True)
-    worker = spawn([BIN, "run"], env=env, stderr=subprocess.DEVNULL)
+    worker_log = log_file("rss-worker")
+    worker = spawn([BIN, "run"], env=env, stdout=worker_log, stderr=worker_log)
     time.sleep(2)
     started = time.time()
     producer = spawn([BIN, "produce", "--count", str(total), "--rate", str(args.rss_rate), "--seed", "3",
@@ -587,7 +626,8 @@ def rss_mode(args, tag):
             now = time.time()
             if now >= next_sample:
                 if worker.poll() is not None:
-                    raise SystemExit(f"the worker exited (code {worker.returncode})")
+                    raise SystemExit(f"the worker exited (code {worker.returncode}), log {worker_log.name}:\n"
+                                     + tail(worker_log.name))
                 rss = mib(proc_status_kib(worker.pid, "VmRSS"))
                 done = accounted(tag)
                 expected_by_now = min(total, int((now - started) * args.rss_rate))
@@ -694,13 +734,26 @@ def main():
         if not args.no_build:
             subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "costline"], cwd=ROOT, check=True,
                            timeout=1800)
+        snapshot_binary()
         stamp = int(time.time())
         if args.rss_minutes:
             summary = rss_mode(args, f"bench_rss_{stamp}")
             print(json.dumps(summary, indent=2))
             return
-        results = [throughput(args, f"bench_e2e_{stamp}_{i + 1}", i) for i in range(args.runs)]
+        results, failures = [], []
+        for i in range(args.runs):
+            try:
+                results.append(throughput(args, f"bench_e2e_{stamp}_{i + 1}", i))
+            except (RunFailed, RuntimeError, subprocess.SubprocessError, OSError) as e:
+                detail = getattr(e, "stderr", None) or ""
+                failures.append(f"run {i + 1}: {e} {detail}".strip())
+                print(f"run {i + 1} FAILED: {e}\n{detail}".rstrip(), flush=True)
+                stop_children()  # whatever that run left running
+        if not results:
+            raise SystemExit("every run failed:\n" + "\n".join(failures))
         medians = print_runs(args, results)
+        if failures:
+            print(f"  ({len(failures)} of {args.runs} runs failed and are left out: see above)")
         p50 = p99 = None
         probes = 0
         if args.probes > 0:
@@ -711,6 +764,7 @@ def main():
         print(json.dumps({
             "records": args.records,
             "runs": args.runs,
+            "failed_runs": failures,
             "workers": args.workers,
             "median_costline_records_per_s": round(medians["costline_records_per_s"]),
             "median_raw_consume_records_per_s": round(medians["raw_consume_records_per_s"]),
