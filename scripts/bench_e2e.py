@@ -573,14 +573,21 @@ def latency(args, tag):
                   "--seed", "2", "--no-create-topic", "--spacing-ms", str(1000 / args.latency_rate)],
                  env=env, stdout=subprocess.DEVNULL)
     latencies = []
+    probe_log = STATE / "bench" / "probe.jsonl"
     try:
         time.sleep(10)  # join, and let the steady load settle
-        for probe in range(args.probes):
-            seed = 1_000_000 + probe
+        published_probes = 0
+        for seed in range(1_000_000, 1_000_000 + 2 * args.probes):
+            if published_probes >= args.probes:
+                break
             published = time.time()
-            run([BIN, "produce", "--count", "1", "--seed", str(seed), "--no-create-topic",
+            run([BIN, "produce", "--count", "1", "--seed", str(seed), "--no-create-topic", "--record", str(probe_log),
                  "--start-ms", str(int(published * 1000))], timeout=60, env=env)
-            request_id = f"req-{seed:x}-00000001"
+            record = json.loads(probe_log.read_text().splitlines()[0])
+            if record["kind"] != "valid":  # ~1 % of seeds start with an invalid record: never counted
+                continue
+            published_probes += 1
+            request_id = record["key"]
             while time.time() - published < 30:
                 if query(tag, f"SELECT count() FROM usage_events WHERE external_request_id = '{request_id}'") == "1":
                     latencies.append(time.time() - published)
