@@ -1,6 +1,7 @@
 //! Bytes → [`UsageEvent`], or a [`RejectReason`] that names the field and the rule.
 //!
-//! The JSON object is walked once with serde_json: each known key keeps its raw JSON text
+//! The JSON object is walked once (by [`flat`]'s one-pass scanner when the object is flat and
+//! plain, by serde_json otherwise): each known key keeps its raw JSON text
 //! (borrowed, no copy), unknown keys are skipped, and a repeated key is an error. Each field is
 //! then read from its raw text by its own rule, so a wrong type, a negative count and a too-long
 //! tag each get their own precise reason. Numbers are read from their text, never through a
@@ -180,18 +181,32 @@ pub fn decode_event(payload: &[u8]) -> Result<DecodedEvent<'_>, RejectReason> {
     if payload.len() > MAX_EVENT_BYTES {
         return Err(RejectReason::TooLarge { bytes: payload.len(), limit: MAX_EVENT_BYTES });
     }
-    let text =
-        simdutf8::compat::from_utf8(payload).map_err(|e| RejectReason::InvalidUtf8 { valid_up_to: e.valid_up_to() })?;
+    // The fast check says only yes or no; the slow one says where, for the reason.
+    let text = match simdutf8::basic::from_utf8(payload) {
+        Ok(text) => text,
+        Err(_) => {
+            let valid_up_to = std::str::from_utf8(payload).err().map_or(payload.len(), |e| e.valid_up_to());
+            return Err(RejectReason::InvalidUtf8 { valid_up_to });
+        }
+    };
     let mut raw = RawFields { values: [None; FIELD_COUNT] };
+    if flat::scan(text, &mut raw).is_none() {
+        raw = RawFields { values: [None; FIELD_COUNT] };
+        walk(text, &mut raw)?;
+    }
+    build_event(&raw)
+}
+
+/// The whole JSON document walked by serde_json: any shape, precise syntax errors.
+fn walk<'a>(text: &'a str, raw: &mut RawFields<'a>) -> Result<(), RejectReason> {
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    let walked = de::DeserializeSeed::deserialize(Walk { fields: &mut raw }, &mut deserializer)
+    let walked = de::DeserializeSeed::deserialize(Walk { fields: raw }, &mut deserializer)
         .and_then(|walked| deserializer.end().map(|()| walked))
         .map_err(|e| RejectReason::MalformedJson { detail: e.to_string() })?;
     walked.map_err(|e| match e {
         WalkError::Duplicate(field) => RejectReason::DuplicateField { field: field.to_string() },
         WalkError::NotAnObject => RejectReason::NotAnObject,
-    })?;
-    build_event(&raw)
+    })
 }
 
 fn build_event<'a>(raw: &RawFields<'a>) -> Result<DecodedEvent<'a>, RejectReason> {
@@ -289,8 +304,10 @@ fn text<'a>(field: &'static str, raw: &'a str, min: usize, max: usize) -> Result
         field,
         rule: format!("must be {min} to {max} characters long (got {chars})"),
     };
-    // The common case in one pass: printable ASCII without escapes.
-    if inner.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'\\') {
+    // The common case in one pass (a fold without early exit runs over whole vectors):
+    // printable ASCII without escapes.
+    let unusual = inner.bytes().fold(false, |unusual, b| unusual | !(0x20..0x7f).contains(&b) | (b == b'\\'));
+    if !unusual {
         return match (min..=max).contains(&inner.len()) {
             true => Ok(Cow::Borrowed(inner)),
             false => Err(length_error(inner.len())),
@@ -374,5 +391,6 @@ fn cost(field: &'static str, raw: &str) -> Result<PicoUsd, RejectReason> {
     Ok(PicoUsd(pico))
 }
 
+mod flat;
 #[cfg(test)]
 mod tests;

@@ -122,7 +122,70 @@ fn sql_looking_tags_are_plain_data() {
     assert_eq!(event.endpoint_tag, "x'); DROP TABLE usage_events; --");
 }
 
+/// Raw field texts, in `Field` order.
+type RawTexts<'a> = Vec<Option<&'a str>>;
+
+/// What the fast path and serde_json make of one text: `None` when the fast path gives up.
+fn both_walks(text: &str) -> Option<(RawTexts<'_>, Result<RawTexts<'_>, String>)> {
+    let mut fast = RawFields { values: [None; FIELD_COUNT] };
+    flat::scan(text, &mut fast)?;
+    let mut slow = RawFields { values: [None; FIELD_COUNT] };
+    let slow_result = walk(text, &mut slow).map(|()| slow.values.to_vec()).map_err(|e| e.to_string());
+    Some((fast.values.to_vec(), slow_result))
+}
+
+#[test]
+fn fast_path_takes_plain_events_and_leaves_the_rest() {
+    let plain = with(r#", "costUsd": 1.5e-3 ,"latencyMs":0,"dataMode":null,"x":true,"y":false,"z":-0.25E+2"#);
+    let (fast, slow) = both_walks(&plain).expect("a flat, plain object takes the fast path");
+    assert_eq!(Ok(fast), slow);
+    for other in [
+        with(r#","extra":{"nested":1}"#),
+        with(r#","extra":[1]"#),
+        with(r#","userId":"a\"b""#),
+        with(r#","model":"again""#),
+        with(r#","x":01"#),
+        with(r#","x":1."#),
+        with(r#","x":tru"#),
+        format!("{GOOD} x"),
+        "[1]".to_string(),
+    ] {
+        assert!(both_walks(&other).is_none(), "fast path took {other}");
+    }
+}
+
 proptest! {
+    /// Wherever the fast path accepts a text, serde_json accepts it too and reads the same raw
+    /// values: mutated events (bytes inserted, removed, replaced by JSON's own characters).
+    #[test]
+    fn fast_path_agrees_with_serde_json(
+        base in 0usize..3,
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), 0u8..3, prop::sample::select(
+            &[b'"', b'\\', b',', b':', b'{', b'}', b'[', b']', b' ', b'\n', b'0', b'1', b'-', b'+', b'.', b'e', b'E',
+              b'a', b't', b'n', b'u', b'l', b'f', 0x01, 0x7f][..])), 0..4),
+    ) {
+        let bases = [
+            GOOD.to_string(),
+            with(r#","costUsd":0.0123,"latencyMs":812,"timestamp":1746086400250,"promptVersion":null,"flag":true"#),
+            with(r#" , "userId" : "t-9" , "errorCode" : "" , "attempt" : 2 , "n" : -1.5e+10 "#),
+        ];
+        let mut bytes = bases[base].clone().into_bytes();
+        for (at, kind, byte) in edits {
+            let i = at.index(bytes.len() + 1);
+            match kind {
+                0 => bytes.insert(i, byte),
+                1 if i < bytes.len() => { bytes.remove(i); }
+                _ if i < bytes.len() => bytes[i] = byte,
+                _ => {}
+            }
+        }
+        if let Ok(text) = std::str::from_utf8(&bytes) {
+            if let Some((fast, slow)) = both_walks(text) {
+                prop_assert_eq!(Ok(fast), slow, "{}", text);
+            }
+        }
+    }
+
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         let _ = decode_event(&bytes);
