@@ -32,7 +32,11 @@ rollup keys per minute; the virtual clock runs at real time), and the worker's R
 every --rss-interval seconds for M minutes; prints the samples and first/last/max. The dedup
 index remembers each request for dedup_horizon + dedup_grace (3600 + 600 s by default), so
 with the defaults RSS grows for 70 minutes before it can be flat; --rss-dedup-horizon-secs
-(default 60, grace 60) makes the index reach its steady size in ~2 minutes.
+(default 60, grace 60) makes the index reach its steady size in ~3 minutes (sweeps run once a
+minute).
+
+Children run a copy of target/release/costline taken at start (a rebuild mid-run changes
+nothing); worker logs go to <state>/bench/*.log.
 
 What the Kafka engine can and cannot do (ClickHouse 18.16, measured):
 - JSONEachRow reads one type per field. `timestamp` is a DateTime column read with
@@ -50,9 +54,9 @@ What the Kafka engine can and cannot do (ClickHouse 18.16, measured):
   the server profile (18.16 has no kafka_skip_broken_messages), the first one that does not
   parse fails the whole block, nothing is committed and the Kafka table retries the same block
   every ~3.5 s for good: 0 of 20,000 records arrived. With them and kafka_row_delimiter='\\n'
-  the parser skips to the next message, but a broken record that leaves a JSON string open
-  (e.g. cut off inside a string) can take the next message with it: ~0.1 % of valid records
-  were lost, silently.
+  the parser skips to the next message, but a record cut off inside a JSON string (the
+  generator's truncated ones, ~0.1 % of records) takes the next message with it: ~0.1 % of
+  valid records were lost, silently.
 - It does not deduplicate (re-sent copies are counted twice) and does not validate (invalid
   records that parse, e.g. a missing model or cachedInputTokens > inputTokens, are counted).
   The reconciliation prints how much of the difference to costline each of these explains.
@@ -374,7 +378,9 @@ KE_EVENT_SECONDS = """multiIf(
 
 def kafka_engine(args, tag, expected_rows):
     """Kafka table + materialized view into a minute rollup on the second ClickHouse; waits
-    until the rollup holds expected_rows attempts or stops growing; returns figures."""
+    until the rollup holds expected_rows attempts or stops growing; returns figures. Rates
+    count messages, like costline's (which include duplicates and rejected records): the whole
+    topic once the rollup holds at least 99 % of what 18.16 can parse, else the rows it holds."""
     db = f"ke_{tag}"
     query("", f"CREATE DATABASE {db}", url=KAFKA_ENGINE, check=True)
     CLEANUP.append(lambda: drop_kafka_engine_database(db))
@@ -431,13 +437,15 @@ def kafka_engine(args, tag, expected_rows):
         query(db, "DROP TABLE IF EXISTS usage_minute_mv", url=KAFKA_ENGINE)
         query(db, "DROP TABLE IF EXISTS events_queue", url=KAFKA_ENGINE)
     elapsed = last_growth - created
+    messages = args.records if count >= 0.99 * expected_rows else count
     return {
         "db": db,
         "rows": count,
+        "messages": messages,
         "stopped": stopped,
         "seconds_from_create": elapsed,
-        "rate": count / elapsed if count and elapsed > 0 else None,
-        "rate_from_first_rows": (count - first_count) / (last_growth - first_time)
+        "rate": messages / elapsed if count and elapsed > 0 else None,
+        "rate_from_first_rows": (count - first_count) * (messages / count) / (last_growth - first_time)
         if first_time is not None and last_growth > first_time else None,
         "seconds_to_first_rows": None if first_time is None else first_time - created,
     }
@@ -501,8 +509,9 @@ def reconcile(tag, ke_db, counts, totals):
         if result["kafka_engine_minus_dup_invalid_equals_costline"]:
             print("  equal in every column")
         else:
-            print(f"  {ke_missing['attempts']:,} valid attempts missing ({ke_missing['input_tokens']:,} input tokens):"
-                  " messages next to a broken one, skipped with it by input_format_allow_errors_num")
+            print(f"  {ke_missing['attempts']:,} valid attempts missing ({ke_missing['input_tokens']:,} input tokens): "
+                  "the message after each truncated record,\n  swallowed with it when the parser skips the broken"
+                  " message (input_format_allow_errors_num)")
     return result
 
 
@@ -546,9 +555,10 @@ def throughput(args, tag, run_index):
         result.update(kafka_engine_records_per_s=ke["rate"], kafka_engine_records_per_s_from_first_rows=ke[
             "rate_from_first_rows"], kafka_engine_rows=ke["rows"], kafka_engine_parseable=parseable)
         first = "-" if ke["seconds_to_first_rows"] is None else f"{ke['seconds_to_first_rows']:.1f}"
-        print(f"Kafka engine: {ke['rows']:,} of {parseable:,} parseable records in {ke['seconds_from_create']:.1f} s "
-              f"from CREATE TABLE (first rows after {first} s): {fmt_rate(ke['rate'])} records/s "
-              f"({fmt_rate(ke['rate_from_first_rows'])} from the first rows); {ke['stopped']}", flush=True)
+        print(f"Kafka engine: rollup holds {ke['rows']:,} of {parseable:,} parseable records "
+              f"{ke['seconds_from_create']:.1f} s after CREATE TABLE (first rows after {first} s): "
+              f"{fmt_rate(ke['rate'])} records/s ({fmt_rate(ke['rate_from_first_rows'])} from the first rows), "
+              f"counting {ke['messages']:,} messages consumed; {ke['stopped']}", flush=True)
     print("reconciliation:")
     result["check"] = reconcile(tag, ke["db"] if ke else None, counts, totals)
     result["ratio_costline_to_raw_consume"] = c["rate"] / raw_rate
