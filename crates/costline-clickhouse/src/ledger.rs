@@ -126,7 +126,14 @@ impl LedgerRow {
             targets: Targets::ALL.0,
             ..row
         };
-        row.push_progress_marker(topic, partition);
+        // In a month the batch writes anyway, so that the marker adds no part of its own.
+        let marker_window = batch
+            .rollup
+            .iter()
+            .map(|(key, _)| key.window_start_secs)
+            .min()
+            .unwrap_or_else(|| costline_core::rollup::minute_start_secs(batch.newest_record_ms));
+        row.push_progress_marker(topic, partition, marker_window);
         for (key, m) in batch.rollup.iter() {
             row.ru_window_start.push(key.window_start_secs);
             row.ru_tenant.push(Arc::clone(&key.tenant));
@@ -272,10 +279,11 @@ impl LedgerRow {
         row
     }
 
-    /// The rollup tables' progress row: window 0, endpoint tag `""` (no valid event has an
-    /// empty tag), the flush's next offset. See `schemas/clickhouse/002_rollup.sql`.
-    fn push_progress_marker(&mut self, topic: &str, partition: u32) {
-        self.ru_window_start.push(0);
+    /// The rollup tables' progress row: endpoint tag `""` (no valid event has an empty tag),
+    /// the flush's next offset, in the window `window_start_secs`. See
+    /// `schemas/clickhouse/002_rollup.sql`.
+    fn push_progress_marker(&mut self, topic: &str, partition: u32, window_start_secs: u32) {
+        self.ru_window_start.push(window_start_secs);
         let empty: Arc<str> = "".into();
         self.ru_tenant.push(partition.to_string().into());
         self.ru_endpoint_tag.push(Arc::clone(&empty));

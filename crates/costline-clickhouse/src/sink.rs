@@ -174,7 +174,7 @@ impl LedgerSink {
     async fn rollup_progress(&self, rollup: &str, topic: &str, partition: u32) -> Result<u64, SinkError> {
         let sql = format!(
             "SELECT maxMerge(flush_offset_state) FROM usage_{rollup}_state \
-             WHERE window_start = toDateTime(0) AND endpoint_tag = '' AND prompt_version = ? AND tenant = ?"
+             WHERE endpoint_tag = '' AND prompt_version = ? AND tenant = ?"
         );
         Ok(self.client.query(&sql).bind(topic).bind(partition.to_string()).fetch_one().await?)
     }
