@@ -16,7 +16,7 @@ fn broker_down_and_request_errors_lose_and_double_nothing() {
     let mut setup = Setup::new("broker_faults");
     setup.brokers = cluster.bootstrap_servers();
     cluster.create_topic(&setup.topic, 4, 1).expect("creating the topic on the mock cluster");
-    let record_file = std::env::temp_dir().join(format!("{}.jsonl", setup.database));
+    let record_file = setup.scratch_file(".jsonl");
     // The mock keeps at most ~5 MiB per partition: stay well under it.
     let output =
         setup.produce_command(20_000, 0, 5, 1_790_000_000_000, &record_file).arg("--no-create-topic").output().unwrap();

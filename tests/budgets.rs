@@ -44,7 +44,7 @@ fn each_threshold_fires_once_across_two_workers_and_a_restart() {
     // The same seed and start publish the same records: a first run to a scratch topic tells
     // the spend the real run will reach, and the limit is set 20 % below it.
     let scratch = Setup::new("budgets_scratch");
-    let record_file = std::env::temp_dir().join(format!("{}.jsonl", scratch.database));
+    let record_file = scratch.scratch_file(".jsonl");
     scratch.produce(30_000, 17, start_ms, &record_file);
     let expected = Expected::from_record_file(&record_file);
     let month_start = month_start_secs(now_ms / 1000);
@@ -77,21 +77,13 @@ webhooks = ["oncall"]
         limit / 1_000_000_000_000,
         limit % 1_000_000_000_000
     );
-    let config_path = std::env::temp_dir().join(format!("{}.toml", setup.database));
-    std::fs::write(&config_path, config).unwrap();
-    setup.config_file = Some(config_path);
+    setup.use_config(&config);
     setup.env.push(("COSTLINE_TEST_WEBHOOK_SECRET".into(), SECRET.into()));
     setup.env.push(("COSTLINE_HTTP_TOKEN".into(), "api-token".into()));
 
     let first = setup.spawn_worker("w1");
     let second = setup.spawn_worker("w2");
-    let producer = setup.spawn_producer(
-        30_000,
-        3_000,
-        17,
-        start_ms,
-        &std::env::temp_dir().join(format!("{}.jsonl", setup.database)),
-    );
+    let producer = setup.spawn_producer(30_000, 3_000, 17, start_ms, &setup.scratch_file(".jsonl"));
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(second.stop(), 0);
     let second = setup.spawn_worker("w2-restarted");

@@ -12,7 +12,7 @@ use common::{assert_totals_exact, Setup};
 #[test]
 fn corpus_records_are_rejected_with_reasons_and_nothing_else_is_affected() {
     let setup = Setup::new("corpus");
-    let record_file = std::env::temp_dir().join(format!("{}.jsonl", setup.database));
+    let record_file = setup.scratch_file(".jsonl");
     setup.produce(20_000, 3, 1_790_000_000_000, &record_file);
 
     let mut record_log = std::fs::OpenOptions::new().append(true).open(&record_file).unwrap();

@@ -13,7 +13,7 @@ fn ten_sigkills_during_ingestion_lose_and_double_nothing() {
     let mut schedule = Schedule::new();
     let mut setup = Setup::new("crash");
     setup.flush_interval_ms = 300;
-    let record_file = std::env::temp_dir().join(format!("{}.jsonl", setup.database));
+    let record_file = setup.scratch_file(".jsonl");
     let producer = setup.spawn_producer(200_000, 2_500, 7, 1_790_000_000_000, &record_file);
     let mut accounted = 0;
     for round in 0..10 {

@@ -43,11 +43,9 @@ fn tempdir(name: &str) -> std::path::PathBuf {
 fn dashboard_renders_costs_endpoints_and_budgets_in_chromium() {
     let mut setup = Setup::new("dashboard");
     let config = "[[budgets]]\nid = \"monthly-all\"\nperiod = \"month\"\nlimit_usd = \"100000\"\n";
-    let config_path = std::env::temp_dir().join(format!("{}.toml", setup.database));
-    std::fs::write(&config_path, config).unwrap();
-    setup.config_file = Some(config_path);
+    setup.use_config(config);
     let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
-    let record_file = std::env::temp_dir().join(format!("{}.jsonl", setup.database));
+    let record_file = setup.scratch_file(".jsonl");
     // Six hours of traffic ending now, so the chart has several bars.
     let output = setup
         .produce_command(6_000, 0, 8, now_ms - 6 * 3_600_000, &record_file)

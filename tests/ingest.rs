@@ -65,7 +65,7 @@ fn http_ingest_and_replay_publish_valid_events_and_explain_the_rest() {
 
     let lines: Vec<String> =
         (0..100).map(|i| event(&format!("replayed-{i}"), 7)).chain(["{broken".into(), event("neg", -1)]).collect();
-    let file = std::env::temp_dir().join(format!("{}-replay.jsonl", setup.database));
+    let file = setup.scratch_file("-replay.jsonl");
     std::fs::write(&file, lines.join("\n")).unwrap();
     let output = setup.command(&["replay", "--file", file.to_str().unwrap(), "--rate", "500"]).output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);

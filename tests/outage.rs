@@ -31,7 +31,7 @@ fn rss_kib(pid: u32) -> u64 {
 fn clickhouse_down_for_25_seconds_loses_and_doubles_nothing() {
     let mut setup = Setup::new("outage");
     setup.flush_interval_ms = 500;
-    let record_file = std::env::temp_dir().join(format!("{}.jsonl", setup.database));
+    let record_file = setup.scratch_file(".jsonl");
     let producer = setup.spawn_producer(200_000, 5_000, 23, 1_790_000_000_000, &record_file);
     let worker = setup.spawn_worker("outage");
     setup.wait_started(20_000, &worker);

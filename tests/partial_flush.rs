@@ -14,7 +14,7 @@ use common::{assert_totals_exact, Setup};
 fn a_half_applied_flush_is_completed_not_doubled() {
     let mut setup = Setup::new("partial");
     setup.flush_interval_ms = 300;
-    let record_file = std::env::temp_dir().join(format!("{}.jsonl", setup.database));
+    let record_file = setup.scratch_file(".jsonl");
     let producer = setup.spawn_producer(60_000, 4_000, 31, 1_790_000_000_000, &record_file);
     let worker = setup.spawn_worker("partial");
     setup.wait_started(5_000, &worker);
@@ -41,7 +41,7 @@ fn a_half_applied_flush_is_completed_not_doubled() {
 fn a_half_applied_flush_left_by_a_dead_worker_is_completed_by_the_next() {
     let mut setup = Setup::new("partial_dead");
     setup.flush_interval_ms = 300;
-    let record_file = std::env::temp_dir().join(format!("{}.jsonl", setup.database));
+    let record_file = setup.scratch_file(".jsonl");
     let producer = setup.spawn_producer(40_000, 4_000, 37, 1_790_000_000_000, &record_file);
     let first = setup.spawn_worker("first");
     setup.wait_started(5_000, &first);

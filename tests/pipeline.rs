@@ -16,7 +16,7 @@ const START_MS: i64 = 1_790_000_000_000;
 #[test]
 fn rollups_match_an_independent_computation_exactly() {
     let setup = Setup::new("pipeline");
-    let record_file = std::env::temp_dir().join(format!("{}.jsonl", setup.database));
+    let record_file = setup.scratch_file(".jsonl");
     setup.produce(RECORDS, 42, START_MS, &record_file);
     let expected = Expected::from_record_file(&record_file);
     assert_eq!(expected.records, RECORDS);

@@ -12,7 +12,7 @@ use common::{assert_totals_exact, wait_producer, Setup};
 fn workers_joining_and_leaving_lose_and_double_nothing() {
     let mut setup = Setup::new("rebalance");
     setup.flush_interval_ms = 500;
-    let record_file = std::env::temp_dir().join(format!("{}.jsonl", setup.database));
+    let record_file = setup.scratch_file(".jsonl");
     let producer = setup.spawn_producer(200_000, 5_000, 11, 1_790_000_000_000, &record_file);
     let first = setup.spawn_worker("w1");
     let second = setup.spawn_worker("w2");

@@ -10,7 +10,7 @@ use common::Setup;
 #[test]
 fn analyst_shortcuts_print_tables_and_their_sql() {
     let setup = Setup::new("reports");
-    let record_file = std::env::temp_dir().join(format!("{}.jsonl", setup.database));
+    let record_file = setup.scratch_file(".jsonl");
     // 2026-09-21: inside the period the reports are asked about.
     setup.produce(5_000, 4, 1_790_000_000_000, &record_file);
     let worker = setup.spawn_worker("reports");

@@ -33,9 +33,7 @@ secret_env = "COSTLINE_TEST_WEBHOOK_SECRET"
 "#,
         receiver.url()
     );
-    let path = std::env::temp_dir().join(format!("{}.toml", setup.database));
-    std::fs::write(&path, config).unwrap();
-    setup.config_file = Some(path);
+    setup.use_config(&config);
     setup.env.push(("COSTLINE_TEST_WEBHOOK_SECRET".into(), SECRET.into()));
     setup
 }
@@ -132,7 +130,7 @@ fn rules_stay_silent_on_normal_generated_traffic() {
     let setup = setup_with_rules("rules_normal", &receiver);
     let records = 30_000u64;
     let span_ms = 3 * 3_600_000;
-    let record_file = std::env::temp_dir().join(format!("{}.jsonl", setup.database));
+    let record_file = setup.scratch_file(".jsonl");
     let produce = setup
         .produce_command(records, 0, 9, now_ms() - span_ms, &record_file)
         .args(["--spacing-ms", &(span_ms as f64 / records as f64).to_string()])

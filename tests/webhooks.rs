@@ -36,12 +36,10 @@ thresholds = [100]
 webhooks = ["hook"]
 "#
     );
-    let path = std::env::temp_dir().join(format!("{}.toml", setup.database));
-    std::fs::write(&path, config).unwrap();
-    setup.config_file = Some(path);
+    setup.use_config(&config);
     setup.env.push(("COSTLINE_TEST_WEBHOOK_SECRET".into(), SECRET.into()));
     let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
-    setup.produce(2_000, 5, now_ms - 10_000, &std::env::temp_dir().join(format!("{}.jsonl", setup.database)));
+    setup.produce(2_000, 5, now_ms - 10_000, &setup.scratch_file(".jsonl"));
     setup
 }
 

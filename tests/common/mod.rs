@@ -72,6 +72,18 @@ pub struct Setup {
 }
 
 impl Setup {
+    /// A scratch file of this test, named after its database: `<temp dir>/<database><suffix>`.
+    pub fn scratch_file(&self, suffix: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("{}{suffix}", self.database))
+    }
+
+    /// Runs `costline` with this configuration (budgets, webhooks, rules), written to a file.
+    pub fn use_config(&mut self, toml: &str) {
+        let path = self.scratch_file(".toml");
+        std::fs::write(&path, toml).expect("writing the test's configuration file");
+        self.config_file = Some(path);
+    }
+
     pub fn new(name: &str) -> Setup {
         ensure_services();
         Setup {

@@ -4,7 +4,8 @@
 //! It accepts only what serde_json accepts, and hands out the same raw value texts; anything
 //! else (nested values, escapes, a repeated key, any syntax error) makes it give up, and the
 //! caller walks the message again with serde_json, which decides and words the error. So it
-//! never needs to explain a rejection, and a difference from serde_json can only cost speed.
+//! never needs to explain a rejection, and giving up too often only costs speed; accepting
+//! what serde_json would reject would be a bug.
 //! `tests::fast_path_agrees_with_serde_json` checks the two against each other.
 
 use super::{Field, RawFields};
