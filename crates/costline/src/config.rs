@@ -238,6 +238,10 @@ pub struct ClickHouseConfig {
     pub password_file: Option<PathBuf>,
     /// Longest wait for one flush insert before it is cancelled and retried.
     pub insert_timeout_secs: u64,
+    /// Concurrent `INSERT`s per flush, each carrying the ledger rows of a share of the
+    /// partitions. ClickHouse 18.16 works an insert and its views on one thread, so one stream
+    /// leaves the server's other cores idle.
+    pub insert_streams: usize,
     /// Days of `usage_events` and `rejected_events` kept (whole UTC days / months are dropped);
     /// 0 keeps everything. Must cover the dedup horizon: restarts rebuild it from `usage_events`.
     pub retention_days: u32,
@@ -253,6 +257,7 @@ impl Default for ClickHouseConfig {
             user: "default".into(),
             password_file: None,
             insert_timeout_secs: 30,
+            insert_streams: 2,
             retention_days: 0,
             password: None,
         }
@@ -426,6 +431,11 @@ impl Config {
             "must be a plain identifier (letters, digits, _)",
         )?;
         require(self.clickhouse.insert_timeout_secs >= 1, "clickhouse.insert_timeout_secs", "must be at least 1")?;
+        require(
+            (1..=64).contains(&self.clickhouse.insert_streams),
+            "clickhouse.insert_streams",
+            "must be between 1 and 64",
+        )?;
         require(self.pipeline.flush_interval_ms >= 100, "pipeline.flush_interval_ms", "must be at least 100")?;
         require(self.pipeline.max_pending_records >= 1, "pipeline.max_pending_records", "must be at least 1")?;
         require(self.pipeline.dedup_horizon_secs >= 1, "pipeline.dedup_horizon_secs", "must be at least 1")?;

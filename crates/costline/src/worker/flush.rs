@@ -2,8 +2,10 @@
 //!
 //! The consumer side ([`FlushQueue`]) closes every ready partition batch into a [`FlushJob`];
 //! one writer task ([`FlushWriter`]) writes jobs in order: dead letters to Kafka first (so a
-//! rejected record is never only in ClickHouse), then every batch as one ledger row in one
-//! `INSERT`; then the offsets go back to the consumer to commit. One job is written while at
+//! rejected record is never only in ClickHouse), then every batch as one ledger row, the rows
+//! split over `clickhouse.insert_streams` concurrent `INSERT`s by partition (each partition's
+//! flushes still land in order: a job starts only when the one before it is written); then the
+//! offsets go back to the consumer to commit. One job is written while at
 //! most one more waits, so memory stays bounded and a slow ClickHouse slows consumption down.
 //! A partition that is being revoked waits (inside the rebalance) until no job holds it, so
 //! its next owner never reads progress that one of our inserts is still about to change.
@@ -125,6 +127,7 @@ impl FlushQueue {
             topic: config.kafka.topic.clone(),
             worker_id: worker_id(),
             flush_seq: 0,
+            insert_streams: config.clickhouse.insert_streams.max(1),
             health: health.clone(),
             shutdown,
             in_flight: in_flight.clone(),
@@ -236,6 +239,7 @@ struct FlushWriter {
     topic: String,
     worker_id: String,
     flush_seq: u64,
+    insert_streams: usize,
     health: Arc<Health>,
     shutdown: CancellationToken,
     in_flight: Arc<InFlight>,
@@ -249,7 +253,7 @@ impl FlushWriter {
             let partitions: Vec<i32> = job.commits.iter().map(|&(p, _)| p).collect();
             let written = async {
                 self.deliver_dead_letters(job.dead_letters).await?;
-                self.write_once(job.rows).await
+                self.write_streams(job.rows).await
             }
             .await;
             self.in_flight.remove(partitions.into_iter());
@@ -265,8 +269,23 @@ impl FlushWriter {
         Ok(())
     }
 
-    async fn write_once(&mut self, mut rows: Vec<LedgerRow>) -> anyhow::Result<()> {
+    /// Writes the rows of one job over concurrent inserts, each partition's row in exactly one
+    /// of them; each insert is retried and settled on its own.
+    async fn write_streams(&mut self, mut rows: Vec<LedgerRow>) -> anyhow::Result<()> {
         self.flush_seq += 1;
+        rows.sort_by_key(|row| row.kafka_partition);
+        let mut streams: Vec<Vec<LedgerRow>> = (0..self.insert_streams.min(rows.len())).map(|_| Vec::new()).collect();
+        let stream_count = streams.len();
+        for (index, row) in rows.into_iter().enumerate() {
+            streams[index % stream_count].push(row);
+        }
+        let writes = streams.into_iter().enumerate().map(|(stream, rows)| self.write_once(stream, rows));
+        futures_util::future::try_join_all(writes).await?;
+        self.health.ready.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn write_once(&self, stream: usize, mut rows: Vec<LedgerRow>) -> anyhow::Result<()> {
         let mut backoff = Duration::from_millis(100);
         let mut attempt = 0u32;
         let mut unsure: Option<String> = None;
@@ -283,7 +302,7 @@ impl FlushWriter {
                 break;
             }
             attempt += 1;
-            let query_id = format!("{}-{}-{}", self.worker_id, self.flush_seq, attempt);
+            let query_id = format!("{}-{}-{}-{}", self.worker_id, self.flush_seq, stream, attempt);
             let insert_started = Instant::now();
             let written = self.sink.write(&rows, &query_id).await;
             self.health.metrics.insert_seconds.observe(insert_started.elapsed().as_secs_f64());
@@ -292,13 +311,12 @@ impl FlushWriter {
                 Err(e) => {
                     self.health.metrics.sink_errors.inc();
                     self.health.ready.store(false, Ordering::Relaxed);
-                    warn!(error = %e, attempt, rows = rows.len(), "flush insert failed; will retry");
+                    warn!(error = %e, attempt, stream, rows = rows.len(), "flush insert failed; will retry");
                     unsure = Some(query_id);
                     self.pause(&mut backoff).await?;
                 }
             }
         }
-        self.health.ready.store(true, Ordering::Relaxed);
         Ok(())
     }
 
