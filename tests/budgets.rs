@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::expected::Expected;
 use common::receiver::{signature_is_valid, Receiver};
-use common::{wait_producer, Setup};
+use common::{wait_producer, wait_settled, Setup};
 
 const SECRET: &str = "test-secret-budgets";
 
@@ -81,9 +81,11 @@ webhooks = ["oncall"]
     setup.env.push(("COSTLINE_TEST_WEBHOOK_SECRET".into(), SECRET.into()));
     setup.env.push(("COSTLINE_HTTP_TOKEN".into(), "api-token".into()));
 
+    let producer = setup.spawn_producer(30_000, 1_500, 17, start_ms, &setup.scratch_file(".jsonl"));
     let first = setup.spawn_worker("w1");
+    wait_settled(&[&first], "one worker");
     let second = setup.spawn_worker("w2");
-    let producer = setup.spawn_producer(30_000, 3_000, 17, start_ms, &setup.scratch_file(".jsonl"));
+    wait_settled(&[&first, &second], "two workers");
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(second.stop(), 0);
     let second = setup.spawn_worker("w2-restarted");

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 pub const KAFKA: &str = "127.0.0.1:19092";
 pub const CLICKHOUSE: &str = "http://127.0.0.1:18123";
+/// Partitions of every test topic (`costline produce --partitions`).
+pub const TOPIC_PARTITIONS: i64 = 4;
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
@@ -110,7 +112,7 @@ impl Setup {
             .env("COSTLINE_CLICKHOUSE__URL", CLICKHOUSE)
             .env("COSTLINE_CLICKHOUSE__DATABASE", &self.database)
             .env("COSTLINE_PIPELINE__FLUSH_INTERVAL_MS", self.flush_interval_ms.to_string())
-            .env("COSTLINE_LOG__LEVEL", "info,rdkafka=warn");
+            .env("COSTLINE_LOG__LEVEL", std::env::var("COSTLINE_TEST_LOG_LEVEL").unwrap_or("info,rdkafka=warn".into()));
         if let Some(path) = &self.config_file {
             command.env("COSTLINE_CONFIG", path);
         }
@@ -148,7 +150,7 @@ impl Setup {
             "--start-ms",
             &start_ms,
             "--partitions",
-            "4",
+            &TOPIC_PARTITIONS.to_string(),
             "--record",
             record,
         ])
@@ -279,6 +281,16 @@ impl Worker {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// Partitions the worker owns now (its `assigned_partitions` gauge); `None` while its
+    /// HTTP server does not answer.
+    pub fn assigned_partitions(&self) -> Option<i64> {
+        let (status, body) = self.http_get("/metrics");
+        if status != 200 {
+            return None;
+        }
+        body.lines().find_map(|line| line.strip_prefix("costline_assigned_partitions ")?.trim().parse().ok())
+    }
+
     pub fn http_get(&self, path: &str) -> (u16, String) {
         match ureq::get(&format!("http://127.0.0.1:{}{path}", self.port)).call() {
             Ok(mut r) => (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default()),
@@ -373,4 +385,30 @@ pub fn publish(setup: &Setup, records: &[(String, Vec<u8>, i64)]) -> Vec<(i32, i
         }
         positions
     })
+}
+
+/// Waits (bounded) until `workers` together own every partition of the test topic and each
+/// owns at least one: the group has finished rebalancing. Tests that change a group more than
+/// once wait for this between changes: Tansu 0.6 keeps a departed leader as the leader of the
+/// next generation when the leader leaves while the group is forming, or dies, and then no
+/// member gets an assignment again (Apache Kafka elects a new leader). The first member is
+/// the leader, so tests start one worker alone and never crash it.
+pub fn wait_settled(workers: &[&Worker], stage: &str) {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(90);
+    loop {
+        let owned: Vec<Option<i64>> = workers.iter().map(|w| w.assigned_partitions()).collect();
+        if owned.iter().all(|n| n.is_some_and(|n| n > 0)) && owned.iter().flatten().sum::<i64>() == TOPIC_PARTITIONS {
+            eprintln!("{stage}: settled, partitions owned {owned:?}, {} s", started.elapsed().as_secs());
+            return;
+        }
+        if Instant::now() > deadline {
+            let logs: Vec<String> = workers.iter().map(|w| w.log()).collect();
+            panic!(
+                "{stage}: the group did not settle within 90 s (partitions owned: {owned:?}); logs:\n{}",
+                logs.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

@@ -114,8 +114,10 @@ impl<L: PartitionLifecycle> KafkaSource<L> {
             .set("session.timeout.ms", settings.session_timeout_ms.to_string())
             .set("max.poll.interval.ms", settings.max_poll_interval_ms.to_string())
             .set("enable.partition.eof", "false")
-            .set("statistics.interval.ms", "5000")
-            .set_log_level(RDKafkaLogLevel::Warning);
+            .set("statistics.interval.ms", "5000");
+        // librdkafka's `debug` contexts (e.g. `cgrp`) log at debug level: let them through.
+        let wants_debug = settings.extra.iter().any(|(key, _)| key == "debug");
+        config.set_log_level(if wants_debug { RDKafkaLogLevel::Debug } else { RDKafkaLogLevel::Warning });
         for (key, value) in &settings.extra {
             config.set(key, value);
         }
