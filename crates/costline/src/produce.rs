@@ -36,7 +36,8 @@ pub struct ProduceArgs {
     /// Do not create the topic (for brokers without the CreateTopics API).
     #[arg(long)]
     pub no_create_topic: bool,
-    /// Write every published record as a JSON line to this file.
+    /// Write every published record as a JSON line to this file: `key`, `ts` (the Kafka
+    /// timestamp), `sent_ms` (wall clock when it was handed to the producer), `kind`, `payload`.
     #[arg(long)]
     pub record: Option<std::path::PathBuf>,
 }
@@ -99,6 +100,7 @@ pub async fn publish(config: &Config, args: &ProduceArgs) -> anyhow::Result<Publ
                 tokio::time::sleep(wait).await;
             }
         }
+        let sent_ms = chrono::Utc::now().timestamp_millis();
         let delivery = producer
             .enqueue(topic, Some(record.key.as_bytes()), &record.payload, Some(record.timestamp_ms), &[])
             .await
@@ -117,10 +119,10 @@ pub async fn publish(config: &Config, args: &ProduceArgs) -> anyhow::Result<Publ
         if let Some(file) = record_file.as_mut() {
             let line = match std::str::from_utf8(&record.payload) {
                 Ok(text) => {
-                    serde_json::json!({"key": record.key, "ts": record.timestamp_ms, "kind": record.kind.as_str(), "payload": text})
+                    serde_json::json!({"key": record.key, "ts": record.timestamp_ms, "sent_ms": sent_ms, "kind": record.kind.as_str(), "payload": text})
                 }
                 Err(_) => {
-                    serde_json::json!({"key": record.key, "ts": record.timestamp_ms, "kind": record.kind.as_str(), "payload": null})
+                    serde_json::json!({"key": record.key, "ts": record.timestamp_ms, "sent_ms": sent_ms, "kind": record.kind.as_str(), "payload": null})
                 }
             };
             writeln!(file, "{line}").context("writing the record file")?;
