@@ -574,15 +574,18 @@ usage() {
 }
 
 main() {
-    local cmd="${1:-}" name
+    local cmd="${1:-}" name names
     [[ $# -gt 0 ]] && shift
+    case "$cmd" in
+        up|down|restart) names="$(expand_names "${1:-all}")" ;;  # an unknown name stops here (set -e)
+    esac
     case "$cmd" in
         up)
             take_lock "$STATE/services.lock"
-            for name in $(expand_names "${1:-all}"); do service_up "$name"; done ;;
+            for name in $names; do service_up "$name"; done ;;
         down)
             take_lock "$STATE/services.lock"
-            for name in $(expand_names "${1:-all}"); do service_down "$name"; done ;;
+            for name in $names; do service_down "$name"; done ;;
         start)
             [[ $# -ge 1 ]] || die "usage: services.sh start kafka|clickhouse|clickhouse-kafka"
             check_name "$1"
@@ -595,7 +598,7 @@ main() {
             service_down "$1" ;;
         restart)
             take_lock "$STATE/services.lock"
-            for name in $(expand_names "${1:-all}"); do service_down "$name"; service_up "$name"; done ;;
+            for name in $names; do service_down "$name"; service_up "$name"; done ;;
         status) cmd_status ;;
         env) cmd_env ;;
         chdb)

@@ -59,8 +59,9 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// Everything a test's workers and producers share.
-#[derive(Clone, Debug)]
+/// Everything a test's workers and producers share. Its database is dropped when a test ends
+/// well, and kept for inspection when it fails.
+#[derive(Debug)]
 pub struct Setup {
     pub brokers: String,
     pub topic: String,
@@ -241,6 +242,14 @@ fn database_missing(database: &str) -> bool {
         .ok()
         .and_then(|mut r| r.body_mut().read_to_string().ok())
         .is_some_and(|s| s.trim() == "0")
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = ureq::post(&format!("{CLICKHOUSE}/")).send(format!("DROP DATABASE IF EXISTS {}", self.database));
+        }
+    }
 }
 
 /// A `costline run` child process.
