@@ -629,6 +629,22 @@ def quantile_99(values):
 # ---------------------------------------------------------------- RSS mode
 
 
+def worker_gauges(listen):
+    """The worker's dedup and batch gauges from /metrics (empty while it does not answer)."""
+    wanted = ("dedup_entries", "dedup_memory_bytes", "pending_records", "window_keys")
+    try:
+        with urllib.request.urlopen(f"http://{listen}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return {}
+    gauges = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name.startswith("costline_") and name[len("costline_"):] in wanted:
+            gauges[name[len("costline_"):]] = int(float(value))
+    return gauges
+
+
 def rss_mode(args, tag):
     env = env_for(tag, COSTLINE_PIPELINE__DEDUP_HORIZON_SECS=str(args.rss_dedup_horizon_secs),
                   COSTLINE_PIPELINE__DEDUP_GRACE_SECS=str(args.rss_dedup_grace_secs))
@@ -649,7 +665,8 @@ def rss_mode(args, tag):
     samples = []
     end = started + args.rss_minutes * 60
     try:
-        print(f"  {'t (s)':>7}{'RSS MiB':>10}{'accounted':>12}{'behind':>9}", flush=True)
+        print(f"  {'t (s)':>7}{'RSS MiB':>10}{'accounted':>12}{'behind':>9}{'dedup entries':>15}{'dedup MiB':>11}"
+              f"{'pending':>9}", flush=True)
         next_sample = started
         while True:
             now = time.time()
@@ -660,8 +677,11 @@ def rss_mode(args, tag):
                 rss = mib(proc_status_kib(worker.pid, "VmRSS"))
                 done = accounted(tag)
                 expected_by_now = min(total, int((now - started) * args.rss_rate))
-                samples.append({"t": round(now - started, 1), "rss_mib": round(rss, 1), "accounted": done})
-                print(f"  {now - started:>7.0f}{rss:>10.1f}{done:>12,}{max(0, expected_by_now - done):>9,}", flush=True)
+                gauges = worker_gauges(env["COSTLINE_HTTP__LISTEN"])
+                samples.append({"t": round(now - started, 1), "rss_mib": round(rss, 1), "accounted": done, **gauges})
+                print(f"  {now - started:>7.0f}{rss:>10.1f}{done:>12,}{max(0, expected_by_now - done):>9,}"
+                      f"{gauges.get('dedup_entries', -1):>15,}{mib(gauges.get('dedup_memory_bytes', 0) / 1024):>11.1f}"
+                      f"{gauges.get('pending_records', -1):>9,}", flush=True)
                 next_sample += args.rss_interval
             if now >= end + 60 or (now >= end and producer.poll() is not None and accounted(tag) >= total):
                 break
