@@ -100,7 +100,7 @@ pub async fn publish(config: &Config, args: &ProduceArgs) -> anyhow::Result<Publ
                 tokio::time::sleep(wait).await;
             }
         }
-        let sent_ms = chrono::Utc::now().timestamp_millis();
+        let sent_ms = record_file.is_some().then(|| chrono::Utc::now().timestamp_millis());
         let delivery = producer
             .enqueue(topic, Some(record.key.as_bytes()), &record.payload, Some(record.timestamp_ms), &[])
             .await
