@@ -90,4 +90,5 @@ fn analyst_queries_run_on_clickhouse_18() {
         let body = response.body_mut().read_to_string().unwrap_or_default();
         assert_eq!(response.status(), 200, "{}:\n{body}", file.display());
     }
+    common::clickhouse_query("default", &format!("DROP DATABASE {database}"));
 }
