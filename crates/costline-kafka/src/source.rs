@@ -28,6 +28,9 @@ pub trait PartitionLifecycle: Send + Sync + 'static {
     /// Consumer lag of an owned partition (records behind the high-water mark of the last
     /// fetch), reported every few seconds from librdkafka's statistics.
     fn lag(&self, _partition: i32, _records: i64) {}
+    /// Whether this member's group is steady (not in a rebalance) and how many rebalances it
+    /// has been through, reported every few seconds from librdkafka's statistics.
+    fn group(&self, _steady: bool, _rebalances: i64) {}
 }
 
 /// Consumer settings, already validated by the caller.
@@ -48,6 +51,9 @@ pub struct SourceContext<L> {
 
 impl<L: PartitionLifecycle> ClientContext for SourceContext<L> {
     fn stats(&self, statistics: rdkafka::Statistics) {
+        if let Some(group) = &statistics.cgrp {
+            self.lifecycle.group(group.join_state == "steady", group.rebalance_cnt);
+        }
         for topic in statistics.topics.values() {
             for (&partition, stats) in &topic.partitions {
                 // librdkafka reports -1 for partitions this member does not consume.

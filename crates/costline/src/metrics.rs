@@ -24,6 +24,8 @@ pub struct Metrics {
     pub assigned_partitions: IntGauge,
     pub partition_next_offset: IntGaugeVec,
     pub consumer_lag: IntGaugeVec,
+    pub group_unsettled_seconds: IntGauge,
+    pub group_rebalances: IntGauge,
     pub insert_seconds: Histogram,
     pub window_keys: IntGauge,
     pub alert_deliveries: IntCounterVec,
@@ -100,6 +102,16 @@ impl Metrics {
                 "consumer_lag_records",
                 "Records behind the partition's high-water mark (librdkafka statistics)",
                 &["partition"],
+                r
+            )?,
+            group_unsettled_seconds: register_int_gauge_with_registry!(
+                "consumer_group_unsettled_seconds",
+                "How long this member's consumer group has been rebalancing (0 when steady; librdkafka statistics)",
+                r
+            )?,
+            group_rebalances: register_int_gauge_with_registry!(
+                "consumer_group_rebalances",
+                "Rebalances (assign or revoke) this member has been through (librdkafka statistics)",
                 r
             )?,
             insert_seconds: register_histogram_with_registry!(

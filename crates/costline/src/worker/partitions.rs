@@ -12,7 +12,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use costline_clickhouse::{LedgerSink, Targets};
@@ -52,7 +52,19 @@ pub struct PartitionChanges {
     shutdown: CancellationToken,
     pending: Mutex<Vec<PartitionChange>>,
     any: AtomicBool,
+    group: Mutex<GroupWatch>,
 }
+
+/// Since when the consumer group has not been steady, and when that was last logged.
+#[derive(Default)]
+struct GroupWatch {
+    unsettled_since: Option<Instant>,
+    warned_at: Option<Instant>,
+}
+
+/// A rebalance that lasts longer than this is logged (and again every this long): partitions
+/// may be owned by nobody meanwhile.
+const UNSETTLED_WARNING: Duration = Duration::from_secs(60);
 
 impl PartitionChanges {
     pub fn new(
@@ -74,6 +86,7 @@ impl PartitionChanges {
             shutdown,
             pending: Mutex::new(Vec::new()),
             any: AtomicBool::new(false),
+            group: Mutex::new(GroupWatch::default()),
         }
     }
 
@@ -175,5 +188,26 @@ impl PartitionLifecycle for PartitionChanges {
 
     fn lag(&self, partition: i32, records: i64) {
         self.metrics.consumer_lag.with_label_values(&[&partition.to_string()]).set(records);
+    }
+
+    fn group(&self, steady: bool, rebalances: i64) {
+        self.metrics.group_rebalances.set(rebalances);
+        let Ok(mut watch) = self.group.lock() else { return };
+        if steady {
+            *watch = GroupWatch::default();
+            self.metrics.group_unsettled_seconds.set(0);
+            return;
+        }
+        let unsettled = watch.unsettled_since.get_or_insert_with(Instant::now).elapsed();
+        self.metrics.group_unsettled_seconds.set(unsettled.as_secs() as i64);
+        if unsettled >= UNSETTLED_WARNING && watch.warned_at.is_none_or(|at| at.elapsed() >= UNSETTLED_WARNING) {
+            watch.warned_at = Some(Instant::now());
+            warn!(
+                seconds = unsettled.as_secs(),
+                partitions = self.metrics.assigned_partitions.get(),
+                "the consumer group has not settled: some partitions may have no owner; look for a member that \
+                 is stuck or gone, or a broker that cannot complete the rebalance"
+            );
+        }
     }
 }
