@@ -56,10 +56,27 @@ pub struct PartitionChanges {
 }
 
 /// Since when the consumer group has not been steady, and when that was last logged.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct GroupWatch {
     unsettled_since: Option<Instant>,
     warned_at: Option<Instant>,
+}
+
+impl GroupWatch {
+    /// Takes one report; returns how long the group has been unsettled, and whether to warn.
+    fn observe(&mut self, steady: bool, now: Instant) -> (Duration, bool) {
+        if steady {
+            *self = GroupWatch::default();
+            return (Duration::ZERO, false);
+        }
+        let unsettled = now.saturating_duration_since(*self.unsettled_since.get_or_insert(now));
+        let warn = unsettled >= UNSETTLED_WARNING
+            && self.warned_at.is_none_or(|at| now.saturating_duration_since(at) >= UNSETTLED_WARNING);
+        if warn {
+            self.warned_at = Some(now);
+        }
+        (unsettled, warn)
+    }
 }
 
 /// A rebalance that lasts longer than this is logged (and again every this long): partitions
@@ -193,15 +210,9 @@ impl PartitionLifecycle for PartitionChanges {
     fn group(&self, steady: bool, rebalances: i64) {
         self.metrics.group_rebalances.set(rebalances);
         let Ok(mut watch) = self.group.lock() else { return };
-        if steady {
-            *watch = GroupWatch::default();
-            self.metrics.group_unsettled_seconds.set(0);
-            return;
-        }
-        let unsettled = watch.unsettled_since.get_or_insert_with(Instant::now).elapsed();
+        let (unsettled, warn) = watch.observe(steady, Instant::now());
         self.metrics.group_unsettled_seconds.set(unsettled.as_secs() as i64);
-        if unsettled >= UNSETTLED_WARNING && watch.warned_at.is_none_or(|at| at.elapsed() >= UNSETTLED_WARNING) {
-            watch.warned_at = Some(Instant::now());
+        if warn {
             warn!(
                 seconds = unsettled.as_secs(),
                 partitions = self.metrics.assigned_partitions.get(),
@@ -209,5 +220,26 @@ impl PartitionLifecycle for PartitionChanges {
                  is stuck or gone, or a broker that cannot complete the rebalance"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_rebalance_is_reported_once_a_minute_until_the_group_is_steady() {
+        let start = Instant::now();
+        let at = |secs: u64| start + Duration::from_secs(secs);
+        let mut watch = GroupWatch::default();
+        assert_eq!(watch.observe(false, at(0)), (Duration::ZERO, false));
+        assert_eq!(watch.observe(false, at(55)), (Duration::from_secs(55), false));
+        assert_eq!(watch.observe(false, at(60)), (Duration::from_secs(60), true));
+        assert_eq!(watch.observe(false, at(65)), (Duration::from_secs(65), false));
+        assert_eq!(watch.observe(false, at(120)), (Duration::from_secs(120), true));
+        assert_eq!(watch.observe(true, at(125)), (Duration::ZERO, false));
+        // A new rebalance starts its own clock.
+        assert_eq!(watch.observe(false, at(130)), (Duration::ZERO, false));
+        assert_eq!(watch.observe(false, at(185)), (Duration::from_secs(55), false));
     }
 }
