@@ -38,19 +38,12 @@ fn rollups_match_an_independent_computation_exactly() {
         assert!(metrics.contains(name), "{name} missing from /metrics:\n{metrics}");
     }
     // Group state comes from librdkafka's statistics, every 5 s: a lone member is steady.
-    let gauge = |metrics: &str, name: &str| {
-        metrics.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
-    };
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let metrics = loop {
-        let (_, metrics) = worker.http_get("/metrics");
-        if gauge(&metrics, "costline_consumer_group_rebalances").is_some_and(|n| n >= 1.0) {
-            break metrics;
-        }
+    while !worker.metric("costline_consumer_group_rebalances").is_some_and(|n| n >= 1.0) {
         assert!(std::time::Instant::now() < deadline, "no consumer group statistics in /metrics:\n{metrics}");
         std::thread::sleep(Duration::from_millis(500));
-    };
-    assert_eq!(gauge(&metrics, "costline_consumer_group_unsettled_seconds"), Some(0.0), "{metrics}");
+    }
+    assert_eq!(worker.metric("costline_consumer_group_unsettled_seconds"), Some(0.0));
     let log = worker.log();
     assert_eq!(worker.stop(), 0, "worker did not exit cleanly:\n{log}");
 

@@ -290,14 +290,19 @@ impl Worker {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    /// Partitions the worker owns now (its `assigned_partitions` gauge); `None` while its
-    /// HTTP server does not answer.
-    pub fn assigned_partitions(&self) -> Option<i64> {
+    /// The value of an unlabelled metric in the worker's `/metrics`; `None` while its HTTP
+    /// server does not answer or the metric is not there.
+    pub fn metric(&self, name: &str) -> Option<f64> {
         let (status, body) = self.http_get("/metrics");
         if status != 200 {
             return None;
         }
-        body.lines().find_map(|line| line.strip_prefix("costline_assigned_partitions ")?.trim().parse().ok())
+        body.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
+    /// Partitions the worker owns now (its `assigned_partitions` gauge).
+    pub fn assigned_partitions(&self) -> Option<i64> {
+        self.metric("costline_assigned_partitions").map(|n| n as i64)
     }
 
     pub fn http_get(&self, path: &str) -> (u16, String) {
