@@ -1,6 +1,7 @@
 //! End to end on real services: generated traffic (duplicates, retries, late and invalid
 //! events, an unpriced model, costUsd overrides, unicode tags) published to Tansu, one
-//! worker, and ClickHouse's rollups compared with an independent computation, exactly.
+//! worker, and ClickHouse's rollups (and the counted attempts, summed) compared with an
+//! independent computation, exactly.
 
 mod common;
 
@@ -83,6 +84,7 @@ fn rollups_match_an_independent_computation_exactly() {
     let distinct_positions: u64 =
         setup.query("SELECT uniqExact(kafka_partition, kafka_offset) FROM usage_events").trim().parse().unwrap();
     assert_eq!(distinct_positions, counted, "an offset was written twice");
+    common::assert_events_sum_to_minutes(&setup, &expected);
 }
 
 fn format_pico(pico: i128) -> String {

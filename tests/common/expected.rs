@@ -220,6 +220,15 @@ pub const ROLLUP_COLUMNS: &str = "toUInt32(window_start), tenant, endpoint_tag, 
     environment, data_mode, requests, attempts, retries, duplicates, input_tokens, cached_input_tokens, \
     cache_write_tokens, output_tokens, toString(cost_usd), unpriced_attempts";
 
+/// `ROLLUP_COLUMNS` computed from the counted attempts in `usage_events` (which hold no
+/// duplicates: that column is 0), grouped by minute and dimensions.
+pub const EVENT_ROLLUP_QUERY: &str = "SELECT toUInt32(toStartOfMinute(event_time)), tenant, endpoint_tag, \
+    prompt_version, provider, model, environment, data_mode, sum(first_of_request) AS requests, \
+    count() AS attempts, attempts - requests, 0, sum(input_tokens), sum(cached_input_tokens), \
+    sum(cache_write_tokens), sum(output_tokens), toString(sum(cost_usd)), countIf(price_version = '') \
+    FROM usage_events GROUP BY toStartOfMinute(event_time), tenant, endpoint_tag, prompt_version, \
+    provider, model, environment, data_mode FORMAT TSV";
+
 /// Parses `SELECT {ROLLUP_COLUMNS} FROM usage_… FORMAT TSV`.
 pub fn parse_rollup_rows(tsv: &str) -> BTreeMap<Dims, Measures> {
     let mut out = BTreeMap::new();

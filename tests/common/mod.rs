@@ -360,7 +360,8 @@ impl Schedule {
 }
 
 /// Compares every `usage_minute` row and the `rejected_events` count with the independent
-/// computation from `record_file`, and checks no Kafka position was counted twice.
+/// computation from `record_file`, checks no Kafka position was counted twice, and
+/// [`assert_events_sum_to_minutes`].
 pub fn assert_totals_exact(setup: &Setup, record_file: &Path) {
     use expected::{parse_rollup_rows, Expected, ROLLUP_COLUMNS};
     let expected = Expected::from_record_file(record_file);
@@ -381,6 +382,29 @@ pub fn assert_totals_exact(setup: &Setup, record_file: &Path) {
         setup.query("SELECT uniqExact(kafka_partition, kafka_offset) FROM usage_events").trim().parse().unwrap();
     assert_eq!(counted, positions, "a Kafka position was counted twice");
     assert_eq!(counted, expected.totals().attempts, "usage_events rows");
+    assert_events_sum_to_minutes(setup, &expected);
+}
+
+/// The counted attempts in `usage_events` (each with its own dimensions, status, tokens, cost and
+/// pricing, written apart from the rollups) summed per minute and dimension set equal the
+/// independent computation's minutes (less their duplicates).
+pub fn assert_events_sum_to_minutes(setup: &Setup, expected: &expected::Expected) {
+    use expected::{parse_rollup_rows, EVENT_ROLLUP_QUERY};
+    let from_events = parse_rollup_rows(&setup.query(EVENT_ROLLUP_QUERY));
+    let counted_minutes: Vec<_> = expected
+        .minutes
+        .iter()
+        .filter(|(_, want)| want.attempts > 0)
+        .map(|(dims, want)| (dims, expected::Measures { duplicates: 0, ..want.clone() }))
+        .collect();
+    let mismatched: Vec<_> =
+        counted_minutes.iter().filter(|(dims, want)| from_events.get(*dims) != Some(want)).take(3).collect();
+    assert!(
+        mismatched.is_empty(),
+        "usage_events summed per minute differ, e.g. {:?}",
+        mismatched.iter().map(|(d, w)| (d, w, from_events.get(*d))).collect::<Vec<_>>()
+    );
+    assert_eq!(from_events.len(), counted_minutes.len(), "number of (minute, dimension set) groups in usage_events");
 }
 
 /// Publishes `(key, payload, Kafka timestamp ms)` records to the setup's topic and returns

@@ -1,13 +1,45 @@
 //! One `flush_ledger` row per flushed partition batch. The struct's fields are the table's
-//! columns in order (RowBinary is positional); the parallel arrays are filled in one pass over
-//! the batch.
+//! columns in order (RowBinary is positional). The counted attempts' columns are the batch's
+//! own, moved; the text ones are written from the batch's rollup keys and symbols by
+//! [`WindowDimension`] and [`SymbolColumn`] while the row is serialised.
 
 use std::sync::Arc;
 
 use clickhouse::Row;
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
-use costline_core::{PartitionBatch, Pricing, RejectedRecord};
+use costline_core::{Dimension, PartitionBatch, Pricing, RejectedRecord, RollupKey, TextColumn};
+
+/// `Array(String)`: one dimension of each counted attempt, read from the key of the rollup
+/// window it was counted in.
+#[derive(Debug, Default)]
+pub struct WindowDimension {
+    windows: Arc<[u32]>,
+    keys: Arc<[RollupKey]>,
+    dimension: Dimension,
+}
+
+impl Serialize for WindowDimension {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // Every number names a window of the same batch; "" would only show a broken batch.
+        serializer.collect_seq(
+            self.windows.iter().map(|&w| self.keys.get(w as usize).map_or("", |key| key.dimension(self.dimension))),
+        )
+    }
+}
+
+/// `Array(String)`: the text of each id in a batch's symbols.
+#[derive(Debug, Default)]
+pub struct SymbolColumn {
+    ids: Vec<u32>,
+    names: Arc<[Arc<str>]>,
+}
+
+impl Serialize for SymbolColumn {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.ids.iter().map(|&id| self.names.get(id as usize).map_or("", |name| &**name)))
+    }
+}
 
 /// The tables a ledger row is fanned out to, as bits of `flush_ledger.targets`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,18 +84,18 @@ pub struct LedgerRow {
     pub ev_offset: Vec<u64>,
     pub ev_record_time: Vec<u32>,
     pub ev_event_time: Vec<u32>,
-    pub ev_external_request_id: Vec<Arc<str>>,
+    pub ev_external_request_id: TextColumn,
     pub ev_attempt: Vec<u32>,
     pub ev_first_of_request: Vec<u8>,
-    pub ev_tenant: Vec<Arc<str>>,
-    pub ev_endpoint_tag: Vec<Arc<str>>,
-    pub ev_prompt_version: Vec<Arc<str>>,
-    pub ev_provider: Vec<Arc<str>>,
-    pub ev_model: Vec<Arc<str>>,
-    pub ev_environment: Vec<Arc<str>>,
-    pub ev_data_mode: Vec<&'static str>,
-    pub ev_status: Vec<Arc<str>>,
-    pub ev_error_code: Vec<Arc<str>>,
+    pub ev_tenant: WindowDimension,
+    pub ev_endpoint_tag: WindowDimension,
+    pub ev_prompt_version: WindowDimension,
+    pub ev_provider: WindowDimension,
+    pub ev_model: WindowDimension,
+    pub ev_environment: WindowDimension,
+    pub ev_data_mode: WindowDimension,
+    pub ev_status: SymbolColumn,
+    pub ev_error_code: SymbolColumn,
     pub ev_input_tokens: Vec<u64>,
     pub ev_cached_input_tokens: Vec<u64>,
     pub ev_cache_write_tokens: Vec<u64>,
@@ -113,7 +145,7 @@ fn secs(ms: i64) -> u32 {
 impl LedgerRow {
     /// The row for one non-empty batch. Consumes the batch: its strings move, not copy.
     pub fn from_batch(batch: PartitionBatch, topic: &str, partition: u32, worker: &str, flushed_at: u32) -> LedgerRow {
-        let mut row = LedgerRow::with_capacity(batch.counted.len(), batch.rollup.len() + 1, batch.rejected.len());
+        let mut row = LedgerRow::with_capacity(batch.rollup.len() + 1, batch.rejected.len());
         row = LedgerRow {
             kafka_topic: topic.to_string(),
             kafka_partition: partition,
@@ -161,37 +193,43 @@ impl LedgerRow {
             row.ru_latency_counts.push(counts);
             row.ru_flush_offset.push(0);
         }
+        let counted = batch.counted;
+        let keys: Arc<[RollupKey]> = batch.rollup.iter().map(|(key, _)| key.clone()).collect();
+        let windows: Arc<[u32]> = counted.window.into();
+        let dimension =
+            |dimension| WindowDimension { windows: Arc::clone(&windows), keys: Arc::clone(&keys), dimension };
+        let names: Arc<[Arc<str>]> = batch.symbols.into_names().into();
         let (reported, unpriced): (Arc<str>, Arc<str>) = (Pricing::Reported.version().into(), "".into());
-        for attempt in batch.counted {
-            let price_version = match attempt.pricing {
+        row.ev_offset = counted.offset;
+        row.ev_record_time = counted.record_time_ms.into_iter().map(secs).collect();
+        row.ev_event_time = counted.event_time_ms.into_iter().map(secs).collect();
+        row.ev_external_request_id = counted.external_request_id;
+        row.ev_attempt = counted.attempt;
+        row.ev_first_of_request = counted.first_of_request.into_iter().map(u8::from).collect();
+        row.ev_tenant = dimension(Dimension::Tenant);
+        row.ev_endpoint_tag = dimension(Dimension::EndpointTag);
+        row.ev_prompt_version = dimension(Dimension::PromptVersion);
+        row.ev_provider = dimension(Dimension::Provider);
+        row.ev_model = dimension(Dimension::Model);
+        row.ev_environment = dimension(Dimension::Environment);
+        row.ev_data_mode = dimension(Dimension::DataMode);
+        row.ev_status = SymbolColumn { ids: counted.status, names: Arc::clone(&names) };
+        row.ev_error_code = SymbolColumn { ids: counted.error_code, names };
+        row.ev_input_tokens = counted.input_tokens;
+        row.ev_cached_input_tokens = counted.cached_input_tokens;
+        row.ev_cache_write_tokens = counted.cache_write_tokens;
+        row.ev_output_tokens = counted.output_tokens;
+        row.ev_latency_ms = counted.latency_ms;
+        row.ev_cost_usd = counted.cost.into_iter().map(|cost| cost.0).collect();
+        row.ev_price_version = counted
+            .pricing
+            .into_iter()
+            .map(|pricing| match pricing {
                 Pricing::Table(version) => version,
                 Pricing::Reported => Arc::clone(&reported),
                 Pricing::Unpriced => Arc::clone(&unpriced),
-            };
-            let e = attempt.event;
-            row.ev_offset.push(attempt.record.offset);
-            row.ev_record_time.push(secs(attempt.record.timestamp_ms));
-            row.ev_event_time.push(secs(attempt.event_time_ms));
-            row.ev_external_request_id.push(e.external_request_id);
-            row.ev_attempt.push(e.attempt);
-            row.ev_first_of_request.push(u8::from(attempt.first_of_request));
-            row.ev_tenant.push(e.user_id);
-            row.ev_endpoint_tag.push(e.endpoint_tag);
-            row.ev_prompt_version.push(e.prompt_version);
-            row.ev_provider.push(e.provider);
-            row.ev_model.push(e.model);
-            row.ev_environment.push(e.environment);
-            row.ev_data_mode.push(e.data_mode.as_str());
-            row.ev_status.push(e.status);
-            row.ev_error_code.push(e.error_code);
-            row.ev_input_tokens.push(e.input_tokens);
-            row.ev_cached_input_tokens.push(e.cached_input_tokens);
-            row.ev_cache_write_tokens.push(e.cache_write_tokens);
-            row.ev_output_tokens.push(e.output_tokens);
-            row.ev_latency_ms.push(e.latency_ms);
-            row.ev_cost_usd.push(attempt.cost.0);
-            row.ev_price_version.push(price_version);
-        }
+            })
+            .collect();
         for RejectedRecord { record, reason, payload_head, payload_bytes } in batch.rejected {
             row.rj_offset.push(record.offset);
             row.rj_record_time.push(secs(record.timestamp_ms));
@@ -204,39 +242,13 @@ impl LedgerRow {
         row
     }
 
-    /// Empty arrays with room for `events` counted attempts, `rollups` rollup rows and
-    /// `rejects` rejected records, so that filling them never moves them.
-    fn with_capacity(events: usize, rollups: usize, rejects: usize) -> LedgerRow {
+    /// Empty arrays with room for `rollups` rollup rows and `rejects` rejected records, so that
+    /// filling them never moves them (the counted attempts' arrays come from the batch).
+    fn with_capacity(rollups: usize, rejects: usize) -> LedgerRow {
         macro_rules! reserve {
             ($row:ident, $n:expr, $($field:ident),+) => { $( $row.$field.reserve_exact($n); )+ };
         }
         let mut row = LedgerRow::default();
-        reserve!(
-            row,
-            events,
-            ev_offset,
-            ev_record_time,
-            ev_event_time,
-            ev_external_request_id,
-            ev_attempt,
-            ev_first_of_request,
-            ev_tenant,
-            ev_endpoint_tag,
-            ev_prompt_version,
-            ev_provider,
-            ev_model,
-            ev_environment,
-            ev_data_mode,
-            ev_status,
-            ev_error_code,
-            ev_input_tokens,
-            ev_cached_input_tokens,
-            ev_cache_write_tokens,
-            ev_output_tokens,
-            ev_latency_ms,
-            ev_cost_usd,
-            ev_price_version
-        );
         reserve!(
             row,
             rollups,

@@ -6,14 +6,15 @@
 //! batch's `next_offset`, whatever its fate, so a batch written in full means "every record
 //! below `next_offset` is accounted for".
 //!
-//! Events are decoded borrowing from the message; what the batch keeps shares its strings
-//! through the batch's [`Symbols`], so a counted event costs one allocation (its request id).
+//! Events are decoded borrowing from the message. The batch keeps counted attempts column by
+//! column, as the ledger writes them: an attempt's dimensions are the number of its rollup
+//! window, its status and error code ids in the batch's [`Symbols`], its request id a slice of
+//! one shared string; so counting an event allocates nothing of its own.
 
-use std::sync::Arc;
+use serde::ser::{Serialize, Serializer};
 
 use crate::decode::decode_event;
 use crate::dedup::{DedupIndex, DedupVerdict, Identity};
-use crate::event::{TextField, UsageEvent};
 use crate::money::PicoUsd;
 use crate::price::{PriceTable, Pricing};
 use crate::reject::RejectReason;
@@ -31,15 +32,108 @@ pub struct RecordMeta {
     pub timestamp_ms: i64,
 }
 
-/// An attempt that counts: priced, with the verdict of the dedup index.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CountedAttempt {
-    pub record: RecordMeta,
-    pub event_time_ms: i64,
-    pub event: UsageEvent<Arc<str>>,
-    pub cost: PicoUsd,
-    pub pricing: Pricing,
-    pub first_of_request: bool,
+/// Strings stored one after another in one allocation; serialises as a sequence of strings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TextColumn {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl TextColumn {
+    pub fn with_capacity(strings: usize, bytes: usize) -> TextColumn {
+        TextColumn { text: String::with_capacity(bytes), ends: Vec::with_capacity(strings) }
+    }
+
+    pub fn push(&mut self, text: &str) {
+        self.text.push_str(text);
+        self.ends.push(self.text.len());
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Bytes of text held.
+    pub fn text_len(&self) -> usize {
+        self.text.len()
+    }
+
+    /// The strings in order (with an exact size hint, which serialisers need).
+    pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(self.ends.iter()).map(|(start, &end)| &self.text[start..end])
+    }
+}
+
+impl Serialize for TextColumn {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
+    }
+}
+
+/// The attempts a batch counted, one column per field, in the order they were counted.
+#[derive(Debug, Clone, Default)]
+pub struct CountedAttempts {
+    pub offset: Vec<u64>,
+    /// Kafka record time, epoch ms.
+    pub record_time_ms: Vec<i64>,
+    /// Event time, epoch ms.
+    pub event_time_ms: Vec<i64>,
+    pub external_request_id: TextColumn,
+    pub attempt: Vec<u32>,
+    pub first_of_request: Vec<bool>,
+    /// Number of the attempt's window in the batch's rollup, whose key holds its dimensions
+    /// (tenant, endpoint tag, prompt version, provider, model, environment, data mode).
+    pub window: Vec<u32>,
+    /// Id in the batch's [`Symbols`].
+    pub status: Vec<u32>,
+    /// Id in the batch's [`Symbols`].
+    pub error_code: Vec<u32>,
+    pub input_tokens: Vec<u64>,
+    pub cached_input_tokens: Vec<u64>,
+    pub cache_write_tokens: Vec<u64>,
+    pub output_tokens: Vec<u64>,
+    pub latency_ms: Vec<Option<u32>>,
+    /// Fixed when counted.
+    pub cost: Vec<PicoUsd>,
+    /// How `cost` was found (the price-table row's version).
+    pub pricing: Vec<Pricing>,
+}
+
+impl CountedAttempts {
+    /// Room for `attempts` attempts (and request ids of `id_bytes` bytes in all).
+    fn with_capacity(attempts: usize, id_bytes: usize) -> CountedAttempts {
+        CountedAttempts {
+            offset: Vec::with_capacity(attempts),
+            record_time_ms: Vec::with_capacity(attempts),
+            event_time_ms: Vec::with_capacity(attempts),
+            external_request_id: TextColumn::with_capacity(attempts, id_bytes),
+            attempt: Vec::with_capacity(attempts),
+            first_of_request: Vec::with_capacity(attempts),
+            window: Vec::with_capacity(attempts),
+            status: Vec::with_capacity(attempts),
+            error_code: Vec::with_capacity(attempts),
+            input_tokens: Vec::with_capacity(attempts),
+            cached_input_tokens: Vec::with_capacity(attempts),
+            cache_write_tokens: Vec::with_capacity(attempts),
+            output_tokens: Vec::with_capacity(attempts),
+            latency_ms: Vec::with_capacity(attempts),
+            cost: Vec::with_capacity(attempts),
+            pricing: Vec::with_capacity(attempts),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.offset.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.offset.is_empty()
+    }
 }
 
 /// A record that failed validation.
@@ -69,11 +163,11 @@ pub struct PartitionBatch {
     pub next_offset: u64,
     /// Newest Kafka record time covered, epoch ms.
     pub newest_record_ms: i64,
-    pub counted: Vec<CountedAttempt>,
+    pub counted: CountedAttempts,
     pub rejected: Vec<RejectedRecord>,
     pub duplicates: u64,
     pub rollup: MinuteRollup,
-    /// The strings shared by `counted` and `rollup`.
+    /// The strings of `rollup`'s keys and of `counted`'s status and error code ids.
     pub symbols: Symbols,
 }
 
@@ -137,21 +231,25 @@ impl PartitionCounter {
             }
             DedupVerdict::Counted { first_of_request } => {
                 let (cost, pricing) = prices.price(&event, event_time_ms);
-                let (key, measures) = batch.rollup.window(&event, event_time_ms, &mut batch.symbols);
+                let (window, measures) = batch.rollup.window(&event, event_time_ms, &mut batch.symbols);
                 measures.add_attempt(&event, cost, &pricing, first_of_request);
-                // The window's key already holds the dimensions' shared strings.
-                let event = event.map_text(|field, text| match field {
-                    TextField::UserId => Arc::clone(&key.tenant),
-                    TextField::EndpointTag => Arc::clone(&key.endpoint_tag),
-                    TextField::PromptVersion => Arc::clone(&key.prompt_version),
-                    TextField::Provider => Arc::clone(&key.provider),
-                    TextField::Model => Arc::clone(&key.model),
-                    TextField::Environment => Arc::clone(&key.environment),
-                    TextField::Status | TextField::ErrorCode => batch.symbols.intern(&text),
-                    // Request ids are (nearly) all distinct: interning them would only cost.
-                    TextField::ExternalRequestId => Arc::from(text),
-                });
-                batch.counted.push(CountedAttempt { record, event_time_ms, event, cost, pricing, first_of_request });
+                let counted = &mut batch.counted;
+                counted.offset.push(record.offset);
+                counted.record_time_ms.push(record.timestamp_ms);
+                counted.event_time_ms.push(event_time_ms);
+                counted.external_request_id.push(&event.external_request_id);
+                counted.attempt.push(event.attempt);
+                counted.first_of_request.push(first_of_request);
+                counted.window.push(window);
+                counted.status.push(batch.symbols.id(&event.status));
+                counted.error_code.push(batch.symbols.id(&event.error_code));
+                counted.input_tokens.push(event.input_tokens);
+                counted.cached_input_tokens.push(event.cached_input_tokens);
+                counted.cache_write_tokens.push(event.cache_write_tokens);
+                counted.output_tokens.push(event.output_tokens);
+                counted.latency_ms.push(event.latency_ms);
+                counted.cost.push(cost);
+                counted.pricing.push(pricing);
                 Outcome::Counted
             }
         }
@@ -180,9 +278,10 @@ impl PartitionCounter {
     /// Closes the open batch and starts the next one where it ended, sized like this one (so
     /// that steady traffic fills it without moving it).
     pub fn take_batch(&mut self) -> PartitionBatch {
+        let counted = &self.batch.counted;
         let next = PartitionBatch {
             next_offset: self.batch.next_offset,
-            counted: Vec::with_capacity(self.batch.counted.len()),
+            counted: CountedAttempts::with_capacity(counted.len(), counted.external_request_id.text_len()),
             rollup: MinuteRollup::with_capacity(self.batch.rollup.len()),
             ..PartitionBatch::default()
         };
@@ -202,6 +301,7 @@ fn record_secs(timestamp_ms: i64) -> u32 {
 mod tests {
     use super::*;
     use crate::dedup::DEFAULT_GRACE_SECS;
+    use crate::rollup::{Dimension, RollupKey};
 
     fn table() -> PriceTable {
         PriceTable::from_toml(
@@ -219,6 +319,17 @@ mod tests {
     }
 
     #[test]
+    fn text_column_keeps_each_string_and_serialises_as_a_sequence() {
+        let mut column = TextColumn::with_capacity(1, 1);
+        for text in ["req-1", "", "ünïcode", "req-22"] {
+            column.push(text);
+        }
+        assert_eq!((column.len(), column.iter().collect::<Vec<_>>()), (4, vec!["req-1", "", "ünïcode", "req-22"]));
+        assert_eq!(serde_json::to_string(&column).unwrap(), r#"["req-1","","ünïcode","req-22"]"#);
+        assert_eq!(serde_json::to_string(&TextColumn::default()).unwrap(), "[]");
+    }
+
+    #[test]
     fn counts_duplicates_rejects_and_covers_every_offset() {
         let prices = table();
         let mut counter = PartitionCounter::new(DedupIndex::new(3600, DEFAULT_GRACE_SECS), 10);
@@ -231,6 +342,21 @@ mod tests {
         let batch = counter.take_batch();
         assert_eq!((batch.first_offset, batch.next_offset, batch.records()), (Some(10), 16, 5));
         assert_eq!(batch.rejected[0].reason.code(), "malformed_json");
+        let counted = &batch.counted;
+        assert_eq!(counted.external_request_id.iter().collect::<Vec<_>>(), ["a", "a", "b"]);
+        assert_eq!((&counted.offset[..], &counted.attempt[..]), (&[10, 12, 13][..], &[1, 2, 1][..]));
+        assert_eq!(counted.first_of_request, [true, false, true]);
+        let names = batch.symbols.names();
+        assert!(counted.status.iter().all(|&id| &*names[id as usize] == "success"));
+        assert!(counted.error_code.iter().all(|&id| names[id as usize].is_empty()));
+        let keys: Vec<&RollupKey> = batch.rollup.iter().map(|(key, _)| key).collect();
+        let dimension = |i: usize, d| keys[counted.window[i] as usize].dimension(d);
+        assert_eq!([dimension(0, Dimension::Model), dimension(1, Dimension::Model)], ["gpt-4o"; 2]);
+        assert_eq!([dimension(2, Dimension::Model), dimension(2, Dimension::Tenant)], ["mystery", "t1"]);
+        assert_eq!(counted.cost[0], PicoUsd(800 * 2_500_000 + 200 * 1_250_000 + 100 * 10_000_000));
+        assert!(matches!(&counted.pricing[0], Pricing::Table(version) if version.contains("openai/gpt-4o")));
+        assert_eq!((counted.cost[2], &counted.pricing[2]), (PicoUsd::ZERO, &Pricing::Unpriced));
+        assert_eq!(counted.event_time_ms, [1_746_093_630_000; 3]);
         let mut rows: Vec<_> = batch.rollup.iter().collect();
         rows.sort_by(|a, b| a.0.model.cmp(&b.0.model));
         let (key, gpt) = rows[0];

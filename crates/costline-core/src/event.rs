@@ -2,8 +2,9 @@
 //! applied, provider lower-cased. Anything of this type is known to be countable.
 //!
 //! The text fields are generic: the decoder hands out events that borrow from the message
-//! ([`DecodedEvent`], no copy unless a string had escapes), and a batch keeps them with shared,
-//! interned strings (see [`crate::symbols`]), so the hot path allocates almost nothing per event.
+//! ([`DecodedEvent`], no copy unless a string had escapes), and a batch keeps what it needs of
+//! them in columns with interned strings (see [`crate::batch`]), so the hot path allocates
+//! nothing per event.
 
 use std::borrow::Cow;
 
@@ -71,20 +72,6 @@ pub struct UsageEvent<S> {
 /// An event as the decoder returns it: text borrowed from the message where possible.
 pub type DecodedEvent<'a> = UsageEvent<Cow<'a, str>>;
 
-/// Names the text fields for [`UsageEvent::map_text`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TextField {
-    ExternalRequestId,
-    Provider,
-    Model,
-    EndpointTag,
-    PromptVersion,
-    UserId,
-    Status,
-    Environment,
-    ErrorCode,
-}
-
 impl<S: AsRef<str>> UsageEvent<S> {
     pub fn is_success(&self) -> bool {
         self.status.as_ref() == STATUS_SUCCESS
@@ -93,29 +80,5 @@ impl<S: AsRef<str>> UsageEvent<S> {
     /// Event time in epoch milliseconds: the event's own timestamp, else the record's.
     pub fn event_time_ms(&self, record_time_ms: i64) -> i64 {
         self.timestamp_ms.unwrap_or(record_time_ms)
-    }
-
-    /// The same event with every text field converted by `convert`.
-    pub fn map_text<T>(self, mut convert: impl FnMut(TextField, S) -> T) -> UsageEvent<T> {
-        UsageEvent {
-            external_request_id: convert(TextField::ExternalRequestId, self.external_request_id),
-            provider: convert(TextField::Provider, self.provider),
-            model: convert(TextField::Model, self.model),
-            endpoint_tag: convert(TextField::EndpointTag, self.endpoint_tag),
-            prompt_version: convert(TextField::PromptVersion, self.prompt_version),
-            user_id: convert(TextField::UserId, self.user_id),
-            input_tokens: self.input_tokens,
-            output_tokens: self.output_tokens,
-            cached_input_tokens: self.cached_input_tokens,
-            cache_write_tokens: self.cache_write_tokens,
-            latency_ms: self.latency_ms,
-            status: convert(TextField::Status, self.status),
-            data_mode: self.data_mode,
-            environment: convert(TextField::Environment, self.environment),
-            attempt: self.attempt,
-            timestamp_ms: self.timestamp_ms,
-            cost_usd: self.cost_usd,
-            error_code: convert(TextField::ErrorCode, self.error_code),
-        }
     }
 }

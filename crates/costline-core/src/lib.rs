@@ -4,10 +4,10 @@
 //! Data flows one way through it:
 //!
 //! ```text
-//! bytes ──decode──▶ UsageEvent ──DedupIndex──▶ counted attempt ──PriceTable──▶ CountedAttempt
+//! bytes ──decode──▶ UsageEvent ──DedupIndex──▶ counted attempt ──PriceTable──▶ priced attempt
 //!                      │                          │ (duplicate)                      │
 //!                      ▼                          ▼                                  ▼
-//!                 Rejection              MinuteRollup.duplicates            MinuteRollup + usage row
+//!                 Rejection              MinuteRollup.duplicates     MinuteRollup + CountedAttempts
 //! ```
 //!
 //! [`PartitionBatch`] strings these steps together for one Kafka partition between two flushes;
@@ -28,13 +28,13 @@ pub mod symbols;
 
 mod decode;
 
-pub use batch::{CountedAttempt, Outcome, PartitionBatch, PartitionCounter, RecordMeta, RejectedRecord};
+pub use batch::{CountedAttempts, Outcome, PartitionBatch, PartitionCounter, RecordMeta, RejectedRecord, TextColumn};
 pub use decode::{decode_event, MAX_EVENT_BYTES};
 pub use dedup::{DedupIndex, DedupVerdict, Identity};
-pub use event::{DataMode, DecodedEvent, TextField, UsageEvent};
+pub use event::{DataMode, DecodedEvent, UsageEvent};
 pub use latency::LatencyHistogram;
 pub use money::PicoUsd;
 pub use price::{Price, PriceTable, PriceTableError, Pricing};
 pub use reject::RejectReason;
-pub use rollup::{MinuteRollup, RollupKey, RollupMeasures};
+pub use rollup::{Dimension, MinuteRollup, RollupKey, RollupMeasures};
 pub use symbols::Symbols;

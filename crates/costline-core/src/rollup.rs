@@ -3,9 +3,10 @@
 //! adds the partial rows of every flush and every worker, so late events simply add to the
 //! window they belong to.
 
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use hashbrown::{Equivalent, HashMap};
+use hashbrown::{DefaultHashBuilder, Equivalent, HashTable};
 
 use crate::event::{DataMode, UsageEvent};
 use crate::latency::LatencyHistogram;
@@ -140,32 +141,87 @@ impl RollupMeasures {
     }
 }
 
-/// Per-minute, per-dimension deltas.
+/// One of a [`RollupKey`]'s text dimensions (the window start aside).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dimension {
+    #[default]
+    Tenant,
+    EndpointTag,
+    PromptVersion,
+    Provider,
+    Model,
+    Environment,
+    DataMode,
+}
+
+impl RollupKey {
+    pub fn dimension(&self, dimension: Dimension) -> &str {
+        match dimension {
+            Dimension::Tenant => &self.tenant,
+            Dimension::EndpointTag => &self.endpoint_tag,
+            Dimension::PromptVersion => &self.prompt_version,
+            Dimension::Provider => &self.provider,
+            Dimension::Model => &self.model,
+            Dimension::Environment => &self.environment,
+            Dimension::DataMode => self.data_mode.as_str(),
+        }
+    }
+
+    fn as_ref(&self) -> RollupKeyRef<'_> {
+        RollupKeyRef {
+            window_start_secs: self.window_start_secs,
+            tenant: &self.tenant,
+            endpoint_tag: &self.endpoint_tag,
+            prompt_version: &self.prompt_version,
+            provider: &self.provider,
+            model: &self.model,
+            environment: &self.environment,
+            data_mode: self.data_mode,
+        }
+    }
+}
+
+/// Per-minute, per-dimension deltas. Windows are numbered in order of creation; a counted
+/// attempt keeps its window's number instead of a copy of the dimensions.
 #[derive(Debug, Clone, Default)]
 pub struct MinuteRollup {
-    windows: HashMap<RollupKey, RollupMeasures>,
+    /// Numbers of `windows`, found by the hash of their key.
+    table: HashTable<u32>,
+    windows: Vec<(RollupKey, RollupMeasures)>,
+    hasher: DefaultHashBuilder,
 }
 
 impl MinuteRollup {
     pub fn with_capacity(keys: usize) -> MinuteRollup {
-        MinuteRollup { windows: HashMap::with_capacity(keys) }
+        MinuteRollup {
+            table: HashTable::with_capacity(keys),
+            windows: Vec::with_capacity(keys),
+            hasher: DefaultHashBuilder::default(),
+        }
     }
 
-    /// The window `event` falls into, created empty on first use with its strings taken from
-    /// `symbols`. The key is handed back too: its shared strings are the event's dimensions.
+    /// The number and measures of the window `event` falls into, created empty on first use
+    /// with its strings taken from `symbols`.
     pub fn window<S: AsRef<str>>(
         &mut self,
         event: &UsageEvent<S>,
         event_time_ms: i64,
         symbols: &mut Symbols,
-    ) -> (&RollupKey, &mut RollupMeasures) {
+    ) -> (u32, &mut RollupMeasures) {
         let key = RollupKeyRef::of(event, event_time_ms);
-        let (key, measures) = self
-            .windows
-            .raw_entry_mut()
-            .from_key(&key)
-            .or_insert_with(|| (key.to_owned(symbols), RollupMeasures::default()));
-        (key, measures)
+        let hash = self.hasher.hash_one(&key);
+        let windows = &self.windows;
+        let number = match self.table.find(hash, |&i| key.equivalent(&windows[i as usize].0)) {
+            Some(&number) => number,
+            None => {
+                let number = self.windows.len() as u32;
+                self.windows.push((key.to_owned(symbols), RollupMeasures::default()));
+                let (windows, hasher) = (&self.windows, &self.hasher);
+                self.table.insert_unique(hash, number, |&i| hasher.hash_one(windows[i as usize].0.as_ref()));
+                number
+            }
+        };
+        (number, &mut self.windows[number as usize].1)
     }
 
     pub fn len(&self) -> usize {
@@ -176,7 +232,63 @@ impl MinuteRollup {
         self.windows.is_empty()
     }
 
+    /// The windows in order of their numbers.
     pub fn iter(&self) -> impl Iterator<Item = (&RollupKey, &RollupMeasures)> {
-        self.windows.iter()
+        self.windows.iter().map(|(key, measures)| (key, measures))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+
+    fn event(tenant: &str, model: &str) -> UsageEvent<Cow<'static, str>> {
+        let text = |s: &str| Cow::Owned(s.to_string());
+        UsageEvent {
+            external_request_id: text("r"),
+            provider: text("openai"),
+            model: text(model),
+            endpoint_tag: text("checkout.summary"),
+            prompt_version: text("v1"),
+            user_id: text(tenant),
+            input_tokens: 1,
+            output_tokens: 1,
+            cached_input_tokens: 0,
+            cache_write_tokens: 0,
+            latency_ms: None,
+            status: text("success"),
+            data_mode: DataMode::Test,
+            environment: text("prod"),
+            attempt: 1,
+            timestamp_ms: None,
+            cost_usd: None,
+            error_code: text(""),
+        }
+    }
+
+    #[test]
+    fn windows_are_numbered_in_order_of_creation_and_found_again() {
+        let (mut rollup, mut symbols) = (MinuteRollup::with_capacity(1), Symbols::default());
+        let minute = 1_746_093_600_000;
+        let mut numbers = Vec::new();
+        // Enough distinct keys to make the table grow (and rehash) several times.
+        for round in 0..2 {
+            for tenant in 0..200 {
+                let (number, measures) =
+                    rollup.window(&event(&format!("t{tenant}"), "gpt-4o"), minute + round, &mut symbols);
+                measures.attempts += 1;
+                numbers.push(number);
+            }
+        }
+        let (later_minute, _) = rollup.window(&event("t0", "gpt-4o"), minute + 60_000, &mut symbols);
+        let (other_model, _) = rollup.window(&event("t0", "o3"), minute, &mut symbols);
+        assert_eq!(&numbers[..200], (0..200).collect::<Vec<u32>>());
+        assert_eq!(numbers[200..], numbers[..200]);
+        assert_eq!((later_minute, other_model, rollup.len()), (200, 201, 202));
+        let (key, measures) = rollup.iter().nth(7).unwrap();
+        assert_eq!((key.dimension(Dimension::Tenant), measures.attempts), ("t7", 2));
+        assert_eq!((key.dimension(Dimension::DataMode), key.dimension(Dimension::Model)), ("test", "gpt-4o"));
+        assert_eq!(rollup.iter().nth(201).unwrap().0.dimension(Dimension::Model), "o3");
     }
 }
