@@ -28,7 +28,10 @@ event-to-queryable latency is the time from a probe's publication (the wall cloc
 process handed it to its Kafka producer, `sent_ms` in its record log) until it is visible in
 usage_events (polled every 20 ms). The same figures counted from spawning the probe's process
 (~0.7 s of start-up, connection and metadata included, as results before 2026-12-01 were
-counted) are printed too.
+counted) are printed too. Probes start at random moments (0.3–2.3 s after the previous one was
+seen, seeded), so that they do not fall into step with the worker's flushes (until 2026-12-01
+each started 0.3 s after the previous one was seen, which put every probe at about the same
+point of the flush cycle). The worker's flush-duration histogram is printed with the probes.
 
 RSS mode (--rss-minutes M, instead of the above): one worker, a producer at a constant
 --rss-rate (generated traffic: 300 tenants, 8 endpoints, fixed model mix, so a constant set of
@@ -78,6 +81,7 @@ import collections
 import json
 import os
 import pathlib
+import random
 import shutil
 import signal
 import socket
@@ -582,7 +586,8 @@ def latency(args, tag):
         CLEANUP.append(lambda: query("", f"DROP DATABASE IF EXISTS {tag}"))
     run([BIN, "produce", "--count", "0", "--partitions", "4"], timeout=120, env=env)
     worker = spawn([BIN, "run"], env=env, stderr=log_file("latency-worker"))
-    duration = args.probes * 0.5 + 15
+    duration = args.probes * 5 + 30  # stopped once the probes are done
+    pause = random.Random(7)
     load = spawn([BIN, "produce", "--count", str(int(args.latency_rate * duration)), "--rate", str(args.latency_rate),
                   "--seed", "2", "--no-create-topic", "--spacing-ms", str(1000 / args.latency_rate)],
                  env=env, stdout=subprocess.DEVNULL)
@@ -610,12 +615,16 @@ def latency(args, tag):
                     from_spawn.append(seen - spawned)
                     break
                 time.sleep(0.02)
-            time.sleep(0.3)
+            time.sleep(pause.uniform(0.3, 2.3))
+        flushes = flush_histogram(env["COSTLINE_HTTP__LISTEN"])
     finally:
         stop(load)
         stop(worker, timeout=120)
     if not latencies:
         return None, None, 0
+    print("probe latencies, s: " + " ".join(f"{v:.2f}" for v in sorted(latencies)))
+    if flushes:
+        print("worker's flushes by duration (s, up to): " + ", ".join(f"{le}: {n}" for le, n in flushes))
     print(f"latency counted from spawning the probe's producer process instead (its start-up, ~0.7 s, included): "
           f"p50 {statistics.median(from_spawn) * 1000:.0f} ms, p99 {quantile_99(from_spawn) * 1000:.0f} ms")
     return statistics.median(latencies), quantile_99(latencies), len(latencies)
@@ -643,6 +652,25 @@ def worker_gauges(listen):
         if name.startswith("costline_") and name[len("costline_"):] in wanted:
             gauges[name[len("costline_"):]] = int(float(value))
     return gauges
+
+
+def flush_histogram(listen):
+    """`(upper bound, flushes)` per bucket of the worker's flush_duration_seconds histogram (cumulative counts
+    made per bucket; empty buckets left out)."""
+    try:
+        with urllib.request.urlopen(f"http://{listen}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return []
+    buckets, below = [], 0
+    for line in text.splitlines():
+        if line.startswith("costline_flush_duration_seconds_bucket{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            count = int(float(line.rsplit(" ", 1)[1]))
+            if count > below:
+                buckets.append((le, count - below))
+            below = count
+    return buckets
 
 
 def rss_mode(args, tag):
