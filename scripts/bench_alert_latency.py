@@ -6,7 +6,7 @@ For each run: a fresh topic and database, a worker with a one-micro-dollar daily
 local HTTP receiver; then one record is published and the clock runs until the receiver gets
 the alert. Prints each run and the median, for the configured flush and evaluation intervals.
 
-Usage: scripts/bench_alert_latency.py [--runs 5] [--flush-ms 2000] [--evaluate-ms 5000]
+Usage: scripts/bench_alert_latency.py [--runs 5] [--flush-ms 1000] [--evaluate-ms 5000]
 """
 import argparse
 import http.server
@@ -93,7 +93,7 @@ webhooks = ["hook"]
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--flush-ms", type=int, default=2000)
+    parser.add_argument("--flush-ms", type=int, default=1000)
     parser.add_argument("--evaluate-ms", type=int, default=5000)
     args = parser.parse_args()
     subprocess.run([ROOT / "scripts/services.sh", "up"], check=True, capture_output=True)

@@ -528,7 +528,9 @@ def reconcile(tag, ke_db, counts, totals):
 
 def throughput(args, tag, run_index):
     print(f"\n== run {run_index + 1} of {args.runs}: topic {tag}", flush=True)
-    env = env_for(tag)
+    # Flush every 2 s, as the Kafka engine does (stream_flush_interval_ms), so that neither
+    # starts writing sooner; the latency phase uses the worker's default.
+    env = env_for(tag, COSTLINE_PIPELINE__FLUSH_INTERVAL_MS="2000")
     bench_dir = STATE / "bench"
     bench_dir.mkdir(parents=True, exist_ok=True)
     record_log = bench_dir / f"{tag}.records.jsonl"

@@ -280,7 +280,7 @@ pub struct PipelineConfig {
 impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
-            flush_interval_ms: 2_000,
+            flush_interval_ms: 1_000,
             max_pending_records: 200_000,
             dedup_horizon_secs: 3_600,
             dedup_grace_secs: costline_core::dedup::DEFAULT_GRACE_SECS,

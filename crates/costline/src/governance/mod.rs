@@ -4,7 +4,7 @@
 //! so it does not matter which worker evaluates. Exactly one does at a time: the owner of
 //! partition 0 of the usage topic (the consumer group already guarantees that one member owns
 //! it), so no extra election is needed. Its spend is complete up to `as_of`, the event time
-//! every partition has been flushed to (a flush interval behind, by default 2 s).
+//! every partition has been flushed to (a flush interval behind, by default 1 s).
 //!
 //! Each alert has a stable id (budget: budget + period start + threshold; rule: rule + scope +
 //! the minute it fired). Before firing, the evaluator looks the id up in `alerts`, so a
