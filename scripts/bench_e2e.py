@@ -640,16 +640,20 @@ def quantile_99(values):
 # ---------------------------------------------------------------- RSS mode
 
 
+def worker_metrics(listen):
+    """The worker's /metrics text ("" while it does not answer)."""
+    try:
+        with urllib.request.urlopen(f"http://{listen}/metrics", timeout=5) as response:
+            return response.read().decode()
+    except OSError:
+        return ""
+
+
 def worker_gauges(listen):
     """The worker's dedup and batch gauges from /metrics (empty while it does not answer)."""
     wanted = ("dedup_entries", "dedup_memory_bytes", "pending_records", "window_keys")
-    try:
-        with urllib.request.urlopen(f"http://{listen}/metrics", timeout=5) as response:
-            text = response.read().decode()
-    except OSError:
-        return {}
     gauges = {}
-    for line in text.splitlines():
+    for line in worker_metrics(listen).splitlines():
         name, _, value = line.partition(" ")
         if name.startswith("costline_") and name[len("costline_"):] in wanted:
             gauges[name[len("costline_"):]] = int(float(value))
@@ -659,13 +663,8 @@ def worker_gauges(listen):
 def flush_histogram(listen):
     """`(upper bound, flushes)` per bucket of the worker's flush_duration_seconds histogram (cumulative counts
     made per bucket; empty buckets left out)."""
-    try:
-        with urllib.request.urlopen(f"http://{listen}/metrics", timeout=5) as response:
-            text = response.read().decode()
-    except OSError:
-        return []
     buckets, below = [], 0
-    for line in text.splitlines():
+    for line in worker_metrics(listen).splitlines():
         if line.startswith("costline_flush_duration_seconds_bucket{"):
             le = line.split('le="', 1)[1].split('"', 1)[0]
             count = int(float(line.rsplit(" ", 1)[1]))

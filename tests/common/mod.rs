@@ -367,14 +367,7 @@ pub fn assert_totals_exact(setup: &Setup, record_file: &Path) {
     let expected = Expected::from_record_file(record_file);
     setup.wait_accounted(expected.records, Duration::from_secs(300));
     let minutes = parse_rollup_rows(&setup.query(&format!("SELECT {ROLLUP_COLUMNS} FROM usage_minute FORMAT TSV")));
-    let mismatched: Vec<_> =
-        expected.minutes.iter().filter(|(dims, want)| minutes.get(*dims) != Some(*want)).take(3).collect();
-    assert!(
-        mismatched.is_empty(),
-        "rollups differ, e.g. {:?}",
-        mismatched.iter().map(|(d, w)| (d, w, minutes.get(*d))).collect::<Vec<_>>()
-    );
-    assert_eq!(minutes.len(), expected.minutes.len(), "number of (minute, dimension set) rows");
+    assert_same_rows("usage_minute", expected.minutes.iter().map(|(dims, want)| (dims, want.clone())), &minutes);
     let rejected: u64 = setup.query("SELECT count() FROM rejected_events").trim().parse().unwrap();
     assert_eq!(rejected, expected.rejected, "rejected_events");
     let counted: u64 = setup.query("SELECT count() FROM usage_events").trim().parse().unwrap();
@@ -391,20 +384,28 @@ pub fn assert_totals_exact(setup: &Setup, record_file: &Path) {
 pub fn assert_events_sum_to_minutes(setup: &Setup, expected: &expected::Expected) {
     use expected::{parse_rollup_rows, EVENT_ROLLUP_QUERY};
     let from_events = parse_rollup_rows(&setup.query(EVENT_ROLLUP_QUERY));
-    let counted_minutes: Vec<_> = expected
+    let counted_minutes = expected
         .minutes
         .iter()
         .filter(|(_, want)| want.attempts > 0)
-        .map(|(dims, want)| (dims, expected::Measures { duplicates: 0, ..want.clone() }))
-        .collect();
-    let mismatched: Vec<_> =
-        counted_minutes.iter().filter(|(dims, want)| from_events.get(*dims) != Some(want)).take(3).collect();
+        .map(|(dims, want)| (dims, expected::Measures { duplicates: 0, ..want.clone() }));
+    assert_same_rows("usage_events summed per minute", counted_minutes, &from_events);
+}
+
+/// `got` holds exactly the `want` rows (first mismatches shown), and no others.
+fn assert_same_rows<'a>(
+    what: &str,
+    want: impl Iterator<Item = (&'a expected::Dims, expected::Measures)>,
+    got: &std::collections::BTreeMap<expected::Dims, expected::Measures>,
+) {
+    let want: Vec<_> = want.collect();
+    let mismatched: Vec<_> = want.iter().filter(|(dims, want)| got.get(*dims) != Some(want)).take(3).collect();
     assert!(
         mismatched.is_empty(),
-        "usage_events summed per minute differ, e.g. {:?}",
-        mismatched.iter().map(|(d, w)| (d, w, from_events.get(*d))).collect::<Vec<_>>()
+        "{what} differ, e.g. {:?}",
+        mismatched.iter().map(|(d, w)| (d, w, got.get(*d))).collect::<Vec<_>>()
     );
-    assert_eq!(from_events.len(), counted_minutes.len(), "number of (minute, dimension set) groups in usage_events");
+    assert_eq!(got.len(), want.len(), "{what}: number of (minute, dimension set) rows");
 }
 
 /// Publishes `(key, payload, Kafka timestamp ms)` records to the setup's topic and returns

@@ -167,7 +167,7 @@ impl RollupKey {
         }
     }
 
-    fn as_ref(&self) -> RollupKeyRef<'_> {
+    fn borrowed(&self) -> RollupKeyRef<'_> {
         RollupKeyRef {
             window_start_secs: self.window_start_secs,
             tenant: &self.tenant,
@@ -217,7 +217,7 @@ impl MinuteRollup {
                 let number = self.windows.len() as u32;
                 self.windows.push((key.to_owned(symbols), RollupMeasures::default()));
                 let (windows, hasher) = (&self.windows, &self.hasher);
-                self.table.insert_unique(hash, number, |&i| hasher.hash_one(windows[i as usize].0.as_ref()));
+                self.table.insert_unique(hash, number, |&i| hasher.hash_one(windows[i as usize].0.borrowed()));
                 number
             }
         };
