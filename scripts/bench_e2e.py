@@ -26,12 +26,15 @@ Then, once: latency. A second topic gets steady traffic at --latency-rate record
 probe records are published one at a time, each by a `costline produce --count 1` process;
 event-to-queryable latency is the time from a probe's publication (the wall clock when that
 process handed it to its Kafka producer, `sent_ms` in its record log) until it is visible in
-usage_events (polled every 20 ms). The same figures counted from spawning the probe's process
+usage_events (polled every 20 ms by its partition and offset, i.e. by primary key: until
+2026-12-01 the poll searched by request id and scanned the whole table each time, which took CPU
+from the inserts being measured). The same figures counted from spawning the probe's process
 (~0.7 s of start-up, connection and metadata included, as results before 2026-12-01 were
 counted) are printed too. Probes start at random moments (0.3–2.3 s after the previous one was
 seen, seeded), so that they do not fall into step with the worker's flushes (until 2026-12-01
 each started 0.3 s after the previous one was seen, which put every probe at about the same
-point of the flush cycle). The worker's flush-duration histogram is printed with the probes.
+point of the flush cycle). The worker's flush and INSERT duration histograms are printed with
+the probes.
 
 RSS mode (--rss-minutes M, instead of the above): one worker, a producer at a constant
 --rss-rate (generated traffic: 300 tenants, 8 endpoints, fixed model mix, so a constant set of
@@ -610,15 +613,21 @@ def latency(args, tag):
             published_probes += 1
             request_id = record["key"]
             sent = record["sent_ms"] / 1000  # handed to the producer, after the process's start-up
+            # By primary key: a scan for the request id would read the whole table 50 times a second and
+            # take the CPU that the inserts being measured need.
+            seen_sql = (f"SELECT count() FROM usage_events WHERE kafka_topic = '{tag}' AND kafka_partition = "
+                        f"{record['partition']} AND kafka_offset = {record['offset']} "
+                        f"AND external_request_id = '{request_id}'")
             while time.time() - spawned < 30:
-                if query(tag, f"SELECT count() FROM usage_events WHERE external_request_id = '{request_id}'") == "1":
+                if query(tag, seen_sql) == "1":
                     seen = time.time()
                     latencies.append(seen - sent)
                     from_spawn.append(seen - spawned)
                     break
                 time.sleep(0.02)
             time.sleep(pause.uniform(0.3, 2.3))
-        flushes = flush_histogram(env["COSTLINE_HTTP__LISTEN"])
+        metrics = worker_metrics(env["COSTLINE_HTTP__LISTEN"])
+        flushes, inserts = histogram(metrics, "flush_duration_seconds"), histogram(metrics, "insert_duration_seconds")
     finally:
         stop(load)
         stop(worker, timeout=120)
@@ -627,6 +636,9 @@ def latency(args, tag):
     print("probe latencies, s: " + " ".join(f"{v:.2f}" for v in sorted(latencies)))
     if flushes:
         print("worker's flushes by duration (s, up to): " + ", ".join(f"{le}: {n}" for le, n in flushes))
+        print("  of which the INSERTs (one per stream): " + ", ".join(f"{le}: {n}" for le, n in inserts))
+        print(f"  mean flush {mean_of(metrics, 'flush_duration_seconds'):.3f} s, "
+              f"mean INSERT {mean_of(metrics, 'insert_duration_seconds'):.3f} s")
     print(f"latency counted from spawning the probe's producer process instead (its start-up, ~0.7 s, included): "
           f"p50 {statistics.median(from_spawn) * 1000:.0f} ms, p99 {quantile_99(from_spawn) * 1000:.0f} ms")
     return statistics.median(latencies), quantile_99(latencies), len(latencies)
@@ -660,12 +672,22 @@ def worker_gauges(listen):
     return gauges
 
 
-def flush_histogram(listen):
-    """`(upper bound, flushes)` per bucket of the worker's flush_duration_seconds histogram (cumulative counts
-    made per bucket; empty buckets left out)."""
+def mean_of(metrics, name):
+    """Mean observation of the histogram `costline_<name>` in a /metrics text (0 without observations)."""
+    sums = {}
+    for line in metrics.splitlines():
+        for part in ("sum", "count"):
+            if line.startswith(f"costline_{name}_{part} "):
+                sums[part] = float(line.rsplit(" ", 1)[1])
+    return sums.get("sum", 0.0) / sums["count"] if sums.get("count") else 0.0
+
+
+def histogram(metrics, name):
+    """`(upper bound, observations)` per bucket of the histogram `costline_<name>` in a /metrics text (cumulative
+    counts made per bucket; empty buckets left out)."""
     buckets, below = [], 0
-    for line in worker_metrics(listen).splitlines():
-        if line.startswith("costline_flush_duration_seconds_bucket{"):
+    for line in metrics.splitlines():
+        if line.startswith(f"costline_{name}_bucket{{"):
             le = line.split('le="', 1)[1].split('"', 1)[0]
             count = int(float(line.rsplit(" ", 1)[1]))
             if count > below:

@@ -10,6 +10,6 @@ pub mod producer;
 pub mod source;
 pub mod topics;
 
-pub use producer::RecordProducer;
+pub use producer::{delivered, RecordProducer};
 pub use source::{KafkaSource, PartitionLifecycle, SourceSettings};
 pub use topics::ensure_topic;

@@ -9,9 +9,11 @@
 
 use std::collections::VecDeque;
 
+use std::borrow::Cow;
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde_json::{json, Map, Value};
+use serde::Serialize;
 
 /// Knobs of the traffic mix.
 #[derive(Debug, Clone)]
@@ -138,10 +140,53 @@ const ENDPOINTS: &[Endpoint] = &[
     },
 ];
 
+/// One generated usage event. Fields are declared in the byte order of their JSON names, so
+/// records keep the sorted key order they had when built as a `serde_json::Map` (same seed,
+/// same bytes); missing optional fields are left out, as a producer would.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GeneratedEvent {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempt: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_write_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cached_input_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cost_usd: Option<serde_json::Number>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_mode: Option<&'static str>,
+    endpoint_tag: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    environment: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_code: Option<&'static str>,
+    external_request_id: String,
+    input_tokens: u64,
+    latency_ms: u64,
+    model: &'static str,
+    output_tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_version: Option<&'static str>,
+    provider: Cow<'static, str>,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timestamp: Option<EventTimestamp>,
+    user_id: String,
+}
+
+/// The event's own time, in either of the two forms the wire format accepts.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+enum EventTimestamp {
+    Rfc3339(String),
+    EpochMs(i64),
+}
+
 /// A provider call that will be retried.
 struct PendingRetry {
     due: u64,
-    event: Map<String, Value>,
+    event: GeneratedEvent,
 }
 
 /// An earlier record to send again.
@@ -196,39 +241,26 @@ impl TrafficGenerator {
         self.tenants[i].clone()
     }
 
-    fn new_call(&mut self) -> Map<String, Value> {
+    fn new_call(&mut self) -> GeneratedEvent {
         let endpoint = &ENDPOINTS[self.rng.random_range(0..ENDPOINTS.len())];
         let (provider, model) = endpoint.models[self.rng.random_range(0..endpoint.models.len())];
         let prompt_version = endpoint.prompt_versions[self.rng.random_range(0..endpoint.prompt_versions.len())];
         self.next_request += 1;
-        let request_id = format!("req-{:x}-{:08}", self.mix.seed, self.next_request);
+        let external_request_id = format!("req-{:x}-{:08}", self.mix.seed, self.next_request);
         let input = (endpoint.input_tokens as f64 * self.rng.random_range(0.3..2.5)) as u64;
         let output = (endpoint.output_tokens as f64 * self.rng.random_range(0.2..2.0)) as u64;
-        let mut event = Map::new();
-        event.insert("externalRequestId".into(), json!(request_id));
-        event.insert(
-            "provider".into(),
-            json!(if self.rng.random_bool(0.05) { provider.to_uppercase() } else { provider.to_string() }),
-        );
-        event.insert("model".into(), json!(model));
-        event.insert("endpointTag".into(), json!(endpoint.tag));
-        if !prompt_version.is_empty() {
-            event.insert("promptVersion".into(), json!(prompt_version));
-        }
-        event.insert("userId".into(), json!(self.tenant()));
-        event.insert("inputTokens".into(), json!(input));
-        event.insert("outputTokens".into(), json!(output));
+        let provider_text =
+            if self.rng.random_bool(0.05) { Cow::Owned(provider.to_uppercase()) } else { Cow::Borrowed(provider) };
+        let user_id = self.tenant();
+        let (mut cached_input_tokens, mut cache_write_tokens) = (None, None);
         if provider != "mistral" && self.rng.random_bool(0.4) {
             let cached = (input as f64 * self.rng.random_range(0.2..0.9)) as u64;
-            event.insert("cachedInputTokens".into(), json!(cached));
+            cached_input_tokens = Some(cached);
             if provider == "anthropic" && self.rng.random_bool(0.25) {
-                event.insert(
-                    "cacheWriteTokens".into(),
-                    json!(((input - cached) as f64 * self.rng.random_range(0.0..0.5)) as u64),
-                );
+                cache_write_tokens = Some(((input - cached) as f64 * self.rng.random_range(0.0..0.5)) as u64);
             }
         }
-        event.insert("latencyMs".into(), json!(150 + output * self.rng.random_range(4..25)));
+        let latency_ms = 150 + output * self.rng.random_range(4..25);
         let roll: f64 = self.rng.random();
         let status = match roll {
             r if r < 0.93 => "success",
@@ -237,39 +269,52 @@ impl TrafficGenerator {
             r if r < 0.99 => "timeout",
             _ => "cancelled",
         };
-        event.insert("status".into(), json!(status));
-        if status != "success" {
-            event.insert(
-                "errorCode".into(),
-                json!(match status {
-                    "rate_limited" => "429",
-                    "timeout" => "deadline_exceeded",
-                    _ => "server_error",
-                }),
-            );
-        }
+        let error_code = match status {
+            "success" => None,
+            "rate_limited" => Some("429"),
+            "timeout" => Some("deadline_exceeded"),
+            _ => Some("server_error"),
+        };
         let mode_roll: f64 = self.rng.random();
-        if mode_roll < 0.04 {
-            event.insert("dataMode".into(), json!("test"));
-        } else if mode_roll < 0.06 {
-            event.insert("dataMode".into(), json!("demo"));
-        }
+        let data_mode = match mode_roll {
+            r if r < 0.04 => Some("test"),
+            r if r < 0.06 => Some("demo"),
+            _ => None,
+        };
         let env_roll: f64 = self.rng.random();
-        if env_roll < 0.08 {
-            event.insert("environment".into(), json!("staging"));
-        } else if env_roll < 0.10 {
-            event.insert("environment".into(), json!("dev"));
-        } else if env_roll < 0.5 {
-            event.insert("environment".into(), json!("prod"));
-        }
-        if self.rng.random_bool(0.02) {
+        let environment = match env_roll {
+            r if r < 0.08 => Some("staging"),
+            r if r < 0.10 => Some("dev"),
+            r if r < 0.5 => Some("prod"),
+            _ => None,
+        };
+        let cost_usd = self.rng.random_bool(0.02).then(|| {
             let cost = self.rng.random_range(1..5_000_000u64);
-            event.insert("costUsd".into(), serde_json::from_str(&format!("0.{cost:08}")).unwrap_or(json!(0)));
+            format!("0.{cost:08}").parse().unwrap_or_else(|_| serde_json::Number::from(0))
+        });
+        GeneratedEvent {
+            attempt: None,
+            cache_write_tokens,
+            cached_input_tokens,
+            cost_usd,
+            data_mode,
+            endpoint_tag: endpoint.tag,
+            environment,
+            error_code,
+            external_request_id,
+            input_tokens: input,
+            latency_ms,
+            model,
+            output_tokens: output,
+            prompt_version: (!prompt_version.is_empty()).then_some(prompt_version),
+            provider: provider_text,
+            status,
+            timestamp: None,
+            user_id,
         }
-        event
     }
 
-    fn stamp(&mut self, event: &mut Map<String, Value>, now_ms: i64) {
+    fn stamp(&mut self, event: &mut GeneratedEvent, now_ms: i64) {
         let mut at = now_ms - i64::from(self.rng.random_range(0..2000u32));
         if self.rng.random_bool(self.mix.late_share) {
             at -= self.rng.random_range(5 * 60_000..90 * 60_000);
@@ -277,9 +322,9 @@ impl TrafficGenerator {
         let roll: f64 = self.rng.random();
         if roll < 0.5 {
             let time = chrono::DateTime::from_timestamp_millis(at).unwrap_or_default();
-            event.insert("timestamp".into(), json!(time.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()));
+            event.timestamp = Some(EventTimestamp::Rfc3339(time.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()));
         } else if roll < 0.9 {
-            event.insert("timestamp".into(), json!(at));
+            event.timestamp = Some(EventTimestamp::EpochMs(at));
         }
     }
 
@@ -333,22 +378,19 @@ impl Iterator for TrafficGenerator {
             _ => self.new_call(),
         };
         self.stamp(&mut event, now_ms);
-        let status = event.get("status").and_then(Value::as_str).unwrap_or("success").to_string();
-        if status != "success" && status != "cancelled" && self.rng.random_bool(0.8) {
+        if event.status != "success" && event.status != "cancelled" && self.rng.random_bool(0.8) {
             let mut retry = event.clone();
-            let attempt = event.get("attempt").and_then(Value::as_u64).unwrap_or(1);
-            retry.insert("attempt".into(), json!(attempt + 1));
-            let next_status = if self.rng.random_bool(0.85) { "success" } else { "rate_limited" };
-            retry.insert("status".into(), json!(next_status));
-            if next_status == "success" {
-                retry.remove("errorCode");
+            retry.attempt = Some(event.attempt.unwrap_or(1) + 1);
+            retry.status = if self.rng.random_bool(0.85) { "success" } else { "rate_limited" };
+            if retry.status == "success" {
+                retry.error_code = None;
             }
             let due = index + self.rng.random_range(1..40);
             self.retries.push_back(PendingRetry { due, event: retry });
             self.retries.make_contiguous().sort_by_key(|r| r.due);
         }
-        let key = event.get("externalRequestId").and_then(Value::as_str).unwrap_or_default().to_string();
-        let payload = Value::Object(event).to_string().into_bytes();
+        let payload = serde_json::to_vec(&event).unwrap_or_default();
+        let key = event.external_request_id;
         if self.rng.random_bool(self.mix.duplicate_share) {
             let due = index + self.rng.random_range(1..500);
             self.copies.push_back(PendingCopy { due, key: key.clone(), payload: payload.clone() });
@@ -369,5 +411,17 @@ mod tests {
         let b: Vec<_> =
             TrafficGenerator::new(TrafficMix::new(7, 1_700_000_000_000)).take(2000).map(|r| r.payload).collect();
         assert_eq!(a, b);
+    }
+
+    /// Benchmarks compare runs across versions of the generator: the bytes of a seed stay put
+    /// (sorted keys, optional fields left out).
+    #[test]
+    fn records_keep_their_bytes() {
+        let record = TrafficGenerator::new(TrafficMix::new(1, 1_790_000_000_000)).next();
+        let payload = record.map(|r| String::from_utf8_lossy(&r.payload).into_owned()).unwrap_or_default();
+        assert_eq!(
+            payload,
+            r#"{"cachedInputTokens":3391,"endpointTag":"agents.code_review","externalRequestId":"req-1-00000001","inputTokens":6961,"latencyMs":23140,"model":"claude-sonnet-4-5","outputTokens":1045,"promptVersion":"review_v13","provider":"anthropic","status":"success","timestamp":"2026-09-21T14:13:18.921Z","userId":"t_16a276763845"}"#
+        );
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use costline_kafka::{ensure_topic, RecordProducer};
+use costline_kafka::{delivered, ensure_topic, RecordProducer};
 
 use crate::config::Config;
 use costline_loadgen::{RecordKind, TrafficGenerator, TrafficMix};
@@ -36,8 +36,9 @@ pub struct ProduceArgs {
     /// Do not create the topic (for brokers without the CreateTopics API).
     #[arg(long)]
     pub no_create_topic: bool,
-    /// Write every published record as a JSON line to this file: `key`, `ts` (the Kafka
-    /// timestamp), `sent_ms` (wall clock when it was handed to the producer), `kind`, `payload`.
+    /// Write every published record as a JSON line to this file, once the broker has it: `key`,
+    /// `ts` (the Kafka timestamp), `sent_ms` (wall clock when it was handed to the producer),
+    /// `kind`, `payload`, `partition`, `offset`.
     #[arg(long)]
     pub record: Option<std::path::PathBuf>,
 }
@@ -80,7 +81,7 @@ pub async fn publish(config: &Config, args: &ProduceArgs) -> anyhow::Result<Publ
             .with_context(|| format!("creating topic {topic} on {}", config.kafka.brokers))?;
     }
     let extra: Vec<(String, String)> = config.kafka.librdkafka.clone().into_iter().collect();
-    let producer = RecordProducer::connect(&config.kafka.brokers, &extra).context("creating the producer")?;
+    let producer = RecordProducer::connect_bulk(&config.kafka.brokers, &extra).context("creating the producer")?;
     let start_ms = args.start_ms.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
     let mut mix = TrafficMix::new(args.seed, start_ms);
     mix.spacing_ms = args.spacing_ms;
@@ -105,31 +106,24 @@ pub async fn publish(config: &Config, args: &ProduceArgs) -> anyhow::Result<Publ
             .enqueue(topic, Some(record.key.as_bytes()), &record.payload, Some(record.timestamp_ms), &[])
             .await
             .context("publishing")?;
-        in_flight.push_back(delivery);
-        while in_flight.len() > 50_000 {
-            if let Some(delivery) = in_flight.pop_front() {
-                confirm(delivery).await?;
-            }
-        }
         match record.kind {
             RecordKind::Valid => published.valid += 1,
             RecordKind::Duplicate => published.duplicates += 1,
             RecordKind::Invalid => published.invalid += 1,
         }
-        if let Some(file) = record_file.as_mut() {
-            let line = match std::str::from_utf8(&record.payload) {
-                Ok(text) => {
-                    serde_json::json!({"key": record.key, "ts": record.timestamp_ms, "sent_ms": sent_ms, "kind": record.kind.as_str(), "payload": text})
-                }
-                Err(_) => {
-                    serde_json::json!({"key": record.key, "ts": record.timestamp_ms, "sent_ms": sent_ms, "kind": record.kind.as_str(), "payload": null})
-                }
-            };
-            writeln!(file, "{line}").context("writing the record file")?;
+        let line = record_file.is_some().then(|| {
+            let payload = std::str::from_utf8(&record.payload).ok();
+            serde_json::json!({"key": record.key, "ts": record.timestamp_ms, "sent_ms": sent_ms, "kind": record.kind.as_str(), "payload": payload})
+        });
+        in_flight.push_back((delivery, line));
+        while in_flight.len() > 50_000 {
+            if let Some((delivery, line)) = in_flight.pop_front() {
+                confirm(delivery, line, record_file.as_mut()).await?;
+            }
         }
     }
-    for delivery in in_flight {
-        confirm(delivery).await?;
+    for (delivery, line) in in_flight {
+        confirm(delivery, line, record_file.as_mut()).await?;
     }
     if let Some(mut file) = record_file {
         file.flush().context("writing the record file")?;
@@ -137,10 +131,18 @@ pub async fn publish(config: &Config, args: &ProduceArgs) -> anyhow::Result<Publ
     Ok(published)
 }
 
-async fn confirm(delivery: rdkafka::producer::DeliveryFuture) -> anyhow::Result<()> {
-    match delivery.await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err((e, _))) => Err(anyhow::anyhow!("the broker refused a record: {e}")),
-        Err(_) => Err(anyhow::anyhow!("the producer was closed before a record was confirmed")),
+/// Waits for a record's delivery; writes its line to the record file, with the partition and
+/// offset it got.
+async fn confirm(
+    delivery: rdkafka::producer::DeliveryFuture,
+    line: Option<serde_json::Value>,
+    record_file: Option<&mut std::io::BufWriter<std::fs::File>>,
+) -> anyhow::Result<()> {
+    let delivered = delivered(delivery).await.context("the broker did not take a record")?;
+    if let (Some(mut line), Some(file)) = (line, record_file) {
+        line["partition"] = delivered.partition.into();
+        line["offset"] = delivered.offset.into();
+        writeln!(file, "{line}").context("writing the record file")?;
     }
+    Ok(())
 }

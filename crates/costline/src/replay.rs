@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use costline_core::decode_event;
-use costline_kafka::RecordProducer;
+use costline_kafka::{delivered, RecordProducer};
 
 use crate::config::Config;
 
@@ -44,7 +44,7 @@ pub async fn run(config: &Config, args: &ReplayArgs) -> anyhow::Result<()> {
     let extra: Vec<(String, String)> = config.kafka.librdkafka.clone().into_iter().collect();
     let producer = match args.dry_run {
         true => None,
-        false => Some(RecordProducer::connect(&config.kafka.brokers, &extra).context("creating the producer")?),
+        false => Some(RecordProducer::connect_bulk(&config.kafka.brokers, &extra).context("creating the producer")?),
     };
     let started = Instant::now();
     let progress_to_terminal = std::io::stderr().is_terminal();
@@ -82,7 +82,9 @@ pub async fn run(config: &Config, args: &ReplayArgs) -> anyhow::Result<()> {
                 .context("publishing")?;
             in_flight.push_back(delivery);
             while in_flight.len() > 10_000 {
-                confirm(in_flight.pop_front()).await?;
+                if let Some(delivery) = in_flight.pop_front() {
+                    delivered(delivery).await.context("the broker did not take a record")?;
+                }
             }
             published += 1;
         }
@@ -102,7 +104,7 @@ pub async fn run(config: &Config, args: &ReplayArgs) -> anyhow::Result<()> {
         }
     }
     for delivery in in_flight {
-        confirm(Some(delivery)).await?;
+        delivered(delivery).await.context("the broker did not take a record")?;
     }
     if progress_to_terminal {
         eprintln!();
@@ -122,15 +124,4 @@ pub async fn run(config: &Config, args: &ReplayArgs) -> anyhow::Result<()> {
         writeln!(out, "  {code}: {} (lines {}{more})", at.len(), shown.join(", "))?;
     }
     Ok(())
-}
-
-async fn confirm(delivery: Option<rdkafka::producer::DeliveryFuture>) -> anyhow::Result<()> {
-    match delivery {
-        Some(delivery) => match delivery.await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err((e, _))) => Err(anyhow::anyhow!("the broker refused a record: {e}")),
-            Err(_) => Err(anyhow::anyhow!("the producer closed before a record was confirmed")),
-        },
-        None => Ok(()),
-    }
 }

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use costline_clickhouse::{LedgerRow, LedgerSink, Targets};
 use costline_core::PartitionCounter;
-use costline_kafka::RecordProducer;
+use costline_kafka::{delivered, RecordProducer};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -382,13 +382,12 @@ impl FlushWriter {
                 }
             }
             for (delivery, letter) in deliveries {
-                match delivery.await {
-                    Ok(Ok(_)) => self.health.metrics.dead_letters.inc(),
-                    Ok(Err((e, _))) => {
+                match delivered(delivery).await {
+                    Ok(_) => self.health.metrics.dead_letters.inc(),
+                    Err(e) => {
                         warn!(error = %e, "dead-letter delivery failed");
                         failed.push(letter);
                     }
-                    Err(_) => failed.push(letter),
                 }
             }
             dead_letters = failed;
