@@ -13,6 +13,7 @@
 //! one seen are swept. Decisions never depend on when a sweep ran, so replaying a partition
 //! after a crash decides every event exactly as the first run did.
 
+use hashbrown::hash_table::Entry as Slot;
 use hashbrown::{HashMap, HashTable};
 use xxhash_rust::xxh3::xxh3_128;
 
@@ -84,10 +85,11 @@ impl DedupIndex {
     /// Decides one copy with Kafka record time `record_secs` and remembers it if counted.
     pub fn observe(&mut self, id: Identity, record_secs: u32) -> DedupVerdict {
         let live_since = record_secs.saturating_sub(self.horizon_secs);
-        let hash = id.table_hash();
-        let entry = self.live.find_mut(hash, |e| e.request == id.request).filter(|e| e.last_counted_secs >= live_since);
-        let verdict = match entry {
-            Some(entry) => {
+        // One probe of the table, whatever the outcome.
+        let slot = self.live.entry(id.table_hash(), |e| e.request == id.request, |e| request_hash(&e.request));
+        let verdict = match slot {
+            Slot::Occupied(mut found) if found.get().last_counted_secs >= live_since => {
+                let entry = found.get_mut();
                 let seen = if id.attempt <= 32 {
                     let bit = 1u32 << (id.attempt - 1);
                     let seen = entry.attempts & bit != 0;
@@ -108,7 +110,8 @@ impl DedupIndex {
                 entry.last_counted_secs = entry.last_counted_secs.max(record_secs);
                 DedupVerdict::Counted { first_of_request: false }
             }
-            None => {
+            // Not live: a new request, or an expired entry that the next sweep would drop.
+            slot => {
                 let fresh = Entry {
                     request: id.request,
                     last_counted_secs: record_secs,
@@ -117,10 +120,10 @@ impl DedupIndex {
                 if id.attempt > 32 {
                     self.high_attempts.insert(id, record_secs);
                 }
-                match self.live.find_mut(hash, |e| e.request == id.request) {
-                    Some(expired) => *expired = fresh,
-                    None => {
-                        self.live.insert_unique(hash, fresh, |e| request_hash(&e.request));
+                match slot {
+                    Slot::Occupied(mut expired) => *expired.get_mut() = fresh,
+                    Slot::Vacant(vacant) => {
+                        vacant.insert(fresh);
                     }
                 }
                 DedupVerdict::Counted { first_of_request: true }
