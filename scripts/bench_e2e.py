@@ -596,7 +596,7 @@ def latency(args, tag):
     load = spawn([BIN, "produce", "--count", str(int(args.latency_rate * duration)), "--rate", str(args.latency_rate),
                   "--seed", "2", "--no-create-topic", "--spacing-ms", str(1000 / args.latency_rate)],
                  env=env, stdout=subprocess.DEVNULL)
-    latencies, from_spawn = [], []
+    latencies, from_spawn, acks = [], [], []
     probe_log = STATE / "bench" / "probe.jsonl"
     try:
         time.sleep(10)  # join, and let the steady load settle
@@ -613,6 +613,7 @@ def latency(args, tag):
             published_probes += 1
             request_id = record["key"]
             sent = record["sent_ms"] / 1000  # handed to the producer, after the process's start-up
+            acks.append(record["acked_ms"] / 1000 - sent)
             # By primary key: a scan for the request id would read the whole table 50 times a second and
             # take the CPU that the inserts being measured need.
             seen_sql = (f"SELECT count() FROM usage_events WHERE kafka_topic = '{tag}' AND kafka_partition = "
@@ -639,6 +640,8 @@ def latency(args, tag):
         print("  of which the INSERTs (one per stream): " + ", ".join(f"{le}: {n}" for le, n in inserts))
         print(f"  mean flush {mean_of(metrics, 'flush_duration_seconds'):.3f} s, "
               f"mean INSERT {mean_of(metrics, 'insert_duration_seconds'):.3f} s")
+    print(f"of which publishing (from handing the probe to a new producer until the broker confirmed it): "
+          f"p50 {statistics.median(acks) * 1000:.0f} ms, max {max(acks) * 1000:.0f} ms")
     print(f"latency counted from spawning the probe's producer process instead (its start-up, ~0.7 s, included): "
           f"p50 {statistics.median(from_spawn) * 1000:.0f} ms, p99 {quantile_99(from_spawn) * 1000:.0f} ms")
     return statistics.median(latencies), quantile_99(latencies), len(latencies)

@@ -38,7 +38,7 @@ pub struct ProduceArgs {
     pub no_create_topic: bool,
     /// Write every published record as a JSON line to this file, once the broker has it: `key`,
     /// `ts` (the Kafka timestamp), `sent_ms` (wall clock when it was handed to the producer),
-    /// `kind`, `payload`, `partition`, `offset`.
+    /// `kind`, `payload`, `partition`, `offset`, `acked_ms` (wall clock when the broker confirmed it).
     #[arg(long)]
     pub record: Option<std::path::PathBuf>,
 }
@@ -142,6 +142,7 @@ async fn confirm(
     if let (Some(mut line), Some(file)) = (line, record_file) {
         line["partition"] = delivered.partition.into();
         line["offset"] = delivered.offset.into();
+        line["acked_ms"] = chrono::Utc::now().timestamp_millis().into();
         writeln!(file, "{line}").context("writing the record file")?;
     }
     Ok(())
