@@ -7,9 +7,8 @@
 //! late events, `costUsd` overrides, test and demo traffic, unicode tags, and a share of
 //! broken records of many kinds. The same seed and start time give the same records.
 
-use std::collections::VecDeque;
-
 use std::borrow::Cow;
+use std::collections::VecDeque;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -389,6 +388,7 @@ impl Iterator for TrafficGenerator {
             self.retries.push_back(PendingRetry { due, event: retry });
             self.retries.make_contiguous().sort_by_key(|r| r.due);
         }
+        // Cannot fail: text, integers and JSON numbers only.
         let payload = serde_json::to_vec(&event).unwrap_or_default();
         let key = event.external_request_id;
         if self.rng.random_bool(self.mix.duplicate_share) {
