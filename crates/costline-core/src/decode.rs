@@ -71,9 +71,15 @@ fields! {
 /// Raw JSON text of each known field, in `Field` order.
 struct RawFields<'a> {
     values: [Option<&'a str>; FIELD_COUNT],
+    /// The whole message is printable ASCII without escapes, so every string value is too.
+    printable_ascii: bool,
 }
 
 impl<'a> RawFields<'a> {
+    fn new() -> RawFields<'a> {
+        RawFields { values: [None; FIELD_COUNT], printable_ascii: false }
+    }
+
     /// A present, non-null value. `null` counts as absent.
     fn get(&self, field: Field) -> Option<&'a str> {
         self.values[field as usize].filter(|raw| *raw != "null")
@@ -187,9 +193,9 @@ pub fn decode_event(payload: &[u8]) -> Result<DecodedEvent<'_>, RejectReason> {
             return Err(RejectReason::InvalidUtf8 { valid_up_to });
         }
     };
-    let mut raw = RawFields { values: [None; FIELD_COUNT] };
+    let mut raw = RawFields::new();
     if flat::scan(text, &mut raw).is_none() {
-        raw = RawFields { values: [None; FIELD_COUNT] };
+        raw = RawFields::new();
         walk(text, &mut raw)?;
     }
     build_event(&raw)
@@ -208,6 +214,7 @@ fn walk<'a>(text: &'a str, raw: &mut RawFields<'a>) -> Result<(), RejectReason> 
 }
 
 fn build_event<'a>(raw: &RawFields<'a>) -> Result<DecodedEvent<'a>, RejectReason> {
+    let text = |field, value, min, max| text(field, value, min, max, raw.printable_ascii);
     // Fields are read in the order of SPEC §1, so the first problem reported is the first there.
     let external_request_id = required(raw, Field::ExternalRequestId, |f, r| text(f, r, 1, 128))?;
     let provider = lower_case(required(raw, Field::Provider, |f, r| text(f, r, 1, 64))?);
@@ -280,7 +287,8 @@ fn optional<'a, T>(
 }
 
 fn optional_text<'a>(raw: &RawFields<'a>, field: Field, max_chars: usize) -> Result<Cow<'a, str>, RejectReason> {
-    Ok(optional(raw, field, |f, r| text(f, r, 0, max_chars))?.unwrap_or(Cow::Borrowed("")))
+    let read = |f, r| text(f, r, 0, max_chars, raw.printable_ascii);
+    Ok(optional(raw, field, read)?.unwrap_or(Cow::Borrowed("")))
 }
 
 /// Lower-cases without copying text that is lower-case already.
@@ -292,8 +300,14 @@ fn lower_case(text: Cow<'_, str>) -> Cow<'_, str> {
 }
 
 /// A JSON string of `min..=max` characters without control characters; borrowed from the
-/// message unless it had escapes.
-fn text<'a>(field: &'static str, raw: &'a str, min: usize, max: usize) -> Result<Cow<'a, str>, RejectReason> {
+/// message unless it had escapes. `printable_ascii`: the caller knows it has neither.
+fn text<'a>(
+    field: &'static str,
+    raw: &'a str,
+    min: usize,
+    max: usize,
+    printable_ascii: bool,
+) -> Result<Cow<'a, str>, RejectReason> {
     if !raw.starts_with('"') {
         return Err(RejectReason::WrongType { field, expected: "a string" });
     }
@@ -304,8 +318,7 @@ fn text<'a>(field: &'static str, raw: &'a str, min: usize, max: usize) -> Result
     };
     // The common case in one pass (a fold without early exit runs over whole vectors):
     // printable ASCII without escapes.
-    let unusual = inner.bytes().fold(false, |unusual, b| unusual | !(0x20..0x7f).contains(&b) | (b == b'\\'));
-    if !unusual {
+    if printable_ascii || !inner.bytes().fold(false, |unusual, b| unusual | !(0x20..0x7f).contains(&b) | (b == b'\\')) {
         return match (min..=max).contains(&inner.len()) {
             true => Ok(Cow::Borrowed(inner)),
             false => Err(length_error(inner.len())),
@@ -336,13 +349,22 @@ fn integer(field: &'static str, raw: &str, min: u64, max: u64) -> Result<u64, Re
     let out_of_range = || RejectReason::OutOfRange { field, rule: format!("must be between {min} and {max}") };
     let digits = raw.strip_prefix('-');
     let body = digits.unwrap_or(raw);
-    if body.is_empty() || !body.bytes().all(|b| b.is_ascii_digit()) {
+    // One pass: every byte a digit (else a wrong type, whatever the length), the value
+    // saturating far above any `max`.
+    let mut value = 0u64;
+    for b in body.bytes() {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            return Err(RejectReason::WrongType { field, expected: "an integer" });
+        }
+        value = value.saturating_mul(10).saturating_add(u64::from(digit));
+    }
+    if body.is_empty() {
         return Err(RejectReason::WrongType { field, expected: "an integer" });
     }
     if digits.is_some() {
-        return if body.bytes().all(|b| b == b'0') && min == 0 { Ok(0) } else { Err(out_of_range()) };
+        return if value == 0 && min == 0 { Ok(0) } else { Err(out_of_range()) };
     }
-    let value: u64 = body.parse().map_err(|_| out_of_range())?;
     if value < min || value > max {
         return Err(out_of_range());
     }
@@ -352,7 +374,7 @@ fn integer(field: &'static str, raw: &str, min: u64, max: u64) -> Result<u64, Re
 /// RFC 3339 text or epoch milliseconds.
 fn timestamp(field: &'static str, raw: &str) -> Result<i64, RejectReason> {
     let millis = if raw.starts_with('"') {
-        let value = text(field, raw, 1, 64)?;
+        let value = text(field, raw, 1, 64, false)?;
         chrono::DateTime::parse_from_rfc3339(&value)
             .map_err(|e| RejectReason::OutOfRange { field, rule: format!("is not an RFC 3339 time ({e})") })?
             .timestamp_millis()

@@ -6,13 +6,16 @@
 //! Bucket 0 holds 0 ms; bucket `b ≥ 1` holds `[1.04^(b−1), 1.04^b)` ms and reads back as its
 //! geometric middle, `1.04^(b − 0.5)`. The same formula stands in the ClickHouse views.
 
+use smallvec::SmallVec;
+
 /// Growth factor between bucket bounds.
 pub const BUCKET_BASE: f64 = 1.04;
 
-/// Sparse histogram, sorted by bucket.
+/// Sparse histogram, sorted by bucket. Most rollup windows of a batch see one or two calls, so
+/// two buckets are kept inline: no allocation of its own until a third.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LatencyHistogram {
-    buckets: Vec<(u16, u64)>,
+    buckets: SmallVec<[(u16, u64); 2]>,
 }
 
 impl LatencyHistogram {

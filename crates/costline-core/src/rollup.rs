@@ -12,7 +12,7 @@ use crate::event::{DataMode, UsageEvent};
 use crate::latency::LatencyHistogram;
 use crate::money::PicoUsd;
 use crate::price::Pricing;
-use crate::symbols::Symbols;
+use crate::symbols::{same_text, Symbols};
 
 /// The dimensions of SPEC §3 plus the window.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -73,12 +73,12 @@ impl<'a> RollupKeyRef<'a> {
 impl Equivalent<RollupKey> for RollupKeyRef<'_> {
     fn equivalent(&self, key: &RollupKey) -> bool {
         self.window_start_secs == key.window_start_secs
-            && self.tenant == &*key.tenant
-            && self.endpoint_tag == &*key.endpoint_tag
-            && self.prompt_version == &*key.prompt_version
-            && self.provider == &*key.provider
-            && self.model == &*key.model
-            && self.environment == &*key.environment
+            && same_text(self.tenant, &key.tenant)
+            && same_text(self.endpoint_tag, &key.endpoint_tag)
+            && same_text(self.prompt_version, &key.prompt_version)
+            && same_text(self.provider, &key.provider)
+            && same_text(self.model, &key.model)
+            && same_text(self.environment, &key.environment)
             && self.data_mode == key.data_mode
     }
 }

@@ -6,26 +6,31 @@
 //! for its dimensions and the batch's memory grows with its distinct strings, not with its
 //! events. The table is dropped with its batch, so it never outlives a flush.
 
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use hashbrown::HashMap;
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 #[derive(Debug, Clone, Default)]
 pub struct Symbols {
-    ids: HashMap<Arc<str>, u32>,
+    /// Ids, found by the hash of their name.
+    ids: HashTable<u32>,
     names: Vec<Arc<str>>,
+    hasher: DefaultHashBuilder,
 }
 
 impl Symbols {
     /// The id of `text`, stored on first use. Ids count from 0 in order of first use.
     pub fn id(&mut self, text: &str) -> u32 {
-        if let Some(&id) = self.ids.get(text) {
+        let hash = self.hasher.hash_one(text);
+        let names = &self.names;
+        if let Some(&id) = self.ids.find(hash, |&id| same_text(&names[id as usize], text)) {
             return id;
         }
         let id = self.names.len() as u32;
-        let shared: Arc<str> = Arc::from(text);
-        self.names.push(Arc::clone(&shared));
-        self.ids.insert(shared, id);
+        self.names.push(Arc::from(text));
+        let (names, hasher) = (&self.names, &self.hasher);
+        self.ids.insert_unique(hash, id, |&id| hasher.hash_one(&*names[id as usize]));
         id
     }
 
@@ -46,6 +51,14 @@ impl Symbols {
     }
 }
 
+/// `a == b`, compared in line: the strings compared on the hot path (statuses, tags, model
+/// names) are a few bytes long, where a call to `memcmp` costs more than the comparison.
+pub(crate) fn same_text(a: &str, b: &str) -> bool {
+    // A fold without early exit, so that it runs over whole vectors (and is not turned back
+    // into a call).
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0, |differ, (x, y)| differ | (x ^ y)) == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,8 +70,8 @@ mod tests {
         let b = symbols.intern(&String::from("checkout.summary"));
         let c = symbols.intern("search.rerank");
         assert!(Arc::ptr_eq(&a, &b));
-        // One copy, held by the table (twice: by id and by name), `a` and `b`.
-        assert_eq!(Arc::strong_count(&a), 4);
+        // One copy, held by the table, `a` and `b`.
+        assert_eq!(Arc::strong_count(&a), 3);
         assert_eq!((&*a, &*c), ("checkout.summary", "search.rerank"));
     }
 

@@ -8,17 +8,23 @@
 //! what serde_json would reject would be a bug.
 //! `tests::fast_path_agrees_with_serde_json` checks the two against each other.
 
+use smallvec::SmallVec;
+use wide::u8x16;
+
 use super::{Field, RawFields};
 
 /// Fills `fields` from `text`; `None` means "not sure: ask serde_json".
 pub(super) fn scan<'a>(text: &'a str, fields: &mut RawFields<'a>) -> Option<()> {
-    // One vectorised pass rules out escapes and control characters (JSON allows them only as
-    // whitespace between tokens, which compact producers do not send): strings then end at the
-    // next quote, and their content needs no further check here.
-    if !plain(text.as_bytes()) {
+    // One vectorised pass finds every quote and rules out escapes and control characters
+    // (JSON allows them only as whitespace between tokens, which compact producers do not
+    // send): a string then ends at the next quote, and its content needs no further check here.
+    // The pass also tells whether every byte is printable ASCII, in which case the text fields
+    // need no check of their own either.
+    let structure = Structure::of(text.as_bytes());
+    if !structure.plain {
         return None;
     }
-    let mut scanner = Scanner { bytes: text.as_bytes(), at: 0 };
+    let mut scanner = Scanner { bytes: text.as_bytes(), quotes: &structure.quotes, at: 0 };
     scanner.skip_space();
     scanner.expect(b'{')?;
     scanner.skip_space();
@@ -48,17 +54,47 @@ pub(super) fn scan<'a>(text: &'a str, fields: &mut RawFields<'a>) -> Option<()> 
         }
     }
     scanner.skip_space();
+    fields.printable_ascii = structure.ascii;
     (scanner.at == scanner.bytes.len()).then_some(())
 }
 
-/// No backslash and no control character.
-fn plain(content: &[u8]) -> bool {
-    // A fold without early exit, so that it runs over whole vectors.
-    !content.iter().fold(false, |odd, &b| odd | (b < 0x20) | (b == b'\\'))
+/// What one pass over a message found.
+struct Structure {
+    /// Bit `i % 64` of word `i / 64` is set when byte `i` is a quote.
+    quotes: SmallVec<[u64; 16]>,
+    /// No backslash and no control character.
+    plain: bool,
+    /// Every byte is printable ASCII.
+    ascii: bool,
+}
+
+impl Structure {
+    fn of(bytes: &[u8]) -> Structure {
+        let (lanes, rest) = bytes.as_chunks::<16>();
+        let mut tail = [b' '; 16];
+        tail[..rest.len()].copy_from_slice(rest);
+        let mut quotes = SmallVec::with_capacity(bytes.len().div_ceil(64));
+        let (mut word, mut odd, mut high) = (0u64, 0, 0);
+        for (i, lane) in lanes.iter().chain((!rest.is_empty()).then_some(&tail)).enumerate() {
+            let v = u8x16::new(*lane);
+            let quote = v.cmp_eq(u8x16::splat(b'"')).move_mask() as u16;
+            word |= u64::from(quote) << (16 * (i % 4));
+            if i % 4 == 3 {
+                quotes.push(std::mem::take(&mut word));
+            }
+            odd |= (v.min(u8x16::splat(0x1f)).cmp_eq(v) | v.cmp_eq(u8x16::splat(b'\\'))).move_mask();
+            high |= v.max(u8x16::splat(0x7f)).cmp_eq(v).move_mask();
+        }
+        if !bytes.len().div_ceil(16).is_multiple_of(4) {
+            quotes.push(word);
+        }
+        Structure { quotes, plain: odd == 0, ascii: odd == 0 && high == 0 }
+    }
 }
 
 struct Scanner<'a> {
     bytes: &'a [u8],
+    quotes: &'a [u64],
     at: usize,
 }
 
@@ -87,7 +123,13 @@ impl Scanner<'_> {
     fn string(&mut self) -> Option<(usize, usize)> {
         let start = self.at;
         self.expect(b'"')?;
-        self.at += memchr::memchr(b'"', &self.bytes[self.at..])? + 1;
+        let mut word = self.at / 64;
+        let mut bits = self.quotes.get(word)? & (u64::MAX << (self.at % 64));
+        while bits == 0 {
+            word += 1;
+            bits = *self.quotes.get(word)?;
+        }
+        self.at = word * 64 + bits.trailing_zeros() as usize + 1;
         Some((start, self.at))
     }
 

@@ -116,6 +116,23 @@ fn oversized_and_deeply_nested_payloads() {
 }
 
 #[test]
+fn text_that_is_not_printable_ascii_is_checked_on_the_fast_path_too() {
+    // No escapes: these take the fast path, which skips the per-field check only for messages
+    // that are printable ASCII throughout.
+    let tag = |text: &str| GOOD.replace("checkout.ai_summary", text);
+    assert_eq!(&*decode_event(tag(&"é".repeat(128)).as_bytes()).unwrap().endpoint_tag, "é".repeat(128));
+    assert_eq!(reason(&tag(&"é".repeat(129))), "field `endpointTag` must be 1 to 128 characters long (got 129)");
+    assert_eq!(reason(&tag("a\u{7f}b")), "field `endpointTag` must not contain control characters (found U+007F)");
+    assert_eq!(reason(&tag("a\u{85}b")), "field `endpointTag` must not contain control characters (found U+0085)");
+    assert_eq!(reason(&tag(&"x".repeat(129))), "field `endpointTag` must be 1 to 128 characters long (got 129)");
+    let unicode = tag("ü");
+    let mut raw = RawFields::new();
+    assert!(flat::scan(&unicode, &mut raw).is_some() && !raw.printable_ascii);
+    let mut raw = RawFields::new();
+    assert!(flat::scan(GOOD, &mut raw).is_some() && raw.printable_ascii);
+}
+
+#[test]
 fn sql_looking_tags_are_plain_data() {
     let payload = GOOD.replace("checkout.ai_summary", "x'); DROP TABLE usage_events; --");
     let event = decode_event(payload.as_bytes()).unwrap();
@@ -127,9 +144,9 @@ type RawTexts<'a> = Vec<Option<&'a str>>;
 
 /// What the fast path and serde_json make of one text: `None` when the fast path gives up.
 fn both_walks(text: &str) -> Option<(RawTexts<'_>, Result<RawTexts<'_>, String>)> {
-    let mut fast = RawFields { values: [None; FIELD_COUNT] };
+    let mut fast = RawFields::new();
     flat::scan(text, &mut fast)?;
-    let mut slow = RawFields { values: [None; FIELD_COUNT] };
+    let mut slow = RawFields::new();
     let slow_result = walk(text, &mut slow).map(|()| slow.values.to_vec()).map_err(|e| e.to_string());
     Some((fast.values.to_vec(), slow_result))
 }
