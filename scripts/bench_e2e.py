@@ -807,7 +807,8 @@ def main():
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=1, help="throughput runs, each on a fresh topic (medians printed)")
     parser.add_argument("--workers", type=int, default=1, help="costline worker processes in one consumer group")
-    parser.add_argument("--latency-rate", type=int, default=20_000)
+    parser.add_argument("--latency-rate", type=int, default=20_000,
+                        help="records/s of steady traffic during the latency phase (skip the phase with --probes 0)")
     parser.add_argument("--probes", type=int, default=20, help="latency probes; 0 skips the latency phase")
     parser.add_argument("--no-kafka-engine", action="store_true", help="skip the ClickHouse Kafka engine baseline")
     parser.add_argument("--kafka-block-size", type=int, default=0,
@@ -826,6 +827,8 @@ def main():
     args = parser.parse_args()
     if args.workers < 1 or args.runs < 1 or args.records < 1:
         parser.error("--workers, --runs and --records must be at least 1")
+    if args.latency_rate < 1 or args.rss_rate < 1:
+        parser.error("--latency-rate and --rss-rate must be at least 1 (--probes 0 skips the latency phase)")
 
     signal.signal(signal.SIGTERM, on_sigterm)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
