@@ -171,6 +171,17 @@ fn fast_path_takes_plain_events_and_leaves_the_rest() {
     }
 }
 
+#[test]
+fn fast_path_finds_quotes_across_lanes_and_words() {
+    // Every alignment of the strings after the pad against the pass's 16-byte lanes and 64-bit
+    // words, and messages longer than the inline 1,024 bytes of quote bits.
+    for pad in (0..200).chain([1_000, 1_009, 5_000]) {
+        let text = format!(r#"{{"pad":"{}","#, "x".repeat(pad)) + &GOOD[1..];
+        let (fast, slow) = both_walks(&text).unwrap_or_else(|| panic!("fast path gave up with a pad of {pad}"));
+        assert_eq!(Ok(fast), slow, "pad of {pad}");
+    }
+}
+
 proptest! {
     /// Wherever the fast path accepts a text, serde_json accepts it too and reads the same raw
     /// values: mutated events (bytes inserted, removed, replaced by JSON's own characters).
