@@ -275,6 +275,10 @@ pub struct PipelineConfig {
     pub dedup_horizon_secs: u32,
     /// How far record times may go backwards within a partition and still see every identity.
     pub dedup_grace_secs: u32,
+    /// Let the kernel back the worker's memory with transparent huge pages. Off by default:
+    /// every flush allocates the next batch fresh, and clearing 2 MiB pages for it took a third
+    /// of the worker's CPU for no gain in throughput (BENCHMARKS.md). Linux only.
+    pub transparent_huge_pages: bool,
 }
 
 impl Default for PipelineConfig {
@@ -284,6 +288,7 @@ impl Default for PipelineConfig {
             max_pending_records: 200_000,
             dedup_horizon_secs: 3_600,
             dedup_grace_secs: costline_core::dedup::DEFAULT_GRACE_SECS,
+            transparent_huge_pages: false,
         }
     }
 }
@@ -583,6 +588,9 @@ mod tests {
         assert_eq!(config.pipeline.flush_interval_ms, 500);
         assert_eq!(config.pipeline.dedup_horizon_secs, 60);
         assert_eq!(config.clickhouse.database, "costline");
+        assert!(!config.pipeline.transparent_huge_pages);
+        let on = env(&[("COSTLINE_PIPELINE__TRANSPARENT_HUGE_PAGES", "true")]);
+        assert!(Config::from_parts("", "c.toml", &on).unwrap().pipeline.transparent_huge_pages);
     }
 
     #[test]

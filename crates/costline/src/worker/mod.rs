@@ -32,6 +32,17 @@ use crate::http::Health;
 use flush::{FlushQueue, InFlight};
 use partitions::{PartitionChange, PartitionChanges, UnfinishedFlush};
 
+/// Sets whether the kernel may back this process's memory with transparent huge pages
+/// (`pipeline.transparent_huge_pages`). A failure costs only speed, so it is logged, not fatal.
+fn set_transparent_huge_pages(enabled: bool) {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = nix::sys::prctl::set_thp_disable(!enabled) {
+        warn!(error = %e, enabled, "cannot set whether transparent huge pages back this process");
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = enabled;
+}
+
 /// Runs a worker until `shutdown` is cancelled. `evaluator` is set while this worker owns
 /// partition 0 (it then evaluates budgets and rules).
 pub async fn run(
@@ -41,6 +52,7 @@ pub async fn run(
     evaluator: Arc<std::sync::atomic::AtomicBool>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    set_transparent_huge_pages(config.pipeline.transparent_huge_pages);
     let target = clickhouse_target(config);
     let applied = costline_clickhouse::migrate::apply(&target).await.context("applying ClickHouse migrations")?;
     info!(statements = applied, database = %target.database, "schema is up to date");
@@ -258,5 +270,16 @@ impl Worker {
             .dedup_memory_bytes
             .set(self.partitions.values().map(|c| c.dedup().memory_bytes()).sum::<usize>() as i64);
         Ok(())
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    #[test]
+    fn transparent_huge_pages_follow_the_config() {
+        super::set_transparent_huge_pages(false);
+        assert_eq!(nix::sys::prctl::get_thp_disable(), Ok(true));
+        super::set_transparent_huge_pages(true);
+        assert_eq!(nix::sys::prctl::get_thp_disable(), Ok(false));
     }
 }
