@@ -2,7 +2,9 @@
 //! load generator's realistic traffic (duplicates, retries, invalid records, unicode tags).
 //! Reported as events per second (`cargo bench -p costline-core`).
 
-use costline_core::{decode_event, DedupIndex, PartitionCounter, PriceTable, RecordMeta};
+use costline_core::{
+    decode_event, DedupIndex, DedupVerdict, Identity, MinuteRollup, PartitionCounter, PriceTable, RecordMeta, Symbols,
+};
 use costline_loadgen::{GeneratedRecord, TrafficGenerator, TrafficMix};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
@@ -57,6 +59,58 @@ fn counting(c: &mut Criterion) {
         )
     });
     group.finish();
+
+    // The whole path with its later steps left out, so that the differences say what each step
+    // costs: identity + dedup, + price, + rollup window and measures (the whole path adds the
+    // counted attempt's columns). Same steady state as above.
+    #[derive(Clone, Copy, PartialEq, PartialOrd)]
+    enum Step {
+        Dedup,
+        Price,
+        Window,
+    }
+    let run_to = |last: Step, state: &mut (DedupIndex, MinuteRollup, Symbols), records: &[GeneratedRecord]| {
+        let (dedup, rollup, symbols) = state;
+        for record in records {
+            let Ok(event) = decode_event(&record.payload) else { continue };
+            let event_ms = event.event_time_ms(record.timestamp_ms);
+            let identity = Identity::new(&event.external_request_id, event.attempt);
+            let verdict = dedup.observe(identity, (record.timestamp_ms / 1000) as u32);
+            if last >= Step::Price {
+                let (cost, pricing) = prices.price(&event, event_ms);
+                if last >= Step::Window {
+                    let measures = rollup.window(&event, event_ms, symbols).1;
+                    if let DedupVerdict::Counted { first_of_request } = verdict {
+                        measures.add_attempt(&event, cost, &pricing, first_of_request);
+                    }
+                }
+            }
+        }
+    };
+    let mut steps = c.benchmark_group("steps");
+    steps.throughput(Throughput::Elements(RECORDS as u64));
+    steps.sample_size(20);
+    for (name, last) in [
+        ("decode_dedup", Step::Dedup),
+        ("decode_dedup_price", Step::Price),
+        ("decode_dedup_price_window", Step::Window),
+    ] {
+        steps.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    let mut state = (DedupIndex::new(3600, 600), MinuteRollup::with_capacity(0), Symbols::default());
+                    run_to(last, &mut state, &warm_up);
+                    (state.0, MinuteRollup::with_capacity(state.1.len()), Symbols::default())
+                },
+                |mut state| {
+                    run_to(last, &mut state, &records);
+                    state
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    steps.finish();
 }
 
 criterion_group!(benches, counting);

@@ -349,6 +349,9 @@ fn integer(field: &'static str, raw: &str, min: u64, max: u64) -> Result<u64, Re
     let out_of_range = || RejectReason::OutOfRange { field, rule: format!("must be between {min} and {max}") };
     let digits = raw.strip_prefix('-');
     let body = digits.unwrap_or(raw);
+    if body.is_empty() {
+        return Err(RejectReason::WrongType { field, expected: "an integer" });
+    }
     // One pass: every byte a digit (else a wrong type, whatever the length), the value
     // saturating far above any `max`.
     let mut value = 0u64;
@@ -358,9 +361,6 @@ fn integer(field: &'static str, raw: &str, min: u64, max: u64) -> Result<u64, Re
             return Err(RejectReason::WrongType { field, expected: "an integer" });
         }
         value = value.saturating_mul(10).saturating_add(u64::from(digit));
-    }
-    if body.is_empty() {
-        return Err(RejectReason::WrongType { field, expected: "an integer" });
     }
     if digits.is_some() {
         return if value == 0 && min == 0 { Ok(0) } else { Err(out_of_range()) };
