@@ -16,6 +16,7 @@ use costline_core::{Dimension, PartitionBatch, Pricing, RejectedRecord, RollupKe
 pub struct WindowDimension {
     windows: Arc<[u32]>,
     keys: Arc<[RollupKey]>,
+    names: Arc<[Arc<str>]>,
     dimension: Dimension,
 }
 
@@ -23,7 +24,9 @@ impl Serialize for WindowDimension {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         // Every number names a window of the same batch; "" would only show a broken batch.
         serializer.collect_seq(
-            self.windows.iter().map(|&w| self.keys.get(w as usize).map_or("", |key| key.dimension(self.dimension))),
+            self.windows
+                .iter()
+                .map(|&w| self.keys.get(w as usize).map_or("", |key| key.dimension(self.dimension, &self.names))),
         )
     }
 }
@@ -166,14 +169,18 @@ impl LedgerRow {
             .min()
             .unwrap_or_else(|| costline_core::rollup::minute_start_secs(batch.newest_record_ms));
         row.push_progress_marker(topic, partition, marker_window);
+        let names: Arc<[Arc<str>]> = batch.symbols.into_names().into();
+        let text = |key: &RollupKey, dimension| {
+            key.text_id(dimension).and_then(|id| names.get(id as usize)).cloned().unwrap_or_default()
+        };
         for (key, m) in batch.rollup.iter() {
             row.ru_window_start.push(key.window_start_secs);
-            row.ru_tenant.push(Arc::clone(&key.tenant));
-            row.ru_endpoint_tag.push(Arc::clone(&key.endpoint_tag));
-            row.ru_prompt_version.push(Arc::clone(&key.prompt_version));
-            row.ru_provider.push(Arc::clone(&key.provider));
-            row.ru_model.push(Arc::clone(&key.model));
-            row.ru_environment.push(Arc::clone(&key.environment));
+            row.ru_tenant.push(text(key, Dimension::Tenant));
+            row.ru_endpoint_tag.push(text(key, Dimension::EndpointTag));
+            row.ru_prompt_version.push(text(key, Dimension::PromptVersion));
+            row.ru_provider.push(text(key, Dimension::Provider));
+            row.ru_model.push(text(key, Dimension::Model));
+            row.ru_environment.push(text(key, Dimension::Environment));
             row.ru_data_mode.push(key.data_mode.as_str());
             row.ru_requests.push(m.requests);
             row.ru_attempts.push(m.attempts);
@@ -194,11 +201,14 @@ impl LedgerRow {
             row.ru_flush_offset.push(0);
         }
         let counted = batch.counted;
-        let keys: Arc<[RollupKey]> = batch.rollup.iter().map(|(key, _)| key.clone()).collect();
+        let keys: Arc<[RollupKey]> = batch.rollup.iter().map(|(key, _)| *key).collect();
         let windows: Arc<[u32]> = counted.window.into();
-        let dimension =
-            |dimension| WindowDimension { windows: Arc::clone(&windows), keys: Arc::clone(&keys), dimension };
-        let names: Arc<[Arc<str>]> = batch.symbols.into_names().into();
+        let dimension = |dimension| WindowDimension {
+            windows: Arc::clone(&windows),
+            keys: Arc::clone(&keys),
+            names: Arc::clone(&names),
+            dimension,
+        };
         let (reported, unpriced): (Arc<str>, Arc<str>) = (Pricing::Reported.version().into(), "".into());
         row.ev_offset = counted.offset;
         row.ev_record_time = counted.record_time_ms.into_iter().map(secs).collect();

@@ -6,81 +6,24 @@
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use hashbrown::{DefaultHashBuilder, Equivalent, HashTable};
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 use crate::event::{DataMode, UsageEvent};
 use crate::latency::LatencyHistogram;
 use crate::money::PicoUsd;
 use crate::price::Pricing;
-use crate::symbols::{same_text, Symbols};
+use crate::symbols::Symbols;
 
-/// The dimensions of SPEC §3 plus the window.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// The dimensions of SPEC §3 plus the window. The text dimensions are ids in the batch's
+/// [`Symbols`], so a key is 32 bytes, hashes and compares as integers, and owns no string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RollupKey {
     /// Start of the event-time minute, epoch seconds (UTC).
     pub window_start_secs: u32,
-    pub tenant: Arc<str>,
-    pub endpoint_tag: Arc<str>,
-    pub prompt_version: Arc<str>,
-    pub provider: Arc<str>,
-    pub model: Arc<str>,
-    pub environment: Arc<str>,
+    /// Symbol ids of tenant, endpoint tag, prompt version, provider, model and environment
+    /// (the first six [`Dimension`]s, in that order).
+    pub text: [u32; 6],
     pub data_mode: DataMode,
-}
-
-/// A borrowed view of a [`RollupKey`], hashing identically, so that looking up an existing
-/// window allocates nothing (and a new one takes its strings from the batch's [`Symbols`]).
-#[derive(Hash)]
-struct RollupKeyRef<'a> {
-    window_start_secs: u32,
-    tenant: &'a str,
-    endpoint_tag: &'a str,
-    prompt_version: &'a str,
-    provider: &'a str,
-    model: &'a str,
-    environment: &'a str,
-    data_mode: DataMode,
-}
-
-impl<'a> RollupKeyRef<'a> {
-    fn of<S: AsRef<str>>(event: &'a UsageEvent<S>, event_time_ms: i64) -> Self {
-        RollupKeyRef {
-            window_start_secs: minute_start_secs(event_time_ms),
-            tenant: event.user_id.as_ref(),
-            endpoint_tag: event.endpoint_tag.as_ref(),
-            prompt_version: event.prompt_version.as_ref(),
-            provider: event.provider.as_ref(),
-            model: event.model.as_ref(),
-            environment: event.environment.as_ref(),
-            data_mode: event.data_mode,
-        }
-    }
-
-    fn to_owned(&self, symbols: &mut Symbols) -> RollupKey {
-        RollupKey {
-            window_start_secs: self.window_start_secs,
-            tenant: symbols.intern(self.tenant),
-            endpoint_tag: symbols.intern(self.endpoint_tag),
-            prompt_version: symbols.intern(self.prompt_version),
-            provider: symbols.intern(self.provider),
-            model: symbols.intern(self.model),
-            environment: symbols.intern(self.environment),
-            data_mode: self.data_mode,
-        }
-    }
-}
-
-impl Equivalent<RollupKey> for RollupKeyRef<'_> {
-    fn equivalent(&self, key: &RollupKey) -> bool {
-        self.window_start_secs == key.window_start_secs
-            && same_text(self.tenant, &key.tenant)
-            && same_text(self.endpoint_tag, &key.endpoint_tag)
-            && same_text(self.prompt_version, &key.prompt_version)
-            && same_text(self.provider, &key.provider)
-            && same_text(self.model, &key.model)
-            && same_text(self.environment, &key.environment)
-            && self.data_mode == key.data_mode
-    }
 }
 
 /// Epoch seconds of the start of the minute holding `time_ms` (event times are ≥ 0).
@@ -141,7 +84,7 @@ impl RollupMeasures {
     }
 }
 
-/// One of a [`RollupKey`]'s text dimensions (the window start aside).
+/// One of a [`RollupKey`]'s dimensions (the window start aside).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Dimension {
     #[default]
@@ -155,28 +98,35 @@ pub enum Dimension {
 }
 
 impl RollupKey {
-    pub fn dimension(&self, dimension: Dimension) -> &str {
-        match dimension {
-            Dimension::Tenant => &self.tenant,
-            Dimension::EndpointTag => &self.endpoint_tag,
-            Dimension::PromptVersion => &self.prompt_version,
-            Dimension::Provider => &self.provider,
-            Dimension::Model => &self.model,
-            Dimension::Environment => &self.environment,
-            Dimension::DataMode => self.data_mode.as_str(),
+    /// The key of the window `event` falls into; its strings get their ids in `symbols`.
+    fn of<S: AsRef<str>>(event: &UsageEvent<S>, event_time_ms: i64, symbols: &mut Symbols) -> RollupKey {
+        RollupKey {
+            window_start_secs: minute_start_secs(event_time_ms),
+            text: [
+                symbols.id(event.user_id.as_ref()),
+                symbols.id(event.endpoint_tag.as_ref()),
+                symbols.id(event.prompt_version.as_ref()),
+                symbols.id(event.provider.as_ref()),
+                symbols.id(event.model.as_ref()),
+                symbols.id(event.environment.as_ref()),
+            ],
+            data_mode: event.data_mode,
         }
     }
 
-    fn borrowed(&self) -> RollupKeyRef<'_> {
-        RollupKeyRef {
-            window_start_secs: self.window_start_secs,
-            tenant: &self.tenant,
-            endpoint_tag: &self.endpoint_tag,
-            prompt_version: &self.prompt_version,
-            provider: &self.provider,
-            model: &self.model,
-            environment: &self.environment,
-            data_mode: self.data_mode,
+    /// The symbol id of a text dimension; `None` for the data mode.
+    pub fn text_id(&self, dimension: Dimension) -> Option<u32> {
+        match dimension {
+            Dimension::DataMode => None,
+            text => Some(self.text[text as usize]),
+        }
+    }
+
+    /// One dimension's text; `names` are the batch's symbols ([`Symbols::names`]).
+    pub fn dimension<'a>(&self, dimension: Dimension, names: &'a [Arc<str>]) -> &'a str {
+        match self.text_id(dimension) {
+            None => self.data_mode.as_str(),
+            Some(id) => names.get(id as usize).map_or("", |name| name),
         }
     }
 }
@@ -200,24 +150,23 @@ impl MinuteRollup {
         }
     }
 
-    /// The number and measures of the window `event` falls into, created empty on first use
-    /// with its strings taken from `symbols`.
+    /// The number and measures of the window `event` falls into, created empty on first use.
     pub fn window<S: AsRef<str>>(
         &mut self,
         event: &UsageEvent<S>,
         event_time_ms: i64,
         symbols: &mut Symbols,
     ) -> (u32, &mut RollupMeasures) {
-        let key = RollupKeyRef::of(event, event_time_ms);
-        let hash = self.hasher.hash_one(&key);
+        let key = RollupKey::of(event, event_time_ms, symbols);
+        let hash = self.hasher.hash_one(key);
         let windows = &self.windows;
-        let number = match self.table.find(hash, |&i| key.equivalent(&windows[i as usize].0)) {
+        let number = match self.table.find(hash, |&i| windows[i as usize].0 == key) {
             Some(&number) => number,
             None => {
                 let number = self.windows.len() as u32;
-                self.windows.push((key.to_owned(symbols), RollupMeasures::default()));
+                self.windows.push((key, RollupMeasures::default()));
                 let (windows, hasher) = (&self.windows, &self.hasher);
-                self.table.insert_unique(hash, number, |&i| hasher.hash_one(windows[i as usize].0.borrowed()));
+                self.table.insert_unique(hash, number, |&i| hasher.hash_one(windows[i as usize].0));
                 number
             }
         };
@@ -286,9 +235,17 @@ mod tests {
         assert_eq!(&numbers[..200], (0..200).collect::<Vec<u32>>());
         assert_eq!(numbers[200..], numbers[..200]);
         assert_eq!((later_minute, other_model, rollup.len()), (200, 201, 202));
+        let names = symbols.names();
         let (key, measures) = rollup.iter().nth(7).unwrap();
-        assert_eq!((key.dimension(Dimension::Tenant), measures.attempts), ("t7", 2));
-        assert_eq!((key.dimension(Dimension::DataMode), key.dimension(Dimension::Model)), ("test", "gpt-4o"));
-        assert_eq!(rollup.iter().nth(201).unwrap().0.dimension(Dimension::Model), "o3");
+        assert_eq!((key.dimension(Dimension::Tenant, names), measures.attempts), ("t7", 2));
+        assert_eq!(
+            (key.dimension(Dimension::DataMode, names), key.dimension(Dimension::Model, names)),
+            ("test", "gpt-4o")
+        );
+        assert_eq!(key.dimension(Dimension::EndpointTag, names), "checkout.summary");
+        assert_eq!(key.dimension(Dimension::PromptVersion, names), "v1");
+        assert_eq!(key.dimension(Dimension::Provider, names), "openai");
+        assert_eq!(key.dimension(Dimension::Environment, names), "prod");
+        assert_eq!(rollup.iter().nth(201).unwrap().0.dimension(Dimension::Model, names), "o3");
     }
 }

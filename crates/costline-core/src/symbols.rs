@@ -1,10 +1,11 @@
 //! Interned text of one batch.
 //!
 //! A batch sees the same few hundred endpoint tags, tenants, models and statuses over and over.
-//! Each distinct string is stored once per batch, shared ([`Arc<str>`]) by the rollup keys and
-//! named by a small id in the counted attempts' columns, so counting an event allocates nothing
-//! for its dimensions and the batch's memory grows with its distinct strings, not with its
-//! events. The table is dropped with its batch, so it never outlives a flush.
+//! Each distinct string is stored once per batch and named by a small id in the rollup keys and
+//! the counted attempts' columns, so counting an event allocates nothing for its dimensions and
+//! the batch's memory grows with its distinct strings, not with its events. The names are
+//! [`Arc<str>`] so that the rows written from a batch share them. The table is dropped with its
+//! batch, so it never outlives a flush.
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -34,12 +35,6 @@ impl Symbols {
         id
     }
 
-    /// The shared copy of `text`.
-    pub fn intern(&mut self, text: &str) -> Arc<str> {
-        let id = self.id(text);
-        Arc::clone(&self.names[id as usize])
-    }
-
     /// Every string, at the index of its id.
     pub fn names(&self) -> &[Arc<str>] {
         &self.names
@@ -62,18 +57,6 @@ pub(crate) fn same_text(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn equal_text_is_stored_once() {
-        let mut symbols = Symbols::default();
-        let a = symbols.intern("checkout.summary");
-        let b = symbols.intern(&String::from("checkout.summary"));
-        let c = symbols.intern("search.rerank");
-        assert!(Arc::ptr_eq(&a, &b));
-        // One copy, held by the table, `a` and `b`.
-        assert_eq!(Arc::strong_count(&a), 3);
-        assert_eq!((&*a, &*c), ("checkout.summary", "search.rerank"));
-    }
 
     #[test]
     fn ids_name_their_text() {

@@ -70,26 +70,33 @@ struct Structure {
 
 impl Structure {
     fn of(bytes: &[u8]) -> Structure {
-        let (lanes, rest) = bytes.as_chunks::<16>();
-        let mut tail = [b' '; 16];
-        tail[..rest.len()].copy_from_slice(rest);
-        let mut quotes = SmallVec::with_capacity(bytes.len().div_ceil(64));
-        let (mut word, mut odd, mut high) = (0u64, 0, 0);
-        for (i, lane) in lanes.iter().chain((!rest.is_empty()).then_some(&tail)).enumerate() {
-            let v = u8x16::new(*lane);
-            let quote = v.cmp_eq(u8x16::splat(b'"')).move_mask() as u16;
-            word |= u64::from(quote) << (16 * (i % 4));
-            if i % 4 == 3 {
-                quotes.push(std::mem::take(&mut word));
-            }
-            odd |= (v.min(u8x16::splat(0x1f)).cmp_eq(v) | v.cmp_eq(u8x16::splat(b'\\'))).move_mask();
-            high |= v.max(u8x16::splat(0x7f)).cmp_eq(v).move_mask();
+        let (blocks, rest) = bytes.as_chunks::<64>();
+        let mut quotes = SmallVec::with_capacity(blocks.len() + 1);
+        let (mut odd, mut high) = (u8x16::ZERO, u8x16::ZERO);
+        quotes.extend(blocks.iter().map(|block| quote_bits(block, &mut odd, &mut high)));
+        if !rest.is_empty() {
+            let mut padded = [b' '; 64];
+            padded[..rest.len()].copy_from_slice(rest);
+            quotes.push(quote_bits(&padded, &mut odd, &mut high));
         }
-        if !bytes.len().div_ceil(16).is_multiple_of(4) {
-            quotes.push(word);
-        }
-        Structure { quotes, plain: odd == 0, ascii: odd == 0 && high == 0 }
+        let plain = odd.move_mask() == 0;
+        Structure { quotes, plain, ascii: plain && high.move_mask() == 0 }
     }
+}
+
+/// The quote bits of 64 bytes; lanes with a backslash or a control character are or-ed into
+/// `odd`, lanes with a byte above `~` into `high`.
+#[inline(always)]
+fn quote_bits(block: &[u8; 64], odd: &mut u8x16, high: &mut u8x16) -> u64 {
+    let (lanes, _) = block.as_chunks::<16>();
+    let mut bits = 0;
+    for (i, lane) in lanes.iter().enumerate() {
+        let v = u8x16::new(*lane);
+        bits |= u64::from(v.cmp_eq(u8x16::splat(b'"')).move_mask() as u16) << (16 * i);
+        *odd |= v.min(u8x16::splat(0x1f)).cmp_eq(v) | v.cmp_eq(u8x16::splat(b'\\'));
+        *high |= v.max(u8x16::splat(0x7f)).cmp_eq(v);
+    }
+    bits
 }
 
 struct Scanner<'a> {
