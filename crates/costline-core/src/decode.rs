@@ -375,9 +375,12 @@ fn integer(field: &'static str, raw: &str, min: u64, max: u64) -> Result<u64, Re
 fn timestamp(field: &'static str, raw: &str) -> Result<i64, RejectReason> {
     let millis = if raw.starts_with('"') {
         let value = text(field, raw, 1, 64, false)?;
-        chrono::DateTime::parse_from_rfc3339(&value)
-            .map_err(|e| RejectReason::OutOfRange { field, rule: format!("is not an RFC 3339 time ({e})") })?
-            .timestamp_millis()
+        match utc_millis(value.as_bytes()) {
+            Some(millis) => millis,
+            None => chrono::DateTime::parse_from_rfc3339(&value)
+                .map_err(|e| RejectReason::OutOfRange { field, rule: format!("is not an RFC 3339 time ({e})") })?
+                .timestamp_millis(),
+        }
     } else {
         match integer(field, raw, 0, MAX_TIMESTAMP_MS as u64) {
             Ok(ms) => ms as i64,
@@ -391,6 +394,43 @@ fn timestamp(field: &'static str, raw: &str) -> Result<i64, RejectReason> {
         return Err(RejectReason::OutOfRange { field, rule: "must be between 1970-01-01 and 2106-02-07".into() });
     }
     Ok(millis)
+}
+
+/// Epoch milliseconds of `YYYY-MM-DDTHH:MM:SS[.f…]Z`, the layout nearly every producer sends,
+/// read without chrono's general parser (a third of the decoder's time on such events); `None`
+/// for any other text, which chrono then reads or rejects with its own words. Fractions are
+/// cut to milliseconds, as chrono does.
+fn utc_millis(text: &[u8]) -> Option<i64> {
+    let (head, fraction) = text.split_first_chunk::<19>()?;
+    let fraction = fraction.strip_suffix(b"Z")?;
+    let number = |range: std::ops::Range<usize>| {
+        head[range].iter().try_fold(0i64, |value, &b| b.is_ascii_digit().then(|| value * 10 + i64::from(b - b'0')))
+    };
+    let punctuation = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
+    if punctuation.iter().any(|&(at, byte)| head[at] != byte) {
+        return None;
+    }
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let days_in_month = *month_days.get(usize::try_from(month).ok()?.checked_sub(1)?)?;
+    if !(1..=days_in_month).contains(&day) || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let millis = match fraction {
+        [] => 0,
+        [b'.', digits @ ..] if (1..=9).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit) => {
+            digits.iter().chain(b"00").take(3).fold(0, |ms, &b| ms * 10 + i64::from(b - b'0'))
+        }
+        _ => return None,
+    };
+    // Days since 1970-01-01 of a proleptic Gregorian date (years counted from March).
+    let (y, m) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
+    let (era, year_of_era) = (y.div_euclid(400), y.rem_euclid(400));
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + (153 * m + 2) / 5 + day - 1;
+    let days = era * 146_097 + day_of_era - 719_468;
+    Some(((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000 + millis)
 }
 
 /// A non-negative JSON number, rounded half-to-even to 12 decimals.

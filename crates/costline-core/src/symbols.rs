@@ -66,4 +66,18 @@ mod tests {
         let names: Vec<&str> = symbols.names().iter().map(|n| &**n).collect();
         assert_eq!(names, ["success", "429", ""]);
     }
+
+    #[test]
+    fn same_text_compares_every_byte() {
+        let base = "checkout.ai_summary_v12";
+        assert!(same_text(base, &String::from(base)));
+        assert!(!same_text(base, "checkout.ai_summary_v1"));
+        // A difference at every position: in the eight-byte words and in the rest.
+        for at in 0..base.len() {
+            let mut other = base.as_bytes().to_vec();
+            other[at] ^= 1;
+            assert!(!same_text(base, std::str::from_utf8(&other).unwrap()), "difference at {at}");
+        }
+        assert!(same_text("", ""));
+    }
 }

@@ -182,7 +182,67 @@ fn fast_path_finds_quotes_across_lanes_and_words() {
     }
 }
 
+#[test]
+fn utc_timestamps_are_read_like_chrono_reads_them() {
+    let chrono_ms = |text: &str| chrono::DateTime::parse_from_rfc3339(text).ok().map(|t| t.timestamp_millis());
+    for text in [
+        "2026-09-21T14:13:18.076Z",
+        "1970-01-01T00:00:00Z",
+        "2024-02-29T23:59:59.9Z",
+        "2000-02-29T12:00:00.123456789Z",
+        "2106-02-07T06:28:15.999Z",
+    ] {
+        assert_eq!(utc_millis(text.as_bytes()), chrono_ms(text), "{text}");
+        assert!(utc_millis(text.as_bytes()).is_some(), "{text} takes the fast path");
+    }
+    // Left to chrono: other layouts and offsets, and what is no date at all.
+    for text in [
+        "2023-02-29T00:00:00Z",
+        "1900-02-29T00:00:00Z",
+        "2026-04-31T00:00:00Z",
+        "2026-13-01T00:00:00Z",
+        "2026-00-10T00:00:00Z",
+        "2026-01-00T00:00:00Z",
+        "2026-01-01T24:00:00Z",
+        "2026-01-01T23:60:00Z",
+        "2026-01-01T23:59:60Z",
+        "2026-01-01t10:00:00Z",
+        "2026-01-01T10:00:00z",
+        "2026-01-01 10:00:00Z",
+        "2026-01-01T10:00:00+02:00",
+        "2026-01-01T10:00:00.Z",
+        "2026-01-01T10:00:00.1234567890Z",
+        "2026-01-01T10:00:00",
+        "+2026-01-01T10:00:00Z",
+        "2026-1-01T10:00:00Z",
+    ] {
+        assert_eq!(utc_millis(text.as_bytes()), None, "{text}");
+    }
+    let payload = with(r#","timestamp":"2024-02-29T23:59:59.9Z""#);
+    let event = decode_event(payload.as_bytes()).unwrap();
+    assert_eq!(event.timestamp_ms, chrono_ms("2024-02-29T23:59:59.9Z"));
+}
+
 proptest! {
+    /// Every time the fast path reads, chrono reads as the same instant; every valid UTC time
+    /// in this layout takes the fast path.
+    #[test]
+    fn utc_millis_agrees_with_chrono(
+        year in 0i64..=9999, month in 0u32..=13, day in 0u32..=32,
+        hour in 0u32..=24, minute in 0u32..=60, second in 0u32..=60,
+        fraction in proptest::option::of("[0-9]{1,9}"),
+    ) {
+        let fraction = fraction.map(|digits| format!(".{digits}")).unwrap_or_default();
+        let text = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}{fraction}Z");
+        let chrono_ms = chrono::DateTime::parse_from_rfc3339(&text).ok().map(|t| t.timestamp_millis());
+        let fast = utc_millis(text.as_bytes());
+        if second < 60 {
+            prop_assert_eq!(fast, chrono_ms, "{}", text);
+        } else {
+            prop_assert_eq!(fast, None, "{}", text);
+        }
+    }
+
     /// Wherever the fast path accepts a text, serde_json accepts it too and reads the same raw
     /// values: mutated events (bytes inserted, removed, replaced by JSON's own characters).
     #[test]
