@@ -353,15 +353,12 @@ fn integer(field: &'static str, raw: &str, min: u64, max: u64) -> Result<u64, Re
         return Err(RejectReason::WrongType { field, expected: "an integer" });
     }
     // One pass: every byte a digit (else a wrong type, whatever the length), the value
-    // saturating far above any `max`.
-    let mut value = 0u64;
-    for b in body.bytes() {
-        let digit = b.wrapping_sub(b'0');
-        if digit > 9 {
-            return Err(RejectReason::WrongType { field, expected: "an integer" });
-        }
-        value = value.saturating_mul(10).saturating_add(u64::from(digit));
+    // saturating far above any `max`; 19 digits cannot overflow, so they need no saturation.
+    let value = match body.len() {
+        ..=19 => fold_digits(body, |value, digit| value * 10 + digit),
+        _ => fold_digits(body, |value, digit| value.saturating_mul(10).saturating_add(digit)),
     }
+    .ok_or(RejectReason::WrongType { field, expected: "an integer" })?;
     if digits.is_some() {
         return if value == 0 && min == 0 { Ok(0) } else { Err(out_of_range()) };
     }
@@ -369,6 +366,14 @@ fn integer(field: &'static str, raw: &str, min: u64, max: u64) -> Result<u64, Re
         return Err(out_of_range());
     }
     Ok(value)
+}
+
+/// The value of a run of ASCII digits, `None` if any byte is not one.
+fn fold_digits(digits: &str, step: impl Fn(u64, u64) -> u64) -> Option<u64> {
+    digits.bytes().try_fold(0, |value, b| {
+        let digit = b.wrapping_sub(b'0');
+        (digit <= 9).then(|| step(value, u64::from(digit)))
+    })
 }
 
 /// RFC 3339 text or epoch milliseconds.

@@ -25,17 +25,16 @@ pub(super) fn scan<'a>(text: &'a str, fields: &mut RawFields<'a>) -> Option<()> 
         return None;
     }
     let mut scanner = Scanner { bytes: text.as_bytes(), quotes: &structure.quotes, at: 0 };
-    scanner.skip_space();
-    scanner.expect(b'{')?;
-    scanner.skip_space();
-    if scanner.peek()? == b'}' {
-        scanner.at += 1;
-    } else {
+    if scanner.next_token()? != b'{' {
+        return None;
+    }
+    if scanner.next_token()? != b'}' {
+        scanner.at -= 1;
         loop {
             let key = scanner.string()?;
-            scanner.skip_space();
-            scanner.expect(b':')?;
-            scanner.skip_space();
+            if scanner.next_token()? != b':' {
+                return None;
+            }
             let value = scanner.value()?;
             let field = Field::from_key(&text[key.0 + 1..key.1 - 1]);
             if !matches!(field, Field::Unknown) {
@@ -45,8 +44,7 @@ pub(super) fn scan<'a>(text: &'a str, fields: &mut RawFields<'a>) -> Option<()> 
                 }
                 *slot = Some(&text[value.0..value.1]);
             }
-            scanner.skip_space();
-            match scanner.next()? {
+            match scanner.next_token()? {
                 b',' => scanner.skip_space(),
                 b'}' => break,
                 _ => return None,
@@ -120,6 +118,17 @@ impl Scanner<'_> {
         (self.next()? == byte).then_some(())
     }
 
+    /// The next byte that is not whitespace, consumed.
+    fn next_token(&mut self) -> Option<u8> {
+        match self.next()? {
+            b' ' | b'\t' | b'\n' | b'\r' => {
+                self.skip_space();
+                self.next()
+            }
+            byte => Some(byte),
+        }
+    }
+
     fn skip_space(&mut self) {
         while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
             self.at += 1;
@@ -140,8 +149,9 @@ impl Scanner<'_> {
         Some((start, self.at))
     }
 
-    /// `(start, end)` of a scalar value.
+    /// `(start, end)` of a scalar value, after any whitespace.
     fn value(&mut self) -> Option<(usize, usize)> {
+        self.skip_space();
         match self.peek()? {
             b'"' => self.string(),
             b'-' | b'0'..=b'9' => self.number(),

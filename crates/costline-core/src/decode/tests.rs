@@ -62,6 +62,8 @@ fn precise_reasons() {
         (&GOOD.replace("1200", "12.5"), "field `inputTokens` must be an integer"),
         (&GOOD.replace("1200", "\"1200\""), "field `inputTokens` must be an integer"),
         (&GOOD.replace("1200", "99999999999999999999999"), "field `inputTokens` must be between 0 and 1000000000000"),
+        (&GOOD.replace("1200", "9999999999999999999"), "field `inputTokens` must be between 0 and 1000000000000"),
+        (&GOOD.replace("1200", "18446744073709551616"), "field `inputTokens` must be between 0 and 1000000000000"),
         (&GOOD.replace("\"req-1\"", "\"\""), "field `externalRequestId` must be 1 to 128 characters long (got 0)"),
         (&GOOD.replace("\"req-1\"", "7"), "field `externalRequestId` must be a string"),
         (
@@ -169,6 +171,23 @@ fn fast_path_takes_plain_events_and_leaves_the_rest() {
     ] {
         assert!(both_walks(&other).is_none(), "fast path took {other}");
     }
+}
+
+#[test]
+fn fast_path_takes_spaces_around_every_token() {
+    let inner = &GOOD[1..GOOD.len() - 1];
+    let spaced = format!("  {{  {}  }}  ", inner.replace(':', " : ").replace(',', "  , "));
+    let (fast, slow) = both_walks(&spaced).expect("spaces between tokens stay on the fast path");
+    assert_eq!(Ok(fast), slow);
+    assert_eq!(decode_event(spaced.as_bytes()).unwrap(), decode_event(GOOD.as_bytes()).unwrap());
+    for empty in ["{}", " { } "] {
+        let (fast, slow) = both_walks(empty).expect("an empty object takes the fast path");
+        assert_eq!(Ok(fast), slow);
+    }
+    // Tabs and line breaks are control characters: serde_json reads those messages, the same.
+    let broken = format!("\t{{\n{}\r\n}}\n", inner.replace(',', ",\n\t"));
+    assert!(both_walks(&broken).is_none());
+    assert_eq!(decode_event(broken.as_bytes()).unwrap(), decode_event(GOOD.as_bytes()).unwrap());
 }
 
 #[test]
