@@ -72,12 +72,12 @@ fields! {
 struct RawFields<'a> {
     values: [Option<&'a str>; FIELD_COUNT],
     /// The whole message is printable ASCII without escapes, so every string value is too.
-    printable_ascii: bool,
+    clean_text: bool,
 }
 
 impl<'a> RawFields<'a> {
     fn new() -> RawFields<'a> {
-        RawFields { values: [None; FIELD_COUNT], printable_ascii: false }
+        RawFields { values: [None; FIELD_COUNT], clean_text: false }
     }
 
     /// A present, non-null value. `null` counts as absent.
@@ -214,7 +214,7 @@ fn walk<'a>(text: &'a str, raw: &mut RawFields<'a>) -> Result<(), RejectReason> 
 }
 
 fn build_event<'a>(raw: &RawFields<'a>) -> Result<DecodedEvent<'a>, RejectReason> {
-    let text = |field, value, min, max| text(field, value, min, max, raw.printable_ascii);
+    let text = |field, value, min, max| text(field, value, min, max, raw.clean_text);
     // Fields are read in the order of SPEC §1, so the first problem reported is the first there.
     let external_request_id = required(raw, Field::ExternalRequestId, |f, r| text(f, r, 1, 128))?;
     let provider = lower_case(required(raw, Field::Provider, |f, r| text(f, r, 1, 64))?);
@@ -287,7 +287,7 @@ fn optional<'a, T>(
 }
 
 fn optional_text<'a>(raw: &RawFields<'a>, field: Field, max_chars: usize) -> Result<Cow<'a, str>, RejectReason> {
-    let read = |f, r| text(f, r, 0, max_chars, raw.printable_ascii);
+    let read = |f, r| text(f, r, 0, max_chars, raw.clean_text);
     Ok(optional(raw, field, read)?.unwrap_or(Cow::Borrowed("")))
 }
 
@@ -300,13 +300,14 @@ fn lower_case(text: Cow<'_, str>) -> Cow<'_, str> {
 }
 
 /// A JSON string of `min..=max` characters without control characters; borrowed from the
-/// message unless it had escapes. `printable_ascii`: the caller knows it has neither.
+/// message unless it had escapes. `clean`: the caller knows it has neither escapes nor control
+/// characters.
 fn text<'a>(
     field: &'static str,
     raw: &'a str,
     min: usize,
     max: usize,
-    printable_ascii: bool,
+    clean: bool,
 ) -> Result<Cow<'a, str>, RejectReason> {
     if !raw.starts_with('"') {
         return Err(RejectReason::WrongType { field, expected: "a string" });
@@ -316,12 +317,18 @@ fn text<'a>(
         field,
         rule: format!("must be {min} to {max} characters long (got {chars})"),
     };
-    // The common case in one pass (a fold without early exit runs over whole vectors):
-    // printable ASCII without escapes.
-    if printable_ascii || !inner.bytes().fold(false, |unusual, b| unusual | !(0x20..0x7f).contains(&b) | (b == b'\\')) {
-        return match (min..=max).contains(&inner.len()) {
+    // The common case: no escapes and no control characters, known for the whole message or
+    // checked here in one pass for printable ASCII (a fold without early exit runs over whole
+    // vectors). Then only the length is left, in characters, which are counted only when the
+    // bytes do not decide: there are never more characters than bytes, and at least one.
+    if clean || !inner.bytes().fold(false, |unusual, b| unusual | !(0x20..0x7f).contains(&b) | (b == b'\\')) {
+        let fits = match inner.len() {
+            bytes if bytes <= max && min <= 1 => bytes >= min,
+            _ => (min..=max).contains(&inner.chars().count()),
+        };
+        return match fits {
             true => Ok(Cow::Borrowed(inner)),
-            false => Err(length_error(inner.len())),
+            false => Err(length_error(inner.chars().count())),
         };
     }
     let value: Cow<'a, str> = match inner.contains('\\') {

@@ -52,7 +52,7 @@ pub(super) fn scan<'a>(text: &'a str, fields: &mut RawFields<'a>) -> Option<()> 
         }
     }
     scanner.skip_space();
-    fields.printable_ascii = structure.ascii;
+    fields.clean_text = structure.clean;
     (scanner.at == scanner.bytes.len()).then_some(())
 }
 
@@ -60,39 +60,40 @@ pub(super) fn scan<'a>(text: &'a str, fields: &mut RawFields<'a>) -> Option<()> 
 struct Structure {
     /// Bit `i % 64` of word `i / 64` is set when byte `i` is a quote.
     quotes: SmallVec<[u64; 16]>,
-    /// No backslash and no control character.
+    /// No backslash and no C0 control character.
     plain: bool,
-    /// Every byte is printable ASCII.
-    ascii: bool,
+    /// Plain, and no DEL and no byte 0xC2 (the lead byte of every C1 control, U+0080–U+009F):
+    /// no string in the message has an escape or a control character.
+    clean: bool,
 }
 
 impl Structure {
     fn of(bytes: &[u8]) -> Structure {
         let (blocks, rest) = bytes.as_chunks::<64>();
         let mut quotes = SmallVec::with_capacity(blocks.len() + 1);
-        let (mut odd, mut high) = (u8x16::ZERO, u8x16::ZERO);
-        quotes.extend(blocks.iter().map(|block| quote_bits(block, &mut odd, &mut high)));
+        let (mut odd, mut unclean) = (u8x16::ZERO, u8x16::ZERO);
+        quotes.extend(blocks.iter().map(|block| quote_bits(block, &mut odd, &mut unclean)));
         if !rest.is_empty() {
             let mut padded = [b' '; 64];
             padded[..rest.len()].copy_from_slice(rest);
-            quotes.push(quote_bits(&padded, &mut odd, &mut high));
+            quotes.push(quote_bits(&padded, &mut odd, &mut unclean));
         }
         let plain = odd.move_mask() == 0;
-        Structure { quotes, plain, ascii: plain && high.move_mask() == 0 }
+        Structure { quotes, plain, clean: plain && unclean.move_mask() == 0 }
     }
 }
 
-/// The quote bits of 64 bytes; lanes with a backslash or a control character are or-ed into
-/// `odd`, lanes with a byte above `~` into `high`.
+/// The quote bits of 64 bytes; lanes with a backslash or a C0 control character are or-ed into
+/// `odd`, lanes with a DEL or a 0xC2 byte into `unclean`.
 #[inline(always)]
-fn quote_bits(block: &[u8; 64], odd: &mut u8x16, high: &mut u8x16) -> u64 {
+fn quote_bits(block: &[u8; 64], odd: &mut u8x16, unclean: &mut u8x16) -> u64 {
     let (lanes, _) = block.as_chunks::<16>();
     let mut bits = 0;
     for (i, lane) in lanes.iter().enumerate() {
         let v = u8x16::new(*lane);
         bits |= u64::from(v.cmp_eq(u8x16::splat(b'"')).move_mask() as u16) << (16 * i);
         *odd |= v.min(u8x16::splat(0x1f)).cmp_eq(v) | v.cmp_eq(u8x16::splat(b'\\'));
-        *high |= v.max(u8x16::splat(0x7f)).cmp_eq(v);
+        *unclean |= v.cmp_eq(u8x16::splat(0x7f)) | v.cmp_eq(u8x16::splat(0xc2));
     }
     bits
 }

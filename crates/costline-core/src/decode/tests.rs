@@ -120,18 +120,23 @@ fn oversized_and_deeply_nested_payloads() {
 #[test]
 fn text_that_is_not_printable_ascii_is_checked_on_the_fast_path_too() {
     // No escapes: these take the fast path, which skips the per-field check only for messages
-    // that are printable ASCII throughout.
+    // without DEL and without the lead byte of C1 controls.
     let tag = |text: &str| GOOD.replace("checkout.ai_summary", text);
     assert_eq!(&*decode_event(tag(&"é".repeat(128)).as_bytes()).unwrap().endpoint_tag, "é".repeat(128));
     assert_eq!(reason(&tag(&"é".repeat(129))), "field `endpointTag` must be 1 to 128 characters long (got 129)");
     assert_eq!(reason(&tag("a\u{7f}b")), "field `endpointTag` must not contain control characters (found U+007F)");
     assert_eq!(reason(&tag("a\u{85}b")), "field `endpointTag` must not contain control characters (found U+0085)");
     assert_eq!(reason(&tag(&"x".repeat(129))), "field `endpointTag` must be 1 to 128 characters long (got 129)");
-    let unicode = tag("ü");
-    let mut raw = RawFields::new();
-    assert!(flat::scan(&unicode, &mut raw).is_some() && !raw.printable_ascii);
-    let mut raw = RawFields::new();
-    assert!(flat::scan(GOOD, &mut raw).is_some() && raw.printable_ascii);
+    assert_eq!(reason(&tag(&"🧪".repeat(129))), "field `endpointTag` must be 1 to 128 characters long (got 129)");
+    assert_eq!(&*decode_event(tag(&"🧪".repeat(128)).as_bytes()).unwrap().endpoint_tag, "🧪".repeat(128));
+    let clean = |text: &str| {
+        let mut raw = RawFields::new();
+        flat::scan(text, &mut raw).map(|()| raw.clean_text)
+    };
+    assert_eq!([clean(GOOD), clean(&tag("ü")), clean(&tag("🧪"))], [Some(true); 3]);
+    // U+00A9 (C2 A9) is no control character, but shares the C1 controls' lead byte.
+    assert_eq!([clean(&tag("a\u{7f}b")), clean(&tag("a\u{85}b")), clean(&tag("©"))], [Some(false); 3]);
+    assert_eq!(&*decode_event(tag("©").as_bytes()).unwrap().endpoint_tag, "©");
 }
 
 #[test]
