@@ -71,7 +71,8 @@ fields! {
 /// Raw JSON text of each known field, in `Field` order.
 struct RawFields<'a> {
     values: [Option<&'a str>; FIELD_COUNT],
-    /// The whole message is printable ASCII without escapes, so every string value is too.
+    /// No string of the message has an escape or a control character (the fast path's pass
+    /// found no backslash, C0 control, DEL or C1 control in the whole message).
     clean_text: bool,
 }
 
@@ -409,7 +410,7 @@ fn timestamp(field: &'static str, raw: &str) -> Result<i64, RejectReason> {
 }
 
 /// Epoch milliseconds of `YYYY-MM-DDTHH:MM:SS[.f…]Z`, the layout nearly every producer sends,
-/// read without chrono's general parser (a third of the decoder's time on such events); `None`
+/// read without chrono's general parser (~6 % of all the decoder's instructions); `None`
 /// for any other text, which chrono then reads or rejects with its own words. Fractions are
 /// cut to milliseconds, as chrono does.
 fn utc_millis(text: &[u8]) -> Option<i64> {

@@ -18,8 +18,8 @@ pub(super) fn scan<'a>(text: &'a str, fields: &mut RawFields<'a>) -> Option<()> 
     // One vectorised pass finds every quote and rules out escapes and control characters
     // (JSON allows them only as whitespace between tokens, which compact producers do not
     // send): a string then ends at the next quote, and its content needs no further check here.
-    // The pass also tells whether every byte is printable ASCII, in which case the text fields
-    // need no check of their own either.
+    // The pass also tells whether the message holds no DEL and no C1 control either, in which
+    // case the text fields need no character check of their own.
     let structure = Structure::of(text.as_bytes());
     if !structure.plain {
         return None;
@@ -29,6 +29,7 @@ pub(super) fn scan<'a>(text: &'a str, fields: &mut RawFields<'a>) -> Option<()> 
         return None;
     }
     if scanner.next_token()? != b'}' {
+        // Not empty: that token was the first key's opening quote, which `string` reads.
         scanner.at -= 1;
         loop {
             let key = scanner.string()?;
