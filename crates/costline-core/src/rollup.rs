@@ -12,7 +12,7 @@ use crate::event::{DataMode, UsageEvent};
 use crate::latency::LatencyHistogram;
 use crate::money::PicoUsd;
 use crate::price::Pricing;
-use crate::symbols::{same_text, Symbols};
+use crate::symbols::Symbols;
 
 /// The dimensions of SPEC §3 plus the window. The text dimensions are ids in the batch's
 /// [`Symbols`], so a key is 32 bytes, hashes and compares as integers, and owns no string.
@@ -98,6 +98,22 @@ pub enum Dimension {
 }
 
 impl RollupKey {
+    /// The key of the window `event` falls into; its strings get their ids in `symbols`.
+    fn of<S: AsRef<str>>(event: &UsageEvent<S>, event_time_ms: i64, symbols: &mut Symbols) -> RollupKey {
+        RollupKey {
+            window_start_secs: minute_start_secs(event_time_ms),
+            text: [
+                symbols.id(event.user_id.as_ref()),
+                symbols.id(event.endpoint_tag.as_ref()),
+                symbols.id(event.prompt_version.as_ref()),
+                symbols.id(event.provider.as_ref()),
+                symbols.id(event.model.as_ref()),
+                symbols.id(event.environment.as_ref()),
+            ],
+            data_mode: event.data_mode,
+        }
+    }
+
     /// The symbol id of a text dimension; `None` for the data mode.
     pub fn text_id(&self, dimension: Dimension) -> Option<u32> {
         match dimension {
@@ -122,51 +138,16 @@ pub struct MinuteRollup {
     /// Numbers of `windows`, found by the hash of their key.
     table: HashTable<u32>,
     windows: Vec<(RollupKey, RollupMeasures)>,
-    /// Numbers of `sets`, found by the hash of their texts.
-    set_table: HashTable<u32>,
-    /// The distinct text dimensions seen, as symbol ids: an event whose dimensions were seen
-    /// before (most events: a set spans minutes and tenants repeat) costs one probe here
-    /// instead of six in the symbols.
-    sets: Vec<[u32; 6]>,
     hasher: DefaultHashBuilder,
 }
 
 impl MinuteRollup {
-    /// Room for `keys` windows (and half as many dimension sets).
     pub fn with_capacity(keys: usize) -> MinuteRollup {
         MinuteRollup {
             table: HashTable::with_capacity(keys),
             windows: Vec::with_capacity(keys),
-            set_table: HashTable::with_capacity(keys / 2),
-            sets: Vec::with_capacity(keys / 2),
             hasher: DefaultHashBuilder::default(),
         }
-    }
-
-    /// The symbol ids of `event`'s text dimensions, in [`Dimension`] order.
-    fn text_ids<S: AsRef<str>>(&mut self, event: &UsageEvent<S>, symbols: &mut Symbols) -> [u32; 6] {
-        let texts = [
-            &event.user_id,
-            &event.endpoint_tag,
-            &event.prompt_version,
-            &event.provider,
-            &event.model,
-            &event.environment,
-        ]
-        .map(AsRef::as_ref);
-        let hash = self.hasher.hash_one(texts);
-        let (sets, names) = (&self.sets, symbols.names());
-        let same = |ids: &[u32; 6]| ids.iter().zip(texts).all(|(&id, text)| same_text(&names[id as usize], text));
-        if let Some(&set) = self.set_table.find(hash, |&set| same(&sets[set as usize])) {
-            return sets[set as usize];
-        }
-        let ids = texts.map(|text| symbols.id(text));
-        let number = self.sets.len() as u32;
-        self.sets.push(ids);
-        let (sets, names, hasher) = (&self.sets, symbols.names(), &self.hasher);
-        self.set_table
-            .insert_unique(hash, number, |&set| hasher.hash_one(sets[set as usize].map(|id| &*names[id as usize])));
-        ids
     }
 
     /// The number and measures of the window `event` falls into, created empty on first use.
@@ -176,11 +157,7 @@ impl MinuteRollup {
         event_time_ms: i64,
         symbols: &mut Symbols,
     ) -> (u32, &mut RollupMeasures) {
-        let key = RollupKey {
-            window_start_secs: minute_start_secs(event_time_ms),
-            text: self.text_ids(event, symbols),
-            data_mode: event.data_mode,
-        };
+        let key = RollupKey::of(event, event_time_ms, symbols);
         let hash = self.hasher.hash_one(key);
         let windows = &self.windows;
         let number = match self.table.find(hash, |&i| windows[i as usize].0 == key) {
@@ -270,16 +247,5 @@ mod tests {
         assert_eq!(key.dimension(Dimension::Provider, names), "openai");
         assert_eq!(key.dimension(Dimension::Environment, names), "prod");
         assert_eq!(rollup.iter().nth(201).unwrap().0.dimension(Dimension::Model, names), "o3");
-        // The same texts in other dimensions are another dimension set.
-        let mut swapped = event("checkout.summary", "gpt-4o");
-        swapped.endpoint_tag = Cow::Borrowed("t7");
-        let (number, _) = rollup.window(&swapped, minute, &mut symbols);
-        let names = symbols.names();
-        let key = rollup.iter().nth(number as usize).unwrap().0;
-        assert_eq!(number, 202);
-        assert_eq!(
-            (key.dimension(Dimension::Tenant, names), key.dimension(Dimension::EndpointTag, names)),
-            ("checkout.summary", "t7")
-        );
     }
 }
