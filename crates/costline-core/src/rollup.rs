@@ -16,7 +16,7 @@ use crate::symbols::Symbols;
 
 /// The dimensions of SPEC §3 plus the window. The text dimensions are ids in the batch's
 /// [`Symbols`], so a key is 32 bytes, hashes and compares as integers, and owns no string.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RollupKey {
     /// Start of the event-time minute, epoch seconds (UTC).
     pub window_start_secs: u32,

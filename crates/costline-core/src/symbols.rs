@@ -72,7 +72,7 @@ mod tests {
         let base = "checkout.ai_summary_v12";
         assert!(same_text(base, &String::from(base)));
         assert!(!same_text(base, "checkout.ai_summary_v1"));
-        // A difference at every position: in the eight-byte words and in the rest.
+        // A difference at every position, first, last and between.
         for at in 0..base.len() {
             let mut other = base.as_bytes().to_vec();
             other[at] ^= 1;
