@@ -8,10 +8,13 @@
 //! what serde_json would reject would be a bug.
 //! `tests::fast_path_agrees_with_serde_json` checks the two against each other.
 
-use smallvec::SmallVec;
 use wide::u8x16;
 
 use super::{Field, RawFields};
+
+/// Quote bits kept on the stack: messages up to 64 bytes a word long take the fast path;
+/// longer ones (far beyond any real usage event) go to serde_json.
+pub(super) const QUOTE_WORDS: usize = 32;
 
 /// Fills `fields` from `text`; `None` means "not sure: ask serde_json".
 pub(super) fn scan<'a>(text: &'a str, fields: &mut RawFields<'a>) -> Option<()> {
@@ -20,11 +23,9 @@ pub(super) fn scan<'a>(text: &'a str, fields: &mut RawFields<'a>) -> Option<()> 
     // send): a string then ends at the next quote, and its content needs no further check here.
     // The pass also tells whether the message holds no DEL and no C1 control either, in which
     // case the text fields need no character check of their own.
-    let structure = Structure::of(text.as_bytes());
-    if !structure.plain {
-        return None;
-    }
-    let mut scanner = Scanner { bytes: text.as_bytes(), quotes: &structure.quotes, at: 0 };
+    let mut quotes = [0; QUOTE_WORDS];
+    let clean = mark_quotes(text.as_bytes(), &mut quotes)?;
+    let mut scanner = Scanner { bytes: text.as_bytes(), quotes: &quotes, at: 0 };
     if scanner.next_token()? != b'{' {
         return None;
     }
@@ -53,35 +54,27 @@ pub(super) fn scan<'a>(text: &'a str, fields: &mut RawFields<'a>) -> Option<()> 
         }
     }
     scanner.skip_space();
-    fields.clean_text = structure.clean;
+    fields.clean_text = clean;
     (scanner.at == scanner.bytes.len()).then_some(())
 }
 
-/// What one pass over a message found.
-struct Structure {
-    /// Bit `i % 64` of word `i / 64` is set when byte `i` is a quote.
-    quotes: SmallVec<[u64; 16]>,
-    /// No backslash and no C0 control character.
-    plain: bool,
-    /// Plain, and no DEL and no byte 0xC2 (the lead byte of every C1 control, U+0080–U+009F):
-    /// no string in the message has an escape or a control character.
-    clean: bool,
-}
-
-impl Structure {
-    fn of(bytes: &[u8]) -> Structure {
-        let (blocks, rest) = bytes.as_chunks::<64>();
-        let mut quotes = SmallVec::with_capacity(blocks.len() + 1);
-        let (mut odd, mut unclean) = (u8x16::ZERO, u8x16::ZERO);
-        quotes.extend(blocks.iter().map(|block| quote_bits(block, &mut odd, &mut unclean)));
-        if !rest.is_empty() {
-            let mut padded = [b' '; 64];
-            padded[..rest.len()].copy_from_slice(rest);
-            quotes.push(quote_bits(&padded, &mut odd, &mut unclean));
-        }
-        let plain = odd.move_mask() == 0;
-        Structure { quotes, plain, clean: plain && unclean.move_mask() == 0 }
+/// Sets bit `i % 64` of `quotes[i / 64]` for each quote at byte `i`. `None` when the message
+/// is too long for `quotes` or holds a backslash or a C0 control character; else whether it
+/// is clean: no DEL and no byte 0xC2 (the lead byte of every C1 control, U+0080–U+009F)
+/// either, so no string in it has an escape or a control character.
+fn mark_quotes(bytes: &[u8], quotes: &mut [u64; QUOTE_WORDS]) -> Option<bool> {
+    let (blocks, rest) = bytes.as_chunks::<64>();
+    let (mut odd, mut unclean) = (u8x16::ZERO, u8x16::ZERO);
+    let mut words = quotes.iter_mut();
+    for block in blocks {
+        *words.next()? = quote_bits(block, &mut odd, &mut unclean);
     }
+    if !rest.is_empty() {
+        let mut padded = [b' '; 64];
+        padded[..rest.len()].copy_from_slice(rest);
+        *words.next()? = quote_bits(&padded, &mut odd, &mut unclean);
+    }
+    (odd.move_mask() == 0).then(|| unclean.move_mask() == 0)
 }
 
 /// The quote bits of 64 bytes; lanes with a backslash or a C0 control character are or-ed into

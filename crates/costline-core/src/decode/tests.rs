@@ -198,11 +198,20 @@ fn fast_path_takes_spaces_around_every_token() {
 #[test]
 fn fast_path_finds_quotes_across_lanes_and_words() {
     // Every alignment of the strings after the pad against the pass's 16-byte lanes and 64-bit
-    // words, and messages longer than the inline 1,024 bytes of quote bits.
-    for pad in (0..200).chain([1_000, 1_009, 5_000]) {
-        let text = format!(r#"{{"pad":"{}","#, "x".repeat(pad)) + &GOOD[1..];
+    // words, up to the last byte the quote bits cover.
+    let limit = 64 * flat::QUOTE_WORDS;
+    let text_of = |pad| format!(r#"{{"pad":"{}","#, "x".repeat(pad)) + &GOOD[1..];
+    let longest = limit - text_of(0).len();
+    for pad in (0..200).chain([1_000, 1_009, longest - 1, longest]) {
+        let text = text_of(pad);
         let (fast, slow) = both_walks(&text).unwrap_or_else(|| panic!("fast path gave up with a pad of {pad}"));
         assert_eq!(Ok(fast), slow, "pad of {pad}");
+    }
+    // Longer messages are serde_json's, and decode the same.
+    for pad in [longest + 1, 5_000] {
+        let text = text_of(pad);
+        assert!(both_walks(&text).is_none(), "fast path took {} bytes", text.len());
+        assert_eq!(decode_event(text.as_bytes()).unwrap(), decode_event(GOOD.as_bytes()).unwrap());
     }
 }
 
