@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
-use serde_json::value::RawValue;
+use serde_json::value::RawValue as JsonText;
 
 use crate::event::{DataMode, DecodedEvent};
 use crate::money::{AmountError, PicoUsd};
@@ -68,9 +68,18 @@ fields! {
     ErrorCode => "errorCode",
 }
 
-/// Raw JSON text of each known field, in `Field` order.
+/// A known field's value as a walk found it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum RawValue<'a> {
+    /// The JSON text as written (a string with its quotes).
+    Json(&'a str),
+    /// A JSON integer the fast path read on its way: digits only, at most 19.
+    Count(u64),
+}
+
+/// The value of each known field, in `Field` order.
 struct RawFields<'a> {
-    values: [Option<&'a str>; FIELD_COUNT],
+    values: [Option<RawValue<'a>>; FIELD_COUNT],
     /// No string of the message has an escape or a control character (the fast path's pass
     /// found no backslash, C0 control, DEL or C1 control in the whole message).
     clean_text: bool,
@@ -82,8 +91,8 @@ impl<'a> RawFields<'a> {
     }
 
     /// A present, non-null value. `null` counts as absent.
-    fn get(&self, field: Field) -> Option<&'a str> {
-        self.values[field as usize].filter(|raw| *raw != "null")
+    fn get(&self, field: Field) -> Option<RawValue<'a>> {
+        self.values[field as usize].filter(|raw| *raw != RawValue::Json("null"))
     }
 }
 
@@ -168,7 +177,7 @@ impl<'de> Visitor<'de> for Walk<'_, 'de> {
                     map.next_value::<IgnoredAny>()?;
                 }
                 known => match &mut self.fields.values[known as usize] {
-                    slot @ None => *slot = Some(map.next_value::<&'de RawValue>()?.get()),
+                    slot @ None => *slot = Some(RawValue::Json(map.next_value::<&'de JsonText>()?.get())),
                     // Read on to the end, so that a syntax error later still wins over the duplicate.
                     Some(_) => {
                         duplicate.get_or_insert(known.name());
@@ -262,7 +271,7 @@ fn build_event<'a>(raw: &RawFields<'a>) -> Result<DecodedEvent<'a>, RejectReason
         data_mode,
         environment,
         attempt: optional(raw, Field::Attempt, |f, r| integer(f, r, 1, MAX_ATTEMPT))?.map_or(1, |a| a as u32),
-        timestamp_ms: optional(raw, Field::Timestamp, timestamp)?,
+        timestamp_ms: optional(raw, Field::Timestamp, |f, r| timestamp(f, r, raw.clean_text))?,
         cost_usd: optional(raw, Field::CostUsd, cost)?,
         error_code: optional_text(raw, Field::ErrorCode, 64)?,
     })
@@ -271,7 +280,7 @@ fn build_event<'a>(raw: &RawFields<'a>) -> Result<DecodedEvent<'a>, RejectReason
 fn required<'a, T>(
     raw: &RawFields<'a>,
     field: Field,
-    read: impl FnOnce(&'static str, &'a str) -> Result<T, RejectReason>,
+    read: impl FnOnce(&'static str, RawValue<'a>) -> Result<T, RejectReason>,
 ) -> Result<T, RejectReason> {
     match raw.get(field) {
         Some(value) => read(field.name(), value),
@@ -282,7 +291,7 @@ fn required<'a, T>(
 fn optional<'a, T>(
     raw: &RawFields<'a>,
     field: Field,
-    read: impl FnOnce(&'static str, &'a str) -> Result<T, RejectReason>,
+    read: impl FnOnce(&'static str, RawValue<'a>) -> Result<T, RejectReason>,
 ) -> Result<Option<T>, RejectReason> {
     raw.get(field).map(|value| read(field.name(), value)).transpose()
 }
@@ -305,14 +314,15 @@ fn lower_case(text: Cow<'_, str>) -> Cow<'_, str> {
 /// characters.
 fn text<'a>(
     field: &'static str,
-    raw: &'a str,
+    raw: RawValue<'a>,
     min: usize,
     max: usize,
     clean: bool,
 ) -> Result<Cow<'a, str>, RejectReason> {
-    if !raw.starts_with('"') {
-        return Err(RejectReason::WrongType { field, expected: "a string" });
-    }
+    let raw = match raw {
+        RawValue::Json(raw) if raw.starts_with('"') => raw,
+        _ => return Err(RejectReason::WrongType { field, expected: "a string" }),
+    };
     let inner = &raw[1..raw.len() - 1];
     let length_error = |chars: usize| RejectReason::OutOfRange {
         field,
@@ -353,8 +363,13 @@ fn text<'a>(
 }
 
 /// A JSON integer (no fraction, no exponent) in `min..=max`.
-fn integer(field: &'static str, raw: &str, min: u64, max: u64) -> Result<u64, RejectReason> {
+fn integer(field: &'static str, raw: RawValue<'_>, min: u64, max: u64) -> Result<u64, RejectReason> {
     let out_of_range = || RejectReason::OutOfRange { field, rule: format!("must be between {min} and {max}") };
+    let raw = match raw {
+        RawValue::Count(count) if (min..=max).contains(&count) => return Ok(count),
+        RawValue::Count(_) => return Err(out_of_range()),
+        RawValue::Json(raw) => raw,
+    };
     let digits = raw.strip_prefix('-');
     let body = digits.unwrap_or(raw);
     if body.is_empty() {
@@ -385,9 +400,9 @@ fn fold_digits(digits: &str, step: impl Fn(u64, u64) -> u64) -> Option<u64> {
 }
 
 /// RFC 3339 text or epoch milliseconds.
-fn timestamp(field: &'static str, raw: &str) -> Result<i64, RejectReason> {
-    let millis = if raw.starts_with('"') {
-        let value = text(field, raw, 1, 64, false)?;
+fn timestamp(field: &'static str, raw: RawValue<'_>, clean: bool) -> Result<i64, RejectReason> {
+    let millis = if matches!(raw, RawValue::Json(text) if text.starts_with('"')) {
+        let value = text(field, raw, 1, 64, clean)?;
         match utc_millis(value.as_bytes()) {
             Some(millis) => millis,
             None => chrono::DateTime::parse_from_rfc3339(&value)
@@ -447,7 +462,11 @@ fn utc_millis(text: &[u8]) -> Option<i64> {
 }
 
 /// A non-negative JSON number, rounded half-to-even to 12 decimals.
-fn cost(field: &'static str, raw: &str) -> Result<PicoUsd, RejectReason> {
+fn cost(field: &'static str, raw: RawValue<'_>) -> Result<PicoUsd, RejectReason> {
+    let raw = match raw {
+        RawValue::Count(dollars) => &dollars.to_string(),
+        RawValue::Json(raw) => raw,
+    };
     if !raw.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
         return Err(RejectReason::WrongType { field, expected: "a number" });
     }

@@ -10,7 +10,7 @@
 
 use wide::u8x16;
 
-use super::{Field, RawFields};
+use super::{Field, RawFields, RawValue};
 
 /// Quote bits kept on the stack: messages up to 64 bytes a word long take the fast path;
 /// longer ones (far beyond any real usage event) go to serde_json.
@@ -44,7 +44,10 @@ pub(super) fn scan<'a>(text: &'a str, fields: &mut RawFields<'a>) -> Option<()> 
                 if slot.is_some() {
                     return None;
                 }
-                *slot = Some(&text[value.0..value.1]);
+                *slot = Some(match value {
+                    Value::Text(start, end) => RawValue::Json(&text[start..end]),
+                    Value::Count(count) => RawValue::Count(count),
+                });
             }
             match scanner.next_token()? {
                 b',' => scanner.skip_space(),
@@ -90,6 +93,13 @@ fn quote_bits(block: &[u8; 64], odd: &mut u8x16, unclean: &mut u8x16) -> u64 {
         *unclean |= v.cmp_eq(u8x16::splat(0x7f)) | v.cmp_eq(u8x16::splat(0xc2));
     }
     bits
+}
+
+/// A value the scanner passed: its text's `(start, end)`, or an integer it read on the way.
+enum Value {
+    Text(usize, usize),
+    /// Digits only (no sign, fraction or exponent), at most 19 of them.
+    Count(u64),
 }
 
 struct Scanner<'a> {
@@ -144,17 +154,18 @@ impl Scanner<'_> {
         Some((start, self.at))
     }
 
-    /// `(start, end)` of a scalar value, after any whitespace.
-    fn value(&mut self) -> Option<(usize, usize)> {
+    /// A scalar value, after any whitespace.
+    fn value(&mut self) -> Option<Value> {
         self.skip_space();
-        match self.peek()? {
-            b'"' => self.string(),
-            b'-' | b'0'..=b'9' => self.number(),
-            b't' => self.literal(b"true"),
-            b'f' => self.literal(b"false"),
-            b'n' => self.literal(b"null"),
-            _ => None,
-        }
+        let (start, end) = match self.peek()? {
+            b'"' => self.string()?,
+            b'-' | b'0'..=b'9' => return self.number(),
+            b't' => self.literal(b"true")?,
+            b'f' => self.literal(b"false")?,
+            b'n' => self.literal(b"null")?,
+            _ => return None,
+        };
+        Some(Value::Text(start, end))
     }
 
     fn literal(&mut self, word: &[u8]) -> Option<(usize, usize)> {
@@ -165,17 +176,20 @@ impl Scanner<'_> {
         })
     }
 
-    /// JSON's number grammar: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
-    fn number(&mut self) -> Option<(usize, usize)> {
+    /// JSON's number grammar: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`. Counts
+    /// (the common case) are read here, while their digits are at hand.
+    fn number(&mut self) -> Option<Value> {
         let start = self.at;
-        if self.peek() == Some(b'-') {
+        let negative = self.peek() == Some(b'-');
+        if negative {
             self.at += 1;
         }
-        match self.next()? {
-            b'0' => {}
-            b'1'..=b'9' => self.digits(),
+        let count = match self.next()? {
+            b'0' => 0,
+            digit @ b'1'..=b'9' => self.digits(u64::from(digit - b'0')),
             _ => return None,
-        }
+        };
+        let integer_end = self.at;
         if self.peek() == Some(b'.') {
             self.at += 1;
             self.expect_digits()?;
@@ -188,21 +202,28 @@ impl Scanner<'_> {
             self.expect_digits()?;
         }
         // A number runs up to a delimiter; `01` or `1x` is for serde_json to reject.
-        match self.peek() {
-            Some(b',' | b'}' | b' ' | b'\t' | b'\n' | b'\r') | None => Some((start, self.at)),
-            _ => None,
+        if !matches!(self.peek(), Some(b',' | b'}' | b' ' | b'\t' | b'\n' | b'\r') | None) {
+            return None;
         }
+        // 19 digits cannot overflow a u64.
+        Some(match !negative && integer_end == self.at && self.at - start <= 19 {
+            true => Value::Count(count),
+            false => Value::Text(start, self.at),
+        })
     }
 
-    fn digits(&mut self) {
-        while matches!(self.peek(), Some(b'0'..=b'9')) {
+    /// Skips digits; their value, wrapped around beyond 19 of them.
+    fn digits(&mut self, mut value: u64) -> u64 {
+        while let Some(digit @ b'0'..=b'9') = self.peek() {
+            value = value.wrapping_mul(10).wrapping_add(u64::from(digit - b'0'));
             self.at += 1;
         }
+        value
     }
 
     fn expect_digits(&mut self) -> Option<()> {
         let start = self.at;
-        self.digits();
+        self.digits(0);
         (self.at > start).then_some(())
     }
 }

@@ -35,9 +35,10 @@ fn full_event_and_unknown_fields() {
 
 #[test]
 fn epoch_millis_and_null_optionals() {
-    let payload = with(r#","timestamp":1746086400250,"promptVersion":null"#);
+    let payload = with(r#","timestamp":1746086400250,"promptVersion":null,"costUsd":2"#);
     let event = decode_event(payload.as_bytes()).unwrap();
     assert_eq!(event.timestamp_ms, Some(1_746_086_400_250));
+    assert_eq!(event.cost_usd, Some(PicoUsd(2 * crate::money::PICO_PER_USD)));
     assert_eq!(event.prompt_version, "");
 }
 
@@ -78,6 +79,9 @@ fn precise_reasons() {
         (&with(r#","attempt":0"#), "field `attempt` must be between 1 and 10000"),
         (&with(r#","costUsd":-1"#), "field `costUsd` must be >= 0"),
         (&with(r#","costUsd":"1.0""#), "field `costUsd` must be a number"),
+        (&with(r#","costUsd":1000001"#), "field `costUsd` must be at most 1000000"),
+        (&with(r#","timestamp":4294967296000"#), "field `timestamp` must be between 0 and 4294967295000"),
+        (&with(r#","latencyMs":86400001"#), "field `latencyMs` must be between 0 and 86400000"),
         (&with(r#","timestamp":"yesterday""#), "field `timestamp` is not an RFC 3339 time (premature end of input)"),
         (&with(r#","timestamp":true"#), "field `timestamp` must be an RFC 3339 string or epoch milliseconds"),
         (&with(r#","endpointTag":"x""#), "field `endpointTag` appears more than once"),
@@ -146,16 +150,45 @@ fn sql_looking_tags_are_plain_data() {
     assert_eq!(event.endpoint_tag, "x'); DROP TABLE usage_events; --");
 }
 
-/// Raw field texts, in `Field` order.
-type RawTexts<'a> = Vec<Option<&'a str>>;
+/// Raw field texts, in `Field` order (counts the fast path read written as JSON again).
+type RawTexts = Vec<Option<String>>;
+
+fn texts(fields: &RawFields<'_>) -> RawTexts {
+    let text = |value: &RawValue<'_>| match value {
+        RawValue::Json(text) => text.to_string(),
+        RawValue::Count(count) => count.to_string(),
+    };
+    fields.values.iter().map(|value| value.as_ref().map(text)).collect()
+}
 
 /// What the fast path and serde_json make of one text: `None` when the fast path gives up.
-fn both_walks(text: &str) -> Option<(RawTexts<'_>, Result<RawTexts<'_>, String>)> {
+fn both_walks(text: &str) -> Option<(RawTexts, Result<RawTexts, String>)> {
     let mut fast = RawFields::new();
     flat::scan(text, &mut fast)?;
     let mut slow = RawFields::new();
-    let slow_result = walk(text, &mut slow).map(|()| slow.values.to_vec()).map_err(|e| e.to_string());
-    Some((fast.values.to_vec(), slow_result))
+    let slow_result = walk(text, &mut slow).map(|()| texts(&slow)).map_err(|e| e.to_string());
+    Some((texts(&fast), slow_result))
+}
+
+#[test]
+fn fast_path_reads_counts_and_leaves_other_numbers_as_text() {
+    let cases = [
+        ("1200", RawValue::Count(1200)),
+        ("0", RawValue::Count(0)),
+        ("9999999999999999999", RawValue::Count(9_999_999_999_999_999_999)),
+        ("18446744073709551616", RawValue::Json("18446744073709551616")),
+        ("-0", RawValue::Json("-0")),
+        ("-5", RawValue::Json("-5")),
+        ("12.5", RawValue::Json("12.5")),
+        ("1e3", RawValue::Json("1e3")),
+        ("\"12\"", RawValue::Json("\"12\"")),
+    ];
+    for (written, read) in cases {
+        let text = GOOD.replace("1200", written);
+        let mut fast = RawFields::new();
+        flat::scan(&text, &mut fast).expect("a plain event takes the fast path");
+        assert_eq!(fast.values[Field::InputTokens as usize], Some(read), "{written}");
+    }
 }
 
 #[test]
