@@ -47,11 +47,25 @@ impl Symbols {
 }
 
 /// `a == b`, compared in line: the strings compared on the hot path (statuses, tags, model
-/// names) are a few bytes long, where a call to `memcmp` costs more than the comparison.
+/// names) are a few bytes long, where a call to `memcmp` costs more than the comparison. Up
+/// to 32 bytes, two to four (overlapping) words compare them whatever their length.
+#[inline(always)]
 pub(crate) fn same_text(a: &str, b: &str) -> bool {
-    // A fold without early exit, so that it runs over whole vectors (and is not turned back
-    // into a call).
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0, |differ, (x, y)| differ | (x ^ y)) == 0
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], at: usize| s.get(at..).and_then(|s| s.first_chunk::<8>()).map(|w| u64::from_ne_bytes(*w));
+    let half = |s: &[u8], at: usize| s.get(at..).and_then(|s| s.first_chunk::<4>()).map(|w| u32::from_ne_bytes(*w));
+    match n {
+        0..4 => a == b,
+        4..8 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        17..=32 => [0, 8, n - 16, n - 8].iter().all(|&at| word(a, at) == word(b, at)),
+        // A fold without early exit, so that it runs over whole vectors.
+        _ => a.iter().zip(b).fold(0, |differ, (x, y)| differ | (x ^ y)) == 0,
+    }
 }
 
 #[cfg(test)]
@@ -69,15 +83,18 @@ mod tests {
 
     #[test]
     fn same_text_compares_every_byte() {
-        let base = "checkout.ai_summary_v12";
-        assert!(same_text(base, &String::from(base)));
-        assert!(!same_text(base, "checkout.ai_summary_v1"));
-        // A difference at every position, first, last and between.
-        for at in 0..base.len() {
-            let mut other = base.as_bytes().to_vec();
-            other[at] ^= 1;
-            assert!(!same_text(base, std::str::from_utf8(&other).unwrap()), "difference at {at}");
+        // Every length up to past the longest word-wise case, each with a difference at every
+        // position: first, last and between.
+        let text = "checkout.ai_summary_v12-onboarding.welcome_email";
+        for len in 0..=text.len() {
+            let base = &text[..len];
+            assert!(same_text(base, &String::from(base)), "{base}");
+            assert!(len == 0 || !same_text(base, &text[..len - 1]), "{base}");
+            for at in 0..len {
+                let mut other = base.as_bytes().to_vec();
+                other[at] ^= 1;
+                assert!(!same_text(base, std::str::from_utf8(&other).unwrap()), "{base}: difference at {at}");
+            }
         }
-        assert!(same_text("", ""));
     }
 }
