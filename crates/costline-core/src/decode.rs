@@ -92,7 +92,7 @@ impl<'a> RawFields<'a> {
 
     /// A present, non-null value. `null` counts as absent.
     fn get(&self, field: Field) -> Option<RawValue<'a>> {
-        self.values[field as usize].filter(|raw| *raw != RawValue::Json("null"))
+        self.values[field as usize].filter(|raw| !matches!(raw, RawValue::Json("null")))
     }
 }
 
@@ -277,6 +277,7 @@ fn build_event<'a>(raw: &RawFields<'a>) -> Result<DecodedEvent<'a>, RejectReason
     })
 }
 
+#[inline(always)]
 fn required<'a, T>(
     raw: &RawFields<'a>,
     field: Field,
@@ -288,6 +289,7 @@ fn required<'a, T>(
     }
 }
 
+#[inline(always)]
 fn optional<'a, T>(
     raw: &RawFields<'a>,
     field: Field,
@@ -312,6 +314,7 @@ fn lower_case(text: Cow<'_, str>) -> Cow<'_, str> {
 /// A JSON string of `min..=max` characters without control characters; borrowed from the
 /// message unless it had escapes. `clean`: the caller knows it has neither escapes nor control
 /// characters.
+#[inline(always)]
 fn text<'a>(
     field: &'static str,
     raw: RawValue<'a>,
@@ -363,6 +366,7 @@ fn text<'a>(
 }
 
 /// A JSON integer (no fraction, no exponent) in `min..=max`.
+#[inline(always)]
 fn integer(field: &'static str, raw: RawValue<'_>, min: u64, max: u64) -> Result<u64, RejectReason> {
     let out_of_range = || RejectReason::OutOfRange { field, rule: format!("must be between {min} and {max}") };
     let raw = match raw {
