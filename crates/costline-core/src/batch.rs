@@ -21,6 +21,10 @@ use crate::reject::RejectReason;
 use crate::rollup::MinuteRollup;
 use crate::symbols::Symbols;
 
+/// Symbol slots of the status and the error code ([`Symbols::id_in`]), after the rollup's.
+const STATUS_SLOT: usize = 6;
+const ERROR_CODE_SLOT: usize = 7;
+
 /// How many leading bytes of a rejected payload are kept for inspection.
 pub const PAYLOAD_HEAD_BYTES: usize = 256;
 
@@ -241,8 +245,8 @@ impl PartitionCounter {
                 counted.attempt.push(event.attempt);
                 counted.first_of_request.push(first_of_request);
                 counted.window.push(window);
-                counted.status.push(batch.symbols.id(&event.status));
-                counted.error_code.push(batch.symbols.id(&event.error_code));
+                counted.status.push(batch.symbols.id_in(STATUS_SLOT, &event.status));
+                counted.error_code.push(batch.symbols.id_in(ERROR_CODE_SLOT, &event.error_code));
                 counted.input_tokens.push(event.input_tokens);
                 counted.cached_input_tokens.push(event.cached_input_tokens);
                 counted.cache_write_tokens.push(event.cache_write_tokens);

@@ -98,7 +98,10 @@ pub enum Dimension {
 }
 
 impl RollupKey {
-    /// The key of the window `event` falls into; its strings get their ids in `symbols`.
+    /// The key of the window `event` falls into; its strings get their ids in `symbols`. The
+    /// environment, which most events share with the one before, goes through its dimension's
+    /// slot (5); the other dimensions vary from event to event, where a slot only adds a
+    /// comparison (measured: BENCHMARKS.md).
     fn of<S: AsRef<str>>(event: &UsageEvent<S>, event_time_ms: i64, symbols: &mut Symbols) -> RollupKey {
         RollupKey {
             window_start_secs: minute_start_secs(event_time_ms),
@@ -108,7 +111,7 @@ impl RollupKey {
                 symbols.id(event.prompt_version.as_ref()),
                 symbols.id(event.provider.as_ref()),
                 symbols.id(event.model.as_ref()),
-                symbols.id(event.environment.as_ref()),
+                symbols.id_in(Dimension::Environment as usize, event.environment.as_ref()),
             ],
             data_mode: event.data_mode,
         }
