@@ -1,5 +1,6 @@
-//! The fast path of the decoder: one forward pass over an object whose values are all strings
-//! without escapes, numbers, booleans or `null` — what every well-behaved producer sends.
+//! The fast path of the decoder: one forward pass over an object of at most 2 KiB whose values
+//! are all strings without escapes, numbers, booleans or `null` — what every well-behaved
+//! producer sends.
 //!
 //! It accepts only what serde_json accepts, and hands out the same raw value texts; anything
 //! else (nested values, escapes, a repeated key, any syntax error) makes it give up, and the
