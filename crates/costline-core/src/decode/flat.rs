@@ -2,19 +2,19 @@
 //! are all strings without escapes, numbers, booleans or `null` — what every well-behaved
 //! producer sends.
 //!
-//! It accepts only what serde_json accepts, and hands out the same raw value texts; anything
-//! else (nested values, escapes, a repeated key, any syntax error) makes it give up, and the
-//! caller walks the message again with serde_json, which decides and words the error. So it
-//! never needs to explain a rejection, and giving up too often only costs speed; accepting
-//! what serde_json would reject would be a bug.
+//! It accepts only what serde_json accepts, and hands out the same raw value texts (counts,
+//! read on the way, as their values); anything else (nested values, escapes, a repeated key,
+//! any syntax error) makes it give up, and the caller walks the message again with serde_json,
+//! which decides and words the error. So it never needs to explain a rejection, and giving up
+//! too often only costs speed; accepting what serde_json would reject would be a bug.
 //! `tests::fast_path_agrees_with_serde_json` checks the two against each other.
 
 use wide::u8x16;
 
 use super::{Field, RawFields, RawValue};
 
-/// Quote bits kept on the stack: messages up to 64 bytes a word long take the fast path;
-/// longer ones (far beyond any real usage event) go to serde_json.
+/// Words of quote bits kept on the stack, 64 bytes of message each: messages up to 2 KiB take
+/// the fast path; longer ones (far beyond any real usage event) go to serde_json.
 pub(super) const QUOTE_WORDS: usize = 32;
 
 /// Fills `fields` from `text`; `None` means "not sure: ask serde_json".
