@@ -91,6 +91,7 @@ impl<'a> RawFields<'a> {
     }
 
     /// A present, non-null value. `null` counts as absent.
+    #[inline(always)]
     fn get(&self, field: Field) -> Option<RawValue<'a>> {
         self.values[field as usize].filter(|raw| !matches!(raw, RawValue::Json("null")))
     }
@@ -298,6 +299,7 @@ fn optional<'a, T>(
     raw.get(field).map(|value| read(field.name(), value)).transpose()
 }
 
+#[inline(always)]
 fn optional_text<'a>(raw: &RawFields<'a>, field: Field, max_chars: usize) -> Result<Cow<'a, str>, RejectReason> {
     let read = |f, r| text(f, r, 0, max_chars, raw.clean_text);
     Ok(optional(raw, field, read)?.unwrap_or(Cow::Borrowed("")))

@@ -20,7 +20,7 @@ pub struct Symbols {
     /// Ids, found by the hash of their name.
     ids: HashTable<u32>,
     names: Vec<Arc<str>>,
-    hasher: DefaultHashBuilder,
+    hasher: NameHasher,
     /// The id each slot got last.
     recent: [u32; RECENT_SLOTS],
 }
@@ -28,7 +28,7 @@ pub struct Symbols {
 impl Symbols {
     /// The id of `text`, stored on first use. Ids count from 0 in order of first use.
     pub fn id(&mut self, text: &str) -> u32 {
-        let hash = self.hasher.hash_one(text);
+        let hash = self.hasher.hash(text);
         let names = &self.names;
         if let Some(&id) = self.ids.find(hash, |&id| same_text(&names[id as usize], text)) {
             return id;
@@ -36,7 +36,7 @@ impl Symbols {
         let id = self.names.len() as u32;
         self.names.push(Arc::from(text));
         let (names, hasher) = (&self.names, &self.hasher);
-        self.ids.insert_unique(hash, id, |&id| hasher.hash_one(&*names[id as usize]));
+        self.ids.insert_unique(hash, id, |&id| hasher.hash(&names[id as usize]));
         id
     }
 
@@ -62,6 +62,42 @@ impl Symbols {
     /// Every string, at the index of its id.
     pub fn into_names(self) -> Vec<Arc<str>> {
         self.names
+    }
+}
+
+/// Hashes names. Those up to 16 bytes (nearly all: statuses, tenants, models, most tags) are
+/// hashed in line, as foldhash hashes them but without the `Hasher` calls around it: their
+/// bytes as two (overlapping) words, mixed with a random seed by one folded multiply. Longer
+/// ones go through foldhash.
+#[derive(Debug, Clone)]
+struct NameHasher {
+    long: DefaultHashBuilder,
+    seed: [u64; 2],
+}
+
+impl Default for NameHasher {
+    fn default() -> NameHasher {
+        let long = DefaultHashBuilder::default();
+        let seed = [long.hash_one(1u64), long.hash_one(2u64)];
+        NameHasher { long, seed }
+    }
+}
+
+impl NameHasher {
+    #[inline(always)]
+    fn hash(&self, text: &str) -> u64 {
+        let (bytes, n) = (text.as_bytes(), text.len());
+        let word = |at: usize| bytes.get(at..).and_then(|s| s.first_chunk::<8>()).map_or(0, |w| u64::from_le_bytes(*w));
+        let half = |at: usize| bytes.get(at..).and_then(|s| s.first_chunk::<4>()).map_or(0, |w| u32::from_le_bytes(*w));
+        let byte = |at: usize| bytes.get(at).map_or(0, |&b| u64::from(b));
+        let (x, y) = match n {
+            0..4 => (byte(0) << 16 | byte(n / 2) << 8 | byte(n.wrapping_sub(1)), 0),
+            4..8 => (u64::from(half(0)), u64::from(half(n - 4))),
+            8..=16 => (word(0), word(n - 8)),
+            _ => return self.long.hash_one(text),
+        };
+        let product = u128::from(x ^ self.seed[0]) * u128::from(y ^ self.seed[1] ^ n as u64);
+        (product as u64) ^ ((product >> 64) as u64)
     }
 }
 
@@ -98,6 +134,24 @@ mod tests {
         assert_eq!(ids, [0, 1, 0, 2, 1]);
         let names: Vec<&str> = symbols.names().iter().map(|n| &**n).collect();
         assert_eq!(names, ["success", "429", ""]);
+    }
+
+    #[test]
+    fn names_hash_by_every_byte() {
+        let hasher = NameHasher::default();
+        let text = "checkout.ai_summary_v12-onboarding";
+        let mut hashes = std::collections::HashSet::new();
+        for len in 0..=text.len() {
+            let base = &text[..len];
+            assert_eq!(hasher.hash(base), hasher.hash(&String::from(base)));
+            assert!(hashes.insert(hasher.hash(base)), "{base:?} collides with a prefix");
+            for at in 0..len {
+                let mut other = base.as_bytes().to_vec();
+                other[at] ^= 1;
+                let other = std::str::from_utf8(&other).unwrap();
+                assert_ne!(hasher.hash(base), hasher.hash(other), "{base:?}: byte {at} not hashed");
+            }
+        }
     }
 
     #[test]
