@@ -45,12 +45,13 @@ impl Symbols {
     /// environment of the event before, and one comparison then saves a hash and a probe.
     /// Slots are the caller's to number, below [`RECENT_SLOTS`].
     pub fn id_in(&mut self, slot: usize, text: &str) -> u32 {
-        let recent = &mut self.recent[slot % RECENT_SLOTS];
-        if self.names.get(*recent as usize).is_some_and(|name| same_text(name, text)) {
-            return *recent;
+        let slot = slot % RECENT_SLOTS;
+        let recent = self.recent[slot];
+        if self.names.get(recent as usize).is_some_and(|name| same_text(name, text)) {
+            return recent;
         }
         let id = self.id(text);
-        self.recent[slot % RECENT_SLOTS] = id;
+        self.recent[slot] = id;
         id
     }
 
@@ -87,12 +88,12 @@ impl NameHasher {
     #[inline(always)]
     fn hash(&self, text: &str) -> u64 {
         let (bytes, n) = (text.as_bytes(), text.len());
-        let word = |at: usize| bytes.get(at..).and_then(|s| s.first_chunk::<8>()).map_or(0, |w| u64::from_le_bytes(*w));
-        let half = |at: usize| bytes.get(at..).and_then(|s| s.first_chunk::<4>()).map_or(0, |w| u32::from_le_bytes(*w));
+        let word = |at| word_at(bytes, at).unwrap_or(0);
+        let half = |at| half_at(bytes, at).map_or(0, u64::from);
         let byte = |at: usize| bytes.get(at).map_or(0, |&b| u64::from(b));
         let (x, y) = match n {
             0..4 => (byte(0) << 16 | byte(n / 2) << 8 | byte(n.wrapping_sub(1)), 0),
-            4..8 => (u64::from(half(0)), u64::from(half(n - 4))),
+            4..8 => (half(0), half(n - 4)),
             8..=16 => (word(0), word(n - 8)),
             _ => return self.long.hash_one(text),
         };
@@ -111,16 +112,26 @@ pub(crate) fn same_text(a: &str, b: &str) -> bool {
     if n != b.len() {
         return false;
     }
-    let word = |s: &[u8], at: usize| s.get(at..).and_then(|s| s.first_chunk::<8>()).map(|w| u64::from_ne_bytes(*w));
-    let half = |s: &[u8], at: usize| s.get(at..).and_then(|s| s.first_chunk::<4>()).map(|w| u32::from_ne_bytes(*w));
     match n {
         0..4 => a == b,
-        4..8 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
-        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
-        17..=32 => [0, 8, n - 16, n - 8].iter().all(|&at| word(a, at) == word(b, at)),
+        4..8 => half_at(a, 0) == half_at(b, 0) && half_at(a, n - 4) == half_at(b, n - 4),
+        8..=16 => word_at(a, 0) == word_at(b, 0) && word_at(a, n - 8) == word_at(b, n - 8),
+        17..=32 => [0, 8, n - 16, n - 8].iter().all(|&at| word_at(a, at) == word_at(b, at)),
         // A fold without early exit, so that it runs over whole vectors.
         _ => a.iter().zip(b).fold(0, |differ, (x, y)| differ | (x ^ y)) == 0,
     }
+}
+
+/// The eight bytes from `at`, as one word; `None` past the end.
+#[inline(always)]
+fn word_at(bytes: &[u8], at: usize) -> Option<u64> {
+    bytes.get(at..).and_then(|s| s.first_chunk::<8>()).map(|w| u64::from_ne_bytes(*w))
+}
+
+/// The four bytes from `at`, as one word; `None` past the end.
+#[inline(always)]
+fn half_at(bytes: &[u8], at: usize) -> Option<u32> {
+    bytes.get(at..).and_then(|s| s.first_chunk::<4>()).map(|w| u32::from_ne_bytes(*w))
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ pub(super) fn scan<'a>(text: &'a str, fields: &mut RawFields<'a>) -> Option<()> 
     // case the text fields need no character check of their own.
     let mut quotes = [0; QUOTE_WORDS];
     let clean = mark_quotes(text.as_bytes(), &mut quotes)?;
-    let mut scanner = Scanner { bytes: text.as_bytes(), quotes: &quotes, at: 0 };
+    let mut scanner = Scanner { text, bytes: text.as_bytes(), quotes: &quotes, at: 0 };
     if scanner.next_token()? != b'{' {
         return None;
     }
@@ -45,10 +45,7 @@ pub(super) fn scan<'a>(text: &'a str, fields: &mut RawFields<'a>) -> Option<()> 
                 if slot.is_some() {
                     return None;
                 }
-                *slot = Some(match value {
-                    Value::Text(start, end) => RawValue::Json(&text[start..end]),
-                    Value::Count(count) => RawValue::Count(count),
-                });
+                *slot = Some(value);
             }
             match scanner.next_token()? {
                 b',' => scanner.skip_space(),
@@ -96,20 +93,14 @@ fn quote_bits(block: &[u8; 64], odd: &mut u8x16, unclean: &mut u8x16) -> u64 {
     bits
 }
 
-/// A value the scanner passed: its text's `(start, end)`, or an integer it read on the way.
-enum Value {
-    Text(usize, usize),
-    /// Digits only (no sign, fraction or exponent), at most 19 of them.
-    Count(u64),
-}
-
-struct Scanner<'a> {
+struct Scanner<'a, 'q> {
+    text: &'a str,
     bytes: &'a [u8],
-    quotes: &'a [u64],
+    quotes: &'q [u64],
     at: usize,
 }
 
-impl Scanner<'_> {
+impl<'a> Scanner<'a, '_> {
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.at).copied()
     }
@@ -156,7 +147,7 @@ impl Scanner<'_> {
     }
 
     /// A scalar value, after any whitespace.
-    fn value(&mut self) -> Option<Value> {
+    fn value(&mut self) -> Option<RawValue<'a>> {
         self.skip_space();
         let (start, end) = match self.peek()? {
             b'"' => self.string()?,
@@ -166,7 +157,7 @@ impl Scanner<'_> {
             b'n' => self.literal(b"null")?,
             _ => return None,
         };
-        Some(Value::Text(start, end))
+        Some(RawValue::Json(&self.text[start..end]))
     }
 
     fn literal(&mut self, word: &[u8]) -> Option<(usize, usize)> {
@@ -179,7 +170,7 @@ impl Scanner<'_> {
 
     /// JSON's number grammar: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`. Counts
     /// (the common case) are read here, while their digits are at hand.
-    fn number(&mut self) -> Option<Value> {
+    fn number(&mut self) -> Option<RawValue<'a>> {
         let start = self.at;
         let negative = self.peek() == Some(b'-');
         if negative {
@@ -208,8 +199,8 @@ impl Scanner<'_> {
         }
         // 19 digits cannot overflow a u64.
         Some(match !negative && integer_end == self.at && self.at - start <= 19 {
-            true => Value::Count(count),
-            false => Value::Text(start, self.at),
+            true => RawValue::Count(count),
+            false => RawValue::Json(&self.text[start..self.at]),
         })
     }
 
