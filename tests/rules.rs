@@ -1,6 +1,6 @@
-//! Alert rules on real services: a retry storm and a config drift crafted into the topic fire
-//! (once each, whatever the number of evaluations), and normal generated traffic spread over
-//! three hours fires neither of them nor a cost spike.
+//! Alert rules on real services: a retry storm, a config drift and a cost spike crafted into the
+//! topic fire (once each, whatever the number of evaluations), a spike with too short a history
+//! does not, and normal generated traffic spread over eight hours fires none of them.
 
 mod common;
 
@@ -59,8 +59,38 @@ fn event(
     (request.to_string(), payload.to_string().into_bytes(), at_ms)
 }
 
+/// A call to `endpoint` that cost exactly `cost_usd` (the producer's own figure).
+fn costed(request: &str, endpoint: &str, cost_usd: f64, at_ms: i64) -> (String, Vec<u8>, i64) {
+    let (key, payload, at_ms) = event(request, 1, endpoint, "openai", "gpt-4o", "success", at_ms);
+    let mut payload: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    payload["costUsd"] = json!(cost_usd);
+    (key, payload.to_string().into_bytes(), at_ms)
+}
+
+/// Six hours at $5, then $50 in the last complete hour and in the current one (the spike is
+/// still there if the clock passes an hour boundary during the test); the young endpoint has
+/// the same spike after two hours of history only, too few to judge.
+fn spike_records(now: i64) -> Vec<(String, Vec<u8>, i64)> {
+    const HOUR: i64 = 3_600_000;
+    let current_hour = now / HOUR * HOUR;
+    let mut records = Vec::new();
+    for (endpoint, history_hours) in [("spike.endpoint", 6), ("young.endpoint", 2)] {
+        for h in 2..2 + history_hours {
+            for i in 0..5 {
+                let at = current_hour - h * HOUR + 600_000 + i * 1000;
+                records.push(costed(&format!("{endpoint}-h{h}-{i}"), endpoint, 1.0, at));
+            }
+        }
+        for i in 0..50 {
+            records.push(costed(&format!("{endpoint}-last-{i}"), endpoint, 1.0, current_hour - HOUR + 600_000 + i));
+            records.push(costed(&format!("{endpoint}-now-{i}"), endpoint, 1.0, now - 1000 - i));
+        }
+    }
+    records
+}
+
 #[test]
-fn retry_storm_and_config_drift_fire_once_on_crafted_traffic() {
+fn rules_fire_once_on_crafted_traffic() {
     let receiver = Receiver::start(vec![]);
     let setup = setup_with_rules("rules_crafted", &receiver);
     let now = now_ms();
@@ -92,6 +122,7 @@ fn retry_storm_and_config_drift_fire_once_on_crafted_traffic() {
             now - 30_000,
         ));
     }
+    records.extend(spike_records(now));
     publish(&setup, &records);
     let worker = setup.spawn_worker("crafted");
     setup.wait_accounted(records.len() as u64, Duration::from_secs(60));
@@ -104,7 +135,7 @@ fn retry_storm_and_config_drift_fire_once_on_crafted_traffic() {
             ))
             .unwrap_or_default()
     };
-    while fired("retry_storm").is_empty() || fired("config_drift").is_empty() {
+    while fired("retry_storm").is_empty() || fired("config_drift").is_empty() || fired("cost_spike").is_empty() {
         assert!(
             Instant::now() < deadline,
             "rules did not fire:\n{}",
@@ -118,6 +149,11 @@ fn retry_storm_and_config_drift_fire_once_on_crafted_traffic() {
         fired("config_drift").trim(),
         "endpoint=drift.endpoint,prompt_version=v1,model=anthropic/claude-sonnet-4-5"
     );
+    assert_eq!(
+        fired("cost_spike").trim(),
+        "endpoint=spike.endpoint",
+        "one spike alert; the young endpoint is not judged"
+    );
     let requests = receiver.requests();
     assert!(requests.iter().all(|r| signature_is_valid(r, SECRET)));
     assert!(requests.iter().any(|r| r.body.contains("Retry storm on storm.endpoint")), "no readable summary");
@@ -129,7 +165,7 @@ fn rules_stay_silent_on_normal_generated_traffic() {
     let receiver = Receiver::start(vec![]);
     let setup = setup_with_rules("rules_normal", &receiver);
     let records = 30_000u64;
-    let span_ms = 3 * 3_600_000;
+    let span_ms = 8 * 3_600_000;
     let record_file = setup.scratch_file(".jsonl");
     let produce = setup
         .produce_command(records, 0, 9, now_ms() - span_ms, &record_file)
@@ -140,6 +176,14 @@ fn rules_stay_silent_on_normal_generated_traffic() {
     let worker = setup.spawn_worker("normal");
     setup.wait_accounted(records, Duration::from_secs(120));
     std::thread::sleep(Duration::from_secs(3)); // ten evaluations
+                                                // The busiest endpoint costs more than the rule's $10 an hour, with hours of history: the
+                                                // cost spike rule judged it.
+    let judged = setup.query(
+        "SELECT count() FROM (SELECT endpoint_tag, sum(cost_usd) AS cost FROM usage_hour \
+         WHERE window_start = toStartOfHour(now()) - 3600 AND environment = 'prod' AND data_mode = 'real' \
+         GROUP BY endpoint_tag HAVING cost >= 10)",
+    );
+    assert_ne!(judged.trim(), "0", "no endpoint was costly enough for the cost spike rule to judge");
     let noisy = setup.query("SELECT source, scope FROM alerts FINAL WHERE source IN ('retry_storm', 'config_drift', 'cost_spike') FORMAT TSV");
     assert_eq!(noisy, "", "rules fired on normal traffic");
     let unpriced = setup.query("SELECT scope FROM alerts FINAL WHERE source = 'unpriced_model'");

@@ -10,7 +10,7 @@ use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
 
 use costline_core::budget::{Scope, TagMatch};
-use costline_core::rules::ModelUse;
+use costline_core::rules::{HourlyCost, ModelUse};
 use costline_core::PicoUsd;
 
 use crate::sink::{ClickHouseTarget, SinkError};
@@ -107,26 +107,28 @@ impl GovernanceStore {
         Ok(rows.into_iter().map(|r| (r.endpoint_tag, (r.requests, r.attempts.saturating_sub(r.requests)))).collect())
     }
 
-    /// Endpoint → (cost of the hour starting at `hour_start`, average cost of the hours with
-    /// traffic among the `trailing_hours` before it), USD, real prod traffic.
+    /// Endpoint → its cost in the hour starting at `hour_start` and in the `trailing_hours`
+    /// before it (average over the hours with traffic, and how many had traffic), real prod
+    /// traffic.
     pub async fn hourly_costs(
         &self,
         hour_start: i64,
         trailing_hours: i64,
-    ) -> Result<BTreeMap<String, (f64, f64)>, SinkError> {
+    ) -> Result<BTreeMap<String, HourlyCost>, SinkError> {
         #[derive(Row, Deserialize)]
         struct R {
             endpoint_tag: String,
             last: f64,
             trailing: f64,
+            hours: u64,
         }
         let rows = self
             .client
             .query(
                 "SELECT endpoint_tag, \
                  toFloat64(sumMergeIf(cost_usd_state, window_start = toDateTime(?))) AS last, \
-                 toFloat64(sumMergeIf(cost_usd_state, window_start < toDateTime(?))) \
-                 / greatest(1, uniqExactIf(window_start, window_start < toDateTime(?))) AS trailing \
+                 toFloat64(sumMergeIf(cost_usd_state, window_start < toDateTime(?))) AS trailing, \
+                 uniqExactIf(window_start, window_start < toDateTime(?)) AS hours \
                  FROM usage_hour_state WHERE window_start >= toDateTime(?) AND window_start <= toDateTime(?) \
                  AND endpoint_tag != '' AND data_mode = 'real' AND environment = 'prod' GROUP BY endpoint_tag",
             )
@@ -137,7 +139,17 @@ impl GovernanceStore {
             .bind(hour_start)
             .fetch_all::<R>()
             .await?;
-        Ok(rows.into_iter().map(|r| (r.endpoint_tag, (r.last, r.trailing))).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let cost = HourlyCost {
+                    last: r.last,
+                    trailing_average: r.trailing / r.hours.max(1) as f64,
+                    trailing_hours: u32::try_from(r.hours).unwrap_or(u32::MAX),
+                };
+                (r.endpoint_tag, cost)
+            })
+            .collect())
     }
 
     /// Model uses (endpoint, prompt version, provider, model) of real traffic with event

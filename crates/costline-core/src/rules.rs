@@ -50,30 +50,52 @@ impl RetryStorm {
     }
 }
 
+/// An endpoint's cost in the last complete hour and in the trailing hours before it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HourlyCost {
+    /// USD spent in the last complete hour.
+    pub last: f64,
+    /// Average USD per hour over the trailing hours that had traffic.
+    pub trailing_average: f64,
+    /// How many of the trailing hours had traffic.
+    pub trailing_hours: u32,
+}
+
 /// Cost spike: an endpoint's cost in the last complete hour above `factor` × its average over
-/// the trailing hours, and at least `min_cost_usd`.
+/// the trailing hours, and at least `min_cost_usd`. An endpoint is judged only once
+/// `min_history_hours` of its trailing hours had traffic: the first hours of a history (a new
+/// endpoint, a fresh deployment, the end of a gap in the data) are partial and would make a
+/// low average, so every endpoint would look like a spike an hour later.
 #[derive(Debug, Clone, Copy)]
 pub struct CostSpike {
     pub factor: f64,
     pub min_cost_usd: f64,
+    pub min_history_hours: u32,
 }
 
 impl CostSpike {
-    /// `hours`: endpoint → (last hour's cost, trailing hourly average), USD.
-    pub fn evaluate(&self, hours: &BTreeMap<String, (f64, f64)>) -> Vec<Finding> {
+    pub fn evaluate(&self, hours: &BTreeMap<String, HourlyCost>) -> Vec<Finding> {
         hours
             .iter()
-            .filter(|(_, &(last, average))| average > 0.0 && last >= self.min_cost_usd && last > self.factor * average)
-            .map(|(endpoint, &(last, average))| Finding {
-                    rule: "cost_spike",
-                    scope: format!("endpoint={endpoint}"),
-                    value: last,
-                    limit: self.factor * average,
-                    summary: format!(
-                        "Cost spike on {endpoint}: ${last:.2} in the last hour, {:.1}× the trailing average of ${average:.2}",
-                        last / average
-                    ),
-                })
+            .filter(|(_, h)| {
+                h.trailing_hours >= self.min_history_hours
+                    && h.trailing_average > 0.0
+                    && h.last >= self.min_cost_usd
+                    && h.last > self.factor * h.trailing_average
+            })
+            .map(|(endpoint, h)| Finding {
+                rule: "cost_spike",
+                scope: format!("endpoint={endpoint}"),
+                value: h.last,
+                limit: self.factor * h.trailing_average,
+                summary: format!(
+                    "Cost spike on {endpoint}: ${:.2} in the last hour, {:.1}× the trailing average of ${:.2} ({} hours)",
+                    h.last,
+                    h.last / h.trailing_average,
+                    h.trailing_average,
+                    h.trailing_hours
+                ),
+            })
             .collect()
     }
 }
@@ -135,16 +157,27 @@ mod tests {
 
     #[test]
     fn cost_spike_against_trailing_average() {
-        let rule = CostSpike { factor: 3.0, min_cost_usd: 1.0 };
-        let hours: BTreeMap<String, (f64, f64)> = [
-            ("a".into(), (40.0, 10.0)),
-            ("b".into(), (25.0, 10.0)),
-            ("c".into(), (0.5, 0.1)),
-            ("d".into(), (9.0, 0.0)),
+        let rule = CostSpike { factor: 3.0, min_cost_usd: 1.0, min_history_hours: 6 };
+        let h = |last, trailing_average, trailing_hours| HourlyCost { last, trailing_average, trailing_hours };
+        let hours: BTreeMap<String, HourlyCost> = [
+            ("a".into(), h(40.0, 10.0, 6)),
+            ("b".into(), h(25.0, 10.0, 24)),
+            ("c".into(), h(0.5, 0.1, 24)),
+            ("d".into(), h(9.0, 0.0, 0)),
+            ("e".into(), h(30.1, 10.0, 24)),
+            // A history that starts inside its first hour: too short to judge.
+            ("f".into(), h(60.0, 5.0, 5)),
         ]
         .into();
-        let scopes: Vec<_> = rule.evaluate(&hours).into_iter().map(|f| f.scope).collect();
-        assert_eq!(scopes, vec!["endpoint=a"]);
+        let findings = rule.evaluate(&hours);
+        let scopes: Vec<_> = findings.iter().map(|f| f.scope.as_str()).collect();
+        assert_eq!(scopes, vec!["endpoint=a", "endpoint=e"]);
+        assert_eq!((findings[0].value, findings[0].limit), (40.0, 30.0));
+        assert!(
+            findings[0].summary.contains("4.0× the trailing average of $10.00 (6 hours)"),
+            "{}",
+            findings[0].summary
+        );
     }
 
     #[test]

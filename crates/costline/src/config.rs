@@ -97,13 +97,16 @@ pub struct CostSpikeConfig {
     pub factor: f64,
     /// …over this many hours (hours without traffic are not averaged in)…
     pub trailing_hours: u32,
-    /// …and at least this much.
+    /// …and at least this much…
     pub min_cost_usd: f64,
+    /// …once at least this many of the trailing hours had traffic (the first, partial hours of
+    /// a new endpoint or a fresh deployment would make a low average).
+    pub min_history_hours: u32,
 }
 
 impl Default for CostSpikeConfig {
     fn default() -> Self {
-        CostSpikeConfig { enabled: true, factor: 3.0, trailing_hours: 24, min_cost_usd: 10.0 }
+        CostSpikeConfig { enabled: true, factor: 3.0, trailing_hours: 24, min_cost_usd: 10.0, min_history_hours: 6 }
     }
 }
 

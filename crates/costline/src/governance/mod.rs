@@ -229,7 +229,11 @@ impl Governance {
         if c.cost_spike.enabled {
             let last_hour = now / 3600 * 3600 - 3600;
             let hours = self.store.hourly_costs(last_hour, i64::from(c.cost_spike.trailing_hours)).await?;
-            let rule = CostSpike { factor: c.cost_spike.factor, min_cost_usd: c.cost_spike.min_cost_usd };
+            let rule = CostSpike {
+                factor: c.cost_spike.factor,
+                min_cost_usd: c.cost_spike.min_cost_usd,
+                min_history_hours: c.cost_spike.min_history_hours,
+            };
             findings.extend(rule.evaluate(&hours));
         }
         if c.config_drift.enabled {
