@@ -5,6 +5,12 @@
 //!
 //! Bucket 0 holds 0 ms; bucket `b ≥ 1` holds `[1.04^(b−1), 1.04^b)` ms and reads back as its
 //! geometric middle, `1.04^(b − 0.5)`. The same formula stands in the ClickHouse views.
+//!
+//! Buckets are found through a table rather than a logarithm per call (the histogram records
+//! every counted attempt): the table is built from the formula itself, so both give the same
+//! bucket for every latency, and partial histograms of any version merge.
+
+use std::sync::LazyLock;
 
 use smallvec::SmallVec;
 
@@ -18,12 +24,70 @@ pub struct LatencyHistogram {
     buckets: SmallVec<[(u16, u64); 2]>,
 }
 
+/// The bucket of `latency_ms` by definition: `⌊ln(ms) / ln(1.04)⌋ + 1`, 0 for 0 ms.
+fn bucket_by_formula(latency_ms: u32) -> u16 {
+    if latency_ms == 0 {
+        return 0;
+    }
+    ((f64::from(latency_ms)).ln() / BUCKET_BASE.ln()).floor() as u16 + 1
+}
+
+/// Mantissa bits that pick a table entry within an octave: 32 slices of an octave are each
+/// narrower than a bucket (2^(1/32) < 1.04), so a slice holds at most one bucket bound.
+const SLICE_BITS: u32 = 5;
+
+/// One slice of an octave: the bucket of its lowest latency, and the highest latency in that
+/// bucket (`u32::MAX` if the slice holds no bound: no latency is above it).
+#[derive(Clone, Copy)]
+struct Slice {
+    bucket: u16,
+    last_in_bucket: u32,
+}
+
+/// Entry `(e << 5) | m`: the latencies in `[2^e·(1 + m/32), 2^e·(1 + (m+1)/32))`, which as an
+/// `f64` have exponent `e` and top mantissa bits `m`.
+static SLICES: LazyLock<Box<[Slice]>> = LazyLock::new(|| {
+    // 32 octaves hold every u32.
+    (0..32usize << SLICE_BITS)
+        .map(|i| {
+            let (octave, part) = ((i >> SLICE_BITS) as i32, (i & ((1 << SLICE_BITS) - 1)) as f64);
+            let bound = |part: f64| (2f64.powi(octave) * (1.0 + part / f64::from(1u32 << SLICE_BITS))).ceil();
+            let (low, high) = (bound(part), bound(part + 1.0) - 1.0);
+            if low > high || low > f64::from(u32::MAX) {
+                return Slice { bucket: 0, last_in_bucket: u32::MAX };
+            }
+            let (low, high) = (low as u32, high.min(f64::from(u32::MAX)) as u32);
+            let bucket = bucket_by_formula(low);
+            // The last latency of the slice in its first bucket, by bisection (the formula grows
+            // with the latency).
+            let last_in_bucket = if bucket_by_formula(high) == bucket {
+                u32::MAX
+            } else {
+                let (mut same, mut next) = (low, high);
+                while next - same > 1 {
+                    let mid = same + (next - same) / 2;
+                    if bucket_by_formula(mid) == bucket {
+                        same = mid;
+                    } else {
+                        next = mid;
+                    }
+                }
+                same
+            };
+            Slice { bucket, last_in_bucket }
+        })
+        .collect()
+});
+
 impl LatencyHistogram {
     pub fn bucket_of(latency_ms: u32) -> u16 {
         if latency_ms == 0 {
             return 0;
         }
-        ((f64::from(latency_ms)).ln() / BUCKET_BASE.ln()).floor() as u16 + 1
+        // Exponent and top mantissa bits of the latency as an f64 (exact: it is a u32 ≥ 1).
+        let index = (f64::from(latency_ms).to_bits() >> (52 - SLICE_BITS)) - (1023 << SLICE_BITS);
+        let slice = SLICES[index as usize];
+        slice.bucket + u16::from(latency_ms > slice.last_in_bucket)
     }
 
     /// The value a bucket reads back as, in ms.
@@ -84,6 +148,27 @@ mod tests {
         }
         assert_eq!(LatencyHistogram::bucket_of(0), 0);
         assert_eq!(LatencyHistogram::bucket_value(0), 0.0);
+    }
+
+    #[test]
+    fn the_table_gives_the_formula_s_bucket_for_every_latency() {
+        for ms in 0..=1u32 << 21 {
+            assert_eq!(LatencyHistogram::bucket_of(ms), bucket_by_formula(ms), "{ms} ms");
+        }
+        // Every bucket bound and its neighbours, up to u32::MAX.
+        let mut bucket = bucket_by_formula(1 << 21);
+        let mut ms = 1u32 << 21;
+        while let Some(next) =
+            (ms..=u32::MAX).step_by(1 << 10).chain([u32::MAX]).find(|&m| bucket_by_formula(m) > bucket)
+        {
+            let first = (next.saturating_sub(1 << 10)..=next).find(|&m| bucket_by_formula(m) > bucket).unwrap();
+            for m in [first - 1, first, first + 1] {
+                assert_eq!(LatencyHistogram::bucket_of(m), bucket_by_formula(m), "{m} ms");
+            }
+            (bucket, ms) = (bucket_by_formula(first), first);
+        }
+        assert_eq!(LatencyHistogram::bucket_of(u32::MAX), bucket_by_formula(u32::MAX));
+        assert_eq!(bucket, bucket_by_formula(u32::MAX));
     }
 
     #[test]
