@@ -13,6 +13,8 @@ const SECRET: &str = "test-secret-webhooks";
 
 /// A setup whose only budget is crossed by the first flush (limit of one micro-dollar).
 fn setup_with_tiny_budget(name: &str, webhook_url: &str) -> Setup {
+    // The events and the alert's daily period must be the same day.
+    common::clear_of_midnight(Duration::from_secs(180));
     let mut setup = Setup::new(name);
     setup.flush_interval_ms = 300;
     let config = format!(

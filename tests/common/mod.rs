@@ -55,6 +55,18 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}_{secs}_{}_{n}", std::process::id())
 }
 
+/// Waits past the next UTC midnight if it is less than `margin` away, so that a test whose
+/// events must fall into the budget period (day or month) current while it runs does not
+/// straddle two periods.
+pub fn clear_of_midnight(margin: Duration) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970");
+    let to_midnight = Duration::from_secs(86_400 - now.as_secs() % 86_400);
+    if to_midnight < margin {
+        eprintln!("waiting {to_midnight:?} to start after UTC midnight, not across it");
+        std::thread::sleep(to_midnight + Duration::from_secs(1));
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
