@@ -1,6 +1,6 @@
 //! Alert rules on real services: a retry storm, a config drift and a cost spike crafted into the
-//! topic fire (once each, whatever the number of evaluations), a spike with too short a history
-//! does not, and normal generated traffic spread over eight hours fires none of them.
+//! topic fire (once each, whatever the number of evaluations), a drift and a spike with too short
+//! a history do not, and normal generated traffic spread over eight hours fires none of them.
 
 mod common;
 
@@ -101,26 +101,17 @@ fn rules_fire_once_on_crafted_traffic() {
         records.push(event(&request, 2, "storm.endpoint", "openai", "gpt-4o-mini", "rate_limited", now - 50_000));
         records.push(event(&request, 3, "storm.endpoint", "openai", "gpt-4o-mini", "success", now - 40_000));
     }
-    for i in 0..20 {
-        // Three hours ago the endpoint + prompt version was served by gpt-4o; now by Claude.
-        records.push(event(
-            &format!("drift-old-{i}"),
-            1,
-            "drift.endpoint",
-            "openai",
-            "gpt-4o",
-            "success",
-            now - 3 * 3_600_000,
-        ));
-        records.push(event(
-            &format!("drift-new-{i}"),
-            1,
-            "drift.endpoint",
-            "anthropic",
-            "claude-sonnet-4-5",
-            "success",
-            now - 30_000,
-        ));
+    // For six hours, up to two hours ago, each endpoint + prompt version was served by gpt-4o;
+    // now by Claude. The young endpoint has the same change after two hours of history only,
+    // too few to judge.
+    for (endpoint, history_hours) in [("drift.endpoint", 6), ("young.drift", 2)] {
+        for i in 0..24 {
+            let before = (2 + i % history_hours) * 3_600_000;
+            let request = format!("{endpoint}-old-{i}");
+            records.push(event(&request, 1, endpoint, "openai", "gpt-4o", "success", now - before));
+            let request = format!("{endpoint}-new-{i}");
+            records.push(event(&request, 1, endpoint, "anthropic", "claude-sonnet-4-5", "success", now - 30_000));
+        }
     }
     records.extend(spike_records(now));
     publish(&setup, &records);
@@ -147,7 +138,8 @@ fn rules_fire_once_on_crafted_traffic() {
     assert_eq!(fired("retry_storm").trim(), "endpoint=storm.endpoint", "one storm alert, then cooldown");
     assert_eq!(
         fired("config_drift").trim(),
-        "endpoint=drift.endpoint,prompt_version=v1,model=anthropic/claude-sonnet-4-5"
+        "endpoint=drift.endpoint,prompt_version=v1,model=anthropic/claude-sonnet-4-5",
+        "one drift alert; the young endpoint is not judged"
     );
     assert_eq!(
         fired("cost_spike").trim(),

@@ -153,27 +153,28 @@ impl GovernanceStore {
     }
 
     /// Model uses (endpoint, prompt version, provider, model) of real traffic with event
-    /// times in `[start, end)`.
-    pub async fn model_uses(&self, start: i64, end: i64) -> Result<BTreeSet<ModelUse>, SinkError> {
+    /// times in `[start, end)`, each with the hours it was seen in (their starts, epoch seconds).
+    pub async fn model_uses(&self, start: i64, end: i64) -> Result<BTreeMap<ModelUse, Vec<u32>>, SinkError> {
         #[derive(Row, Deserialize)]
         struct R {
             endpoint_tag: String,
             prompt_version: String,
             provider: String,
             model: String,
+            hours: Vec<u32>,
         }
         let rows = self
             .client
             .query(
-                "SELECT DISTINCT endpoint_tag, prompt_version, provider, model FROM usage_hour_state \
-                 WHERE window_start >= toDateTime(?) AND window_start < toDateTime(?) AND endpoint_tag != '' \
-                 AND data_mode = 'real'",
+                "SELECT endpoint_tag, prompt_version, provider, model, groupUniqArray(window_start) AS hours \
+                 FROM usage_hour_state WHERE window_start >= toDateTime(?) AND window_start < toDateTime(?) \
+                 AND endpoint_tag != '' AND data_mode = 'real' GROUP BY endpoint_tag, prompt_version, provider, model",
             )
             .bind(start)
             .bind(end)
             .fetch_all::<R>()
             .await?;
-        Ok(rows.into_iter().map(|r| (r.endpoint_tag, r.prompt_version, r.provider, r.model)).collect())
+        Ok(rows.into_iter().map(|r| ((r.endpoint_tag, r.prompt_version, r.provider, r.model), r.hours)).collect())
     }
 
     /// (provider, model) → unpriced attempts with event times from `since`.

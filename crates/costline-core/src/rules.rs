@@ -104,23 +104,45 @@ impl CostSpike {
 pub type ModelUse = (String, String, String, String);
 
 /// Config drift: a provider/model appears under an endpoint + prompt version that was already
-/// served by other models.
-pub fn config_drift(recent: &BTreeSet<ModelUse>, known: &BTreeSet<ModelUse>) -> Vec<Finding> {
-    let known_versions: BTreeSet<(&str, &str)> = known.iter().map(|(e, v, _, _)| (e.as_str(), v.as_str())).collect();
-    recent
-        .iter()
-        .filter(|usage| !known.contains(*usage) && known_versions.contains(&(usage.0.as_str(), usage.1.as_str())))
-        .map(|(endpoint, version, provider, model)| Finding {
+/// served by other models. An endpoint + prompt version is judged only once it had traffic in
+/// `min_history_hours` hours of the lookback: with a shorter history (a new prompt version, a
+/// fresh deployment) a model it uses now and then, such as a fallback, may simply not have
+/// shown up yet.
+#[derive(Debug, Clone, Copy)]
+pub struct ConfigDrift {
+    pub min_history_hours: u32,
+}
+
+impl ConfigDrift {
+    /// `recent`: the model uses of the current hours; `known`: those of the lookback, each with
+    /// the hours (any identifier, e.g. their starts) it was seen in.
+    pub fn evaluate<'a>(
+        &self,
+        recent: impl IntoIterator<Item = &'a ModelUse>,
+        known: &BTreeMap<ModelUse, Vec<u32>>,
+    ) -> Vec<Finding> {
+        let mut version_hours: BTreeMap<(&str, &str), BTreeSet<u32>> = BTreeMap::new();
+        for ((endpoint, version, _, _), hours) in known {
+            version_hours.entry((endpoint, version)).or_default().extend(hours);
+        }
+        let judged = |endpoint: &str, version: &str| {
+            version_hours.get(&(endpoint, version)).is_some_and(|hours| hours.len() >= self.min_history_hours as usize)
+        };
+        recent
+            .into_iter()
+            .filter(|usage| !known.contains_key(*usage) && judged(&usage.0, &usage.1))
+            .map(|(endpoint, version, provider, model)| Finding {
             rule: "config_drift",
             scope: format!("endpoint={endpoint},prompt_version={version},model={provider}/{model}"),
             value: 1.0,
             limit: 0.0,
-            summary: format!(
-                "Config drift: {provider}/{model} now serves {endpoint} prompt version {:?}, which other models served before",
-                version
-            ),
-        })
-        .collect()
+                summary: format!(
+                    "Config drift: {provider}/{model} now serves {endpoint} prompt version {:?}, which other models served before",
+                    version
+                ),
+            })
+            .collect()
+    }
 }
 
 /// Unpriced model seen: attempts counted with no price (cost 0), per provider/model.
@@ -183,10 +205,21 @@ mod tests {
     #[test]
     fn drift_only_under_known_prompt_versions() {
         let u = |e: &str, v: &str, p: &str, m: &str| (e.to_string(), v.to_string(), p.to_string(), m.to_string());
-        let known: BTreeSet<_> = [u("e", "v1", "openai", "gpt-4o")].into();
-        let recent: BTreeSet<_> =
-            [u("e", "v1", "openai", "gpt-4o"), u("e", "v1", "anthropic", "claude"), u("e", "v2", "google", "g")].into();
-        let findings = config_drift(&recent, &known);
+        // Six hours of history for e/v1 (over two models), five for young/v1.
+        let known: BTreeMap<_, Vec<u32>> = [
+            (u("e", "v1", "openai", "gpt-4o"), vec![1, 2, 3, 4]),
+            (u("e", "v1", "openai", "gpt-4o-mini"), vec![3, 4, 5, 6]),
+            (u("young", "v1", "openai", "gpt-4o"), vec![1, 2, 3, 4, 5]),
+        ]
+        .into();
+        let recent: BTreeSet<_> = [
+            u("e", "v1", "openai", "gpt-4o"),
+            u("e", "v1", "anthropic", "claude"),
+            u("e", "v2", "google", "g"),
+            u("young", "v1", "anthropic", "claude"),
+        ]
+        .into();
+        let findings = ConfigDrift { min_history_hours: 6 }.evaluate(&recent, &known);
         assert_eq!(findings.len(), 1);
         assert_eq!(findings[0].scope, "endpoint=e,prompt_version=v1,model=anthropic/claude");
     }

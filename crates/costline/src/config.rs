@@ -114,13 +114,16 @@ impl Default for CostSpikeConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ConfigDriftConfig {
     pub enabled: bool,
-    /// Combinations seen in this many hours before the current one are "known".
+    /// Combinations seen in this many hours before the current one are "known"…
     pub lookback_hours: u32,
+    /// …and an endpoint + prompt version is judged once it had traffic in this many of them
+    /// (with less history, an occasional model such as a fallback may not have shown up yet).
+    pub min_history_hours: u32,
 }
 
 impl Default for ConfigDriftConfig {
     fn default() -> Self {
-        ConfigDriftConfig { enabled: true, lookback_hours: 168 }
+        ConfigDriftConfig { enabled: true, lookback_hours: 168, min_history_hours: 6 }
     }
 }
 
@@ -473,6 +476,16 @@ impl Config {
         if self.alerts.evaluate_interval_ms < 100 {
             bail!("config key `alerts.evaluate_interval_ms` must be at least 100");
         }
+        let (spike, drift) = (&self.alerts.cost_spike, &self.alerts.config_drift);
+        if spike.factor.is_nan() || spike.factor <= 1.0 {
+            bail!("config key `alerts.cost_spike.factor` must be above 1 (a spike is above the average)");
+        }
+        if !(1..=spike.trailing_hours).contains(&spike.min_history_hours) {
+            bail!("config key `alerts.cost_spike.min_history_hours` must be between 1 and `alerts.cost_spike.trailing_hours`");
+        }
+        if !(1..=drift.lookback_hours).contains(&drift.min_history_hours) {
+            bail!("config key `alerts.config_drift.min_history_hours` must be between 1 and `alerts.config_drift.lookback_hours`");
+        }
         let mut webhook_ids = std::collections::BTreeSet::new();
         for (i, hook) in self.webhooks.iter().enumerate() {
             if !webhook_ids.insert(hook.id.as_str()) {
@@ -612,6 +625,20 @@ mod tests {
         assert_eq!(err, "config key `pipeline.flush_interval_ms` must be at least 100");
         let err = Config::from_parts("[http]\nlisten = \"nowhere\"\n", "c.toml", &[]).unwrap_err().to_string();
         assert_eq!(err, "config key `http.listen` must be an address like 127.0.0.1:9464");
+        let alerts = |toml: &str| Config::from_parts(toml, "c.toml", &[]).map_err(|e| e.to_string());
+        assert_eq!(
+            alerts("[alerts.cost_spike]\nmin_history_hours = 25\n").unwrap_err(),
+            "config key `alerts.cost_spike.min_history_hours` must be between 1 and `alerts.cost_spike.trailing_hours`"
+        );
+        assert_eq!(
+            alerts("[alerts.cost_spike]\nfactor = 1.0\n").unwrap_err(),
+            "config key `alerts.cost_spike.factor` must be above 1 (a spike is above the average)"
+        );
+        assert!(alerts("[alerts.cost_spike]\nmin_history_hours = 24\nfactor = 1.5\n").is_ok());
+        assert_eq!(
+            alerts("[alerts.config_drift]\nmin_history_hours = 0\n").unwrap_err(),
+            "config key `alerts.config_drift.min_history_hours` must be between 1 and `alerts.config_drift.lookback_hours`"
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use costline_clickhouse::governance::{AlertRow, GovernanceStore};
 use costline_clickhouse::ClickHouseTarget;
 use costline_core::budget::{AlertId, Budget, BudgetState};
-use costline_core::rules::{self, CostSpike, Finding, RetryStorm};
+use costline_core::rules::{self, ConfigDrift, CostSpike, Finding, RetryStorm};
 use costline_core::PicoUsd;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -241,7 +241,8 @@ impl Governance {
             let known_start = recent_start - i64::from(c.config_drift.lookback_hours) * 3600;
             let known = self.store.model_uses(known_start, recent_start).await?;
             let recent = self.store.model_uses(recent_start, now + 3600).await?;
-            findings.extend(rules::config_drift(&recent, &known));
+            let rule = ConfigDrift { min_history_hours: c.config_drift.min_history_hours };
+            findings.extend(rule.evaluate(recent.keys(), &known));
         }
         if c.unpriced_model.enabled {
             let since = now - i64::from(c.unpriced_model.window_secs);
