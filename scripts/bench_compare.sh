@@ -10,7 +10,8 @@
 #                                                    the `steady` bench's first 300,000 records
 #
 # BASE is built in a git worktree under .state/bench-compare (removed afterwards) with its own
-# target directory, so the working tree's build is left alone.
+# target directory (kept there as a build cache, ~0.5 GB), so the working tree's build is left
+# alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
