@@ -167,9 +167,10 @@ fn rules_stay_silent_on_normal_generated_traffic() {
     assert!(produce.status.success(), "{}", String::from_utf8_lossy(&produce.stderr));
     let worker = setup.spawn_worker("normal");
     setup.wait_accounted(records, Duration::from_secs(120));
-    std::thread::sleep(Duration::from_secs(3)); // ten evaluations
-                                                // The busiest endpoint costs more than the rule's $10 an hour, with hours of history: the
-                                                // cost spike rule judged it.
+    // Ten evaluations.
+    std::thread::sleep(Duration::from_secs(3));
+    // The busiest endpoint costs more than the rule's $10 an hour, with hours of history: the
+    // cost spike rule judged it.
     let judged = setup.query(
         "SELECT count() FROM (SELECT endpoint_tag, sum(cost_usd) AS cost FROM usage_hour \
          WHERE window_start = toStartOfHour(now()) - 3600 AND environment = 'prod' AND data_mode = 'real' \

@@ -132,10 +132,10 @@ impl ConfigDrift {
             .into_iter()
             .filter(|usage| !known.contains_key(*usage) && judged(&usage.0, &usage.1))
             .map(|(endpoint, version, provider, model)| Finding {
-            rule: "config_drift",
-            scope: format!("endpoint={endpoint},prompt_version={version},model={provider}/{model}"),
-            value: 1.0,
-            limit: 0.0,
+                rule: "config_drift",
+                scope: format!("endpoint={endpoint},prompt_version={version},model={provider}/{model}"),
+                value: 1.0,
+                limit: 0.0,
                 summary: format!(
                     "Config drift: {provider}/{model} now serves {endpoint} prompt version {:?}, which other models served before",
                     version
