@@ -32,7 +32,7 @@ fn counting(c: &mut Criterion) {
     let count_all = |counter: &mut PartitionCounter, records: &[GeneratedRecord]| {
         for record in records {
             let meta = RecordMeta { offset: counter.next_offset(), timestamp_ms: record.timestamp_ms };
-            counter.count(meta, &record.payload, &prices);
+            counter.count(meta, Some(record.key.as_bytes()), &record.payload, &prices);
         }
     };
     let mut group = c.benchmark_group("core");

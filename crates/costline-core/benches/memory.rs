@@ -58,7 +58,7 @@ fn main() {
         let before = live();
         for i in 0..events {
             let meta = RecordMeta { offset: i, timestamp_ms: 1_790_000_000_000 };
-            counter.count(meta, &payload(i, i % keys), &prices);
+            counter.count(meta, None, &payload(i, i % keys), &prices);
         }
         let bytes = live() - before;
         if keys == 1 {

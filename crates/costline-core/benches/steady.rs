@@ -40,7 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let started = Instant::now();
         for record in records {
             let meta = RecordMeta { offset: counter.next_offset(), timestamp_ms: record.timestamp_ms };
-            counter.count(meta, &record.payload, &prices);
+            counter.count(meta, Some(record.key.as_bytes()), &record.payload, &prices);
         }
         let ms = started.elapsed().as_secs_f64() * 1e3;
         println!("batch {number:>3}: {ms:7.1} ms, {:>7} requests remembered", counter.dedup().len());

@@ -14,7 +14,7 @@
 use serde::ser::{Serialize, Serializer};
 
 use crate::decode::decode_event;
-use crate::dedup::{DedupIndex, DedupVerdict, Identity};
+use crate::dedup::{DedupIndex, DedupVerdict, Identity, RequestHash};
 use crate::money::PicoUsd;
 use crate::price::{PriceTable, Pricing};
 use crate::reject::RejectReason;
@@ -209,8 +209,17 @@ impl PartitionCounter {
     }
 
     /// Decodes, deduplicates, prices and adds one record to the open batch.
-    pub fn count(&mut self, record: RecordMeta, payload: &[u8], prices: &PriceTable) -> Outcome {
+    ///
+    /// `key` is the record's Kafka key, which producers set to the `externalRequestId`: the
+    /// dedup memory, larger than the caches, starts loading from it while the payload is
+    /// decoded. Any key, or none, gives the same outcome; only the wait differs.
+    pub fn count(&mut self, record: RecordMeta, key: Option<&[u8]>, payload: &[u8], prices: &PriceTable) -> Outcome {
         self.batch.cover(record);
+        let key_hash = key.map(|key| {
+            let hash = RequestHash::of(key);
+            self.dedup.prefetch(hash);
+            (key, hash)
+        });
         let event = match decode_event(payload) {
             Ok(event) => event,
             Err(reason) => {
@@ -225,17 +234,27 @@ impl PartitionCounter {
             }
         };
         let event_time_ms = event.event_time_ms(record.timestamp_ms);
-        let identity = Identity::new(&event.external_request_id, event.attempt);
+        let request = match key_hash {
+            Some((key, hash)) if key == event.external_request_id.as_bytes() => hash,
+            _ => {
+                let hash = RequestHash::of(event.external_request_id.as_bytes());
+                self.dedup.prefetch(hash);
+                hash
+            }
+        };
+        let identity = Identity::of(request, event.attempt);
         let batch = &mut self.batch;
+        // Found before the verdict (they are needed whatever it is), giving a prefetch that
+        // started only after decoding time to land.
+        let (window, measures) = batch.rollup.window(&event, event_time_ms, &mut batch.symbols);
+        let (cost, pricing) = prices.price(&event, event_time_ms);
         match self.dedup.observe(identity, record_secs(record.timestamp_ms)) {
             DedupVerdict::Duplicate => {
                 batch.duplicates += 1;
-                batch.rollup.window(&event, event_time_ms, &mut batch.symbols).1.duplicates += 1;
+                measures.duplicates += 1;
                 Outcome::Duplicate
             }
             DedupVerdict::Counted { first_of_request } => {
-                let (cost, pricing) = prices.price(&event, event_time_ms);
-                let (window, measures) = batch.rollup.window(&event, event_time_ms, &mut batch.symbols);
                 measures.add_attempt(&event, cost, &pricing, first_of_request);
                 let counted = &mut batch.counted;
                 counted.offset.push(record.offset);
@@ -335,16 +354,57 @@ mod tests {
         assert_eq!(serde_json::to_string(&TextColumn::default()).unwrap(), "[]");
     }
 
+    /// The Kafka key only starts the dedup memory loading: the request's own key, another
+    /// request's, none or garbage give the same batch.
+    #[test]
+    fn the_key_never_changes_what_is_counted() {
+        let prices = table();
+        let records: Vec<(&str, u32)> = vec![("a", 1), ("a", 1), ("a", 2), ("b", 1), ("a", 2), ("c", 3), ("b", 1)];
+        // The request's own key, another request's, none, not even UTF-8.
+        let key_of = |scheme: usize, request: &str| -> Option<Vec<u8>> {
+            match scheme {
+                0 => Some(request.into()),
+                1 => Some(if request == "a" { "b" } else { "a" }.into()),
+                2 => None,
+                _ => Some(vec![0xff, 0x00]),
+            }
+        };
+        let batches: Vec<_> = (0..4)
+            .map(|scheme| {
+                let mut counter = PartitionCounter::new(DedupIndex::new(3600, DEFAULT_GRACE_SECS), 0);
+                for (offset, &(request, attempt)) in records.iter().enumerate() {
+                    let at = RecordMeta { offset: offset as u64, timestamp_ms: 1_746_093_630_000 };
+                    counter.count(
+                        at,
+                        key_of(scheme, request).as_deref(),
+                        &payload(request, attempt, "gpt-4o"),
+                        &prices,
+                    );
+                }
+                let batch = counter.take_batch();
+                (
+                    batch.duplicates,
+                    batch.counted.external_request_id,
+                    batch.counted.attempt,
+                    batch.counted.first_of_request,
+                )
+            })
+            .collect();
+        assert_eq!(batches[0].0, 3);
+        assert_eq!(batches[0].3, [true, false, true, true]);
+        assert!(batches.iter().all(|batch| *batch == batches[0]), "{batches:?}");
+    }
+
     #[test]
     fn counts_duplicates_rejects_and_covers_every_offset() {
         let prices = table();
         let mut counter = PartitionCounter::new(DedupIndex::new(3600, DEFAULT_GRACE_SECS), 10);
         let at = |offset| RecordMeta { offset, timestamp_ms: 1_746_093_630_000 };
-        assert_eq!(counter.count(at(10), &payload("a", 1, "gpt-4o"), &prices), Outcome::Counted);
-        assert_eq!(counter.count(at(11), &payload("a", 1, "gpt-4o"), &prices), Outcome::Duplicate);
-        assert_eq!(counter.count(at(12), &payload("a", 2, "gpt-4o"), &prices), Outcome::Counted);
-        assert_eq!(counter.count(at(13), &payload("b", 1, "mystery"), &prices), Outcome::Counted);
-        assert_eq!(counter.count(at(15), b"{not json", &prices), Outcome::Rejected);
+        assert_eq!(counter.count(at(10), Some(b"a"), &payload("a", 1, "gpt-4o"), &prices), Outcome::Counted);
+        assert_eq!(counter.count(at(11), Some(b"a"), &payload("a", 1, "gpt-4o"), &prices), Outcome::Duplicate);
+        assert_eq!(counter.count(at(12), Some(b"a"), &payload("a", 2, "gpt-4o"), &prices), Outcome::Counted);
+        assert_eq!(counter.count(at(13), Some(b"b"), &payload("b", 1, "mystery"), &prices), Outcome::Counted);
+        assert_eq!(counter.count(at(15), None, b"{not json", &prices), Outcome::Rejected);
         let batch = counter.take_batch();
         assert_eq!((batch.first_offset, batch.next_offset, batch.records()), (Some(10), 16, 5));
         assert_eq!(batch.rejected[0].reason.code(), "malformed_json");

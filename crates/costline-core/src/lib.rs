@@ -30,7 +30,7 @@ mod decode;
 
 pub use batch::{CountedAttempts, Outcome, PartitionBatch, PartitionCounter, RecordMeta, RejectedRecord, TextColumn};
 pub use decode::{decode_event, MAX_EVENT_BYTES};
-pub use dedup::{DedupIndex, DedupVerdict, Identity};
+pub use dedup::{DedupIndex, DedupVerdict, Identity, RequestHash};
 pub use event::{DataMode, DecodedEvent, UsageEvent};
 pub use latency::LatencyHistogram;
 pub use money::PicoUsd;

@@ -221,7 +221,7 @@ impl Worker {
             Timestamp::NotAvailable => 0,
         };
         let payload = message.payload().unwrap_or_default();
-        match counter.count(RecordMeta { offset, timestamp_ms }, payload, &self.prices) {
+        match counter.count(RecordMeta { offset, timestamp_ms }, message.key(), payload, &self.prices) {
             Outcome::Counted => metrics.events_counted.inc(),
             Outcome::Duplicate => metrics.events_duplicate.inc(),
             Outcome::Rejected => {

@@ -2,8 +2,9 @@
 //!
 //! One entry per live request, not per attempt: a 96-bit hash of the request id, the Kafka
 //! record time (seconds) of the newest counted attempt, and a bit per attempt number 1..=32
-//! (rarer higher attempt numbers live in a small side map). That is 20 bytes per entry in a
-//! SwissTable, about 32 bytes per remembered request on average, less per identity.
+//! (rarer higher attempt numbers live in a small side map). That is 20 bytes per entry, three
+//! entries to a cache line ([`line_table`]): 24–37 bytes per remembered request, less per
+//! identity.
 //!
 //! The rule: a request is *live* at record time `T` if one of its attempts was counted at or
 //! after `T − horizon`. A copy of an attempt is a duplicate iff its request is live and the
@@ -13,14 +14,29 @@
 //! one seen are swept. Decisions never depend on when a sweep ran, so replaying a partition
 //! after a crash decides every event exactly as the first run did.
 
-use hashbrown::hash_table::Entry as Slot;
-use hashbrown::{HashMap, HashTable};
+mod line_table;
+
+use hashbrown::HashMap;
+use line_table::{Entry, LineTable};
 use xxhash_rust::xxh3::xxh3_128;
 
 /// How far record times may run backwards within a partition and still see every entry.
 pub const DEFAULT_GRACE_SECS: u32 = 600;
-/// Sweep at most once per this much record time.
+/// Sweep at most once per this much record time, and at most once per eighth of the time an
+/// entry is kept: a sweep reads the whole table, so in steady traffic it should free about an
+/// eighth of it.
 const SWEEP_EVERY_SECS: u32 = 60;
+
+/// An `externalRequestId`, hashed: where its entry lives, and (with an attempt) an [`Identity`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RequestHash([u32; 3]);
+
+impl RequestHash {
+    pub fn of(external_request_id: &[u8]) -> RequestHash {
+        let h = xxh3_128(external_request_id);
+        RequestHash([(h >> 96) as u32, (h >> 64) as u32, h as u32])
+    }
+}
 
 /// The identity of one attempt, hashed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -31,17 +47,12 @@ pub struct Identity {
 
 impl Identity {
     pub fn new(external_request_id: &str, attempt: u32) -> Identity {
-        let h = xxh3_128(external_request_id.as_bytes());
-        Identity { request: [(h >> 96) as u32, (h >> 64) as u32, h as u32], attempt }
+        Identity::of(RequestHash::of(external_request_id.as_bytes()), attempt)
     }
 
-    fn table_hash(&self) -> u64 {
-        request_hash(&self.request)
+    pub fn of(RequestHash(request): RequestHash, attempt: u32) -> Identity {
+        Identity { request, attempt }
     }
-}
-
-fn request_hash(request: &[u32; 3]) -> u64 {
-    (u64::from(request[0]) << 32) | u64::from(request[1])
 }
 
 /// What the index says of one copy.
@@ -53,16 +64,9 @@ pub enum DedupVerdict {
     Counted { first_of_request: bool },
 }
 
-#[derive(Clone, Copy)]
-struct Entry {
-    request: [u32; 3],
-    last_counted_secs: u32,
-    attempts: u32,
-}
-
 /// The remembered identities of one partition.
 pub struct DedupIndex {
-    live: HashTable<Entry>,
+    live: LineTable,
     high_attempts: HashMap<Identity, u32>,
     horizon_secs: u32,
     grace_secs: u32,
@@ -73,7 +77,7 @@ pub struct DedupIndex {
 impl DedupIndex {
     pub fn new(horizon_secs: u32, grace_secs: u32) -> DedupIndex {
         DedupIndex {
-            live: HashTable::new(),
+            live: LineTable::with_capacity(0),
             high_attempts: HashMap::new(),
             horizon_secs,
             grace_secs,
@@ -82,14 +86,18 @@ impl DedupIndex {
         }
     }
 
+    /// Starts loading the memory that [`DedupIndex::observe`] of an attempt of `request` reads.
+    pub fn prefetch(&self, RequestHash(request): RequestHash) {
+        self.live.prefetch(&request);
+    }
+
     /// Decides one copy with Kafka record time `record_secs` and remembers it if counted.
     pub fn observe(&mut self, id: Identity, record_secs: u32) -> DedupVerdict {
         let live_since = record_secs.saturating_sub(self.horizon_secs);
         // One probe of the table, whatever the outcome.
-        let slot = self.live.entry(id.table_hash(), |e| e.request == id.request, |e| request_hash(&e.request));
-        let verdict = match slot {
-            Slot::Occupied(mut found) if found.get().last_counted_secs >= live_since => {
-                let entry = found.get_mut();
+        let found = self.live.find(&id.request);
+        let verdict = match found.map(|at| self.live.get_mut(at)) {
+            Some(entry) if entry.last_counted_secs >= live_since => {
                 let seen = if id.attempt <= 32 {
                     let bit = 1u32 << (id.attempt - 1);
                     let seen = entry.attempts & bit != 0;
@@ -111,7 +119,7 @@ impl DedupIndex {
                 DedupVerdict::Counted { first_of_request: false }
             }
             // Not live: a new request, or an expired entry that the next sweep would drop.
-            slot => {
+            expired => {
                 let fresh = Entry {
                     request: id.request,
                     last_counted_secs: record_secs,
@@ -120,11 +128,9 @@ impl DedupIndex {
                 if id.attempt > 32 {
                     self.high_attempts.insert(id, record_secs);
                 }
-                match slot {
-                    Slot::Occupied(mut expired) => *expired.get_mut() = fresh,
-                    Slot::Vacant(vacant) => {
-                        vacant.insert(fresh);
-                    }
+                match expired {
+                    Some(entry) => *entry = fresh,
+                    None => self.live.insert_new(fresh),
                 }
                 DedupVerdict::Counted { first_of_request: true }
             }
@@ -138,27 +144,18 @@ impl DedupIndex {
             return;
         }
         self.newest_secs = record_secs;
-        if record_secs - self.swept_at_secs < SWEEP_EVERY_SECS {
+        let kept_secs = self.horizon_secs.saturating_add(self.grace_secs);
+        if record_secs - self.swept_at_secs < SWEEP_EVERY_SECS.max(kept_secs / 8) {
             return;
         }
         self.swept_at_secs = record_secs;
         // Dead for every record time at or after newest − grace.
-        let keep_from = record_secs.saturating_sub(self.horizon_secs + self.grace_secs);
+        let keep_from = record_secs.saturating_sub(kept_secs);
         self.live.retain(|e| e.last_counted_secs >= keep_from);
         self.high_attempts.retain(|_, secs| *secs >= keep_from);
-        // A sweep leaves holes: empty buckets (the table may now be far larger than what it
-        // keeps) and tombstones (which the table counts as used: enough of them make it double
-        // a table that is not full). Rebuilding at the size the kept entries need bounds the
-        // bytes per entry: at most 48 while the table grows, about 52 between two sweeps.
-        let buckets = self.live_buckets();
-        let full = buckets / 8 * 7;
-        let tombstones = full.saturating_sub(self.live.capacity());
-        if self.live.len() * 16 < buckets * 7 || tombstones * 16 > full {
-            let kept = std::mem::take(&mut self.live);
-            self.live = HashTable::with_capacity(kept.len());
-            for entry in kept {
-                self.live.insert_unique(request_hash(&entry.request), entry, |e| request_hash(&e.request));
-            }
+        // A sweep that leaves the table less than half as full as it may be gives the room back.
+        if self.live.len() * 16 < self.live.slots() * 7 {
+            self.live.shrink();
         }
     }
 
@@ -177,15 +174,9 @@ impl DedupIndex {
         self.len() == 0
     }
 
-    /// Heap bytes held by the two tables (every bucket: an entry and a control byte).
+    /// Heap bytes held by the two tables.
     pub fn memory_bytes(&self) -> usize {
         self.live.allocation_size() + self.high_attempts.allocation_size()
-    }
-
-    /// Buckets of the main table (its allocation is a bucket's entry and control byte each,
-    /// plus a group of trailing control bytes).
-    fn live_buckets(&self) -> usize {
-        self.live.allocation_size() / (std::mem::size_of::<Entry>() + 1)
     }
 }
 
@@ -251,17 +242,14 @@ mod tests {
         assert_eq!(index.len(), 1_000_000);
     }
 
-    /// A steady stream with sweeps: a sweep empties a third of the table or more, and the
-    /// table must give that room back rather than keep the size of its busiest minute.
-    #[test]
-    fn at_most_48_bytes_per_remembered_identity_across_sweeps() {
-        let mut index = DedupIndex::new(60, 60);
+    /// Heap bytes per remembered identity at worst, over a stream of `seconds` whose rate
+    /// cycles through `rates` every two minutes.
+    fn worst_bytes_per_identity(horizon: u32, grace: u32, rates: [u32; 4], seconds: u32) -> f64 {
+        let mut index = DedupIndex::new(horizon, grace);
         let mut worst = 0.0f64;
         let mut request = 0u32;
-        for secs in 0..1_800u32 {
-            // The rate varies over the run (500 to 2,000 requests a second), as traffic does.
-            let per_second = 500 + (secs / 120 % 4) * 500;
-            for _ in 0..per_second {
+        for secs in 0..seconds {
+            for _ in 0..rates[(secs / 120 % 4) as usize] {
                 index.observe(Identity::new(&format!("request-{request}"), 1), secs);
                 request += 1;
             }
@@ -269,7 +257,18 @@ mod tests {
                 worst = worst.max(index.memory_bytes() as f64 / index.len() as f64);
             }
         }
-        assert!(worst <= 48.0, "{worst:.1} bytes per identity");
+        worst
+    }
+
+    /// Steady streams with sweeps: a sweep empties a third of the table or more (short
+    /// horizon), and the table must give that room back rather than keep the size of its
+    /// busiest minute; with an hour's horizon the table is swept every 525 s of record time.
+    #[test]
+    fn at_most_48_bytes_per_remembered_identity_across_sweeps() {
+        let short = worst_bytes_per_identity(60, 60, [500, 1_000, 1_500, 2_000], 1_800);
+        assert!(short <= 48.0, "{short:.1} bytes per identity (60 s horizon)");
+        let hour = worst_bytes_per_identity(3_600, DEFAULT_GRACE_SECS, [20, 40, 60, 80], 3 * 3_600);
+        assert!(hour <= 48.0, "{hour:.1} bytes per identity (1 h horizon)");
     }
 
     proptest! {
