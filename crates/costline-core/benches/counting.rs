@@ -8,9 +8,7 @@ use costline_core::{
 use costline_loadgen::{GeneratedRecord, TrafficGenerator, TrafficMix};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
-/// The allocator of the `costline` binary, so that the figures are the worker's.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+mod worker_process;
 
 const RECORDS: usize = 100_000;
 
@@ -27,6 +25,7 @@ fn prices() -> PriceTable {
 }
 
 fn counting(c: &mut Criterion) {
+    worker_process::set_up();
     let (warm_up, records) = traffic();
     let prices = prices();
     let count_all = |counter: &mut PartitionCounter, records: &[GeneratedRecord]| {

@@ -17,15 +17,14 @@ use std::time::Instant;
 use costline_core::{DedupIndex, PartitionCounter, PriceTable, RecordMeta};
 use costline_loadgen::{TrafficGenerator, TrafficMix};
 
-/// The allocator of the `costline` binary, so that the figures are the worker's.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+mod worker_process;
 
 const BATCH: usize = 100_000;
 /// Batches before the dedup memory has settled, left out of the median.
 const SETTLING: usize = 5;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    worker_process::set_up();
     // `cargo bench` passes `--bench`; the one other argument is the number of batches.
     let batches = match std::env::args().skip(1).find(|arg| !arg.starts_with("--")) {
         Some(arg) => arg.parse::<usize>().map_err(|e| format!("BATCHES must be a number, got {arg:?} ({e})"))?,
