@@ -53,6 +53,11 @@ fn max_entries(lines: usize) -> usize {
     lines * SLOTS * 7 / 8
 }
 
+/// Lines that hold `entries` entries at 3/5 of their slots filled.
+fn lines_for(entries: usize) -> usize {
+    (entries * 5).div_ceil(SLOTS * 3)
+}
+
 /// The table's hash of a request (its hash bits are uniform already).
 fn request_hash(request: &[u32; 3]) -> u64 {
     (u64::from(request[0]) << 32) | u64::from(request[1])
@@ -61,17 +66,11 @@ fn request_hash(request: &[u32; 3]) -> u64 {
 impl LineTable {
     /// Room for `entries` entries at 3/5 of the slots filled.
     pub fn with_capacity(entries: usize) -> LineTable {
-        let lines = (entries * 5).div_ceil(SLOTS * 3);
-        LineTable { lines: vec![EMPTY; lines], len: 0 }
+        LineTable { lines: vec![EMPTY; lines_for(entries)], len: 0 }
     }
 
     pub fn len(&self) -> usize {
         self.len
-    }
-
-    /// Slots the table has room for.
-    pub fn slots(&self) -> usize {
-        self.lines.len() * SLOTS
     }
 
     pub fn allocation_size(&self) -> usize {
@@ -165,7 +164,7 @@ impl LineTable {
     }
 
     /// Moves every entry into a table of `lines` lines.
-    pub fn resize(&mut self, lines: usize) {
+    fn resize(&mut self, lines: usize) {
         let old = std::mem::replace(&mut self.lines, vec![EMPTY; lines.max(1)]);
         self.len = 0;
         for line in &old {
@@ -175,10 +174,12 @@ impl LineTable {
         }
     }
 
-    /// Rebuilds the table at 3/5 of its slots filled.
-    pub fn shrink(&mut self) {
-        let lines = (self.len * 5).div_ceil(SLOTS * 3);
-        self.resize(lines);
+    /// Gives room back after removals: a table with under 4/9 of its slots used (over 48
+    /// bytes per entry) is rebuilt at 3/5 filled.
+    pub fn shrink_if_sparse(&mut self) {
+        if self.len * 9 < self.lines.len() * SLOTS * 4 {
+            self.resize(lines_for(self.len));
+        }
     }
 
     #[cfg(test)]
@@ -277,7 +278,7 @@ mod tests {
                         table.retain(|e| e.last_counted_secs % 3 != request % 3);
                         model.retain(|r| r % 3 != request % 3);
                     }
-                    1 => table.shrink(),
+                    1 => table.resize(lines_for(table.len())),
                     _ => {
                         if table.find(&entry(request).request).is_none() {
                             table.insert_new(entry(request));

@@ -3,8 +3,8 @@
 //! One entry per live request, not per attempt: a 96-bit hash of the request id, the Kafka
 //! record time (seconds) of the newest counted attempt, and a bit per attempt number 1..=32
 //! (rarer higher attempt numbers live in a small side map). That is 20 bytes per entry, three
-//! entries to a cache line ([`line_table`]): 24–37 bytes per remembered request, less per
-//! identity.
+//! entries to a cache line ([`line_table`]): 24–37 bytes per remembered request while the table
+//! grows, at most 48 after sweeps; less per identity.
 //!
 //! The rule: a request is *live* at record time `T` if one of its attempts was counted at or
 //! after `T − horizon`. A copy of an attempt is a duplicate iff its request is live and the
@@ -144,26 +144,26 @@ impl DedupIndex {
             return;
         }
         self.newest_secs = record_secs;
-        let kept_secs = self.horizon_secs.saturating_add(self.grace_secs);
-        if record_secs - self.swept_at_secs < SWEEP_EVERY_SECS.max(kept_secs / 8) {
+        if record_secs - self.swept_at_secs < SWEEP_EVERY_SECS.max(self.kept_secs() / 8) {
             return;
         }
         self.swept_at_secs = record_secs;
         // Dead for every record time at or after newest − grace.
-        let keep_from = record_secs.saturating_sub(kept_secs);
+        let keep_from = record_secs.saturating_sub(self.kept_secs());
         self.live.retain(|e| e.last_counted_secs >= keep_from);
         self.high_attempts.retain(|_, secs| *secs >= keep_from);
-        // A sweep that leaves under 4/9 of the slots used (over 48 bytes per entry) gives the
-        // room back.
-        if self.live.len() * 9 < self.live.slots() * 4 {
-            self.live.shrink();
-        }
+        self.live.shrink_if_sparse();
+    }
+
+    /// How long after its request's newest counted attempt an entry is kept.
+    fn kept_secs(&self) -> u32 {
+        self.horizon_secs.saturating_add(self.grace_secs)
     }
 
     /// Record time from which counted attempts must be replayed to rebuild this index after a
     /// restart, given the newest record time already counted.
     pub fn rebuild_from_secs(&self, newest_counted_secs: u32) -> u32 {
-        newest_counted_secs.saturating_sub(self.horizon_secs + self.grace_secs)
+        newest_counted_secs.saturating_sub(self.kept_secs())
     }
 
     /// Remembered requests.
@@ -293,6 +293,21 @@ mod tests {
         assert_eq!(index.len(), kept + 1);
         let bytes = index.memory_bytes() as f64 / index.len() as f64;
         assert!(bytes <= 48.0, "{bytes:.1} bytes per identity after the sweep");
+    }
+
+    /// With an hour's horizon and 600 s of grace an entry is kept 4,200 s and the table is
+    /// swept every 525 s of record time, not every minute.
+    #[test]
+    fn sweeps_every_eighth_of_the_time_an_entry_is_kept() {
+        let mut index = DedupIndex::new(3600, DEFAULT_GRACE_SECS);
+        index.observe(Identity::new("old", 1), 0);
+        index.observe(Identity::new("b", 1), 4_000); // Sweeps; "old" is still kept.
+        index.observe(Identity::new("c", 1), 4_300); // "old" is dead, but no sweep yet.
+        assert_eq!(index.len(), 3);
+        index.observe(Identity::new("d", 1), 4_524);
+        assert_eq!(index.len(), 4);
+        index.observe(Identity::new("e", 1), 4_525); // 525 s after the last sweep.
+        assert_eq!(index.len(), 4);
     }
 
     proptest! {
