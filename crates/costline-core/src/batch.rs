@@ -220,8 +220,10 @@ impl PartitionCounter {
             self.dedup.prefetch(hash);
             (key, hash)
         });
-        let event = match decode_event(payload) {
-            Ok(event) => event,
+        // Borrowed where it lies: moving the event out would copy its ~300 bytes.
+        let decoded = decode_event(payload);
+        let event = match decoded {
+            Ok(ref event) => event,
             Err(reason) => {
                 let head = &payload[..payload.len().min(PAYLOAD_HEAD_BYTES)];
                 self.batch.rejected.push(RejectedRecord {
@@ -246,8 +248,8 @@ impl PartitionCounter {
         let batch = &mut self.batch;
         // Found before the verdict (they are needed whatever it is), giving a prefetch that
         // started only after decoding time to land.
-        let (window, measures) = batch.rollup.window(&event, event_time_ms, &mut batch.symbols);
-        let (cost, pricing) = prices.price(&event, event_time_ms);
+        let (window, measures) = batch.rollup.window(event, event_time_ms, &mut batch.symbols);
+        let (cost, pricing) = prices.price(event, event_time_ms);
         match self.dedup.observe(identity, record_secs(record.timestamp_ms)) {
             DedupVerdict::Duplicate => {
                 batch.duplicates += 1;
@@ -255,7 +257,7 @@ impl PartitionCounter {
                 Outcome::Duplicate
             }
             DedupVerdict::Counted { first_of_request } => {
-                measures.add_attempt(&event, cost, &pricing, first_of_request);
+                measures.add_attempt(event, cost, &pricing, first_of_request);
                 let counted = &mut batch.counted;
                 counted.offset.push(record.offset);
                 counted.record_time_ms.push(record.timestamp_ms);
