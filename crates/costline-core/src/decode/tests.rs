@@ -289,6 +289,34 @@ fn utc_timestamps_are_read_like_chrono_reads_them() {
     assert_eq!(event.timestamp_ms, chrono_ms("2024-02-29T23:59:59.9Z"));
 }
 
+#[test]
+fn text_around_non_ascii_characters_is_cut_at_boundaries() {
+    // A multi-byte character at every position of events with every kind of value: the fast
+    // path cuts keys and values without index checks (`flat::token`), which is sound only if
+    // every cut is a character boundary (its debug assertion checks each one), and where it
+    // reads the text it must read what serde_json reads.
+    let bases = [
+        GOOD.to_string(),
+        with(
+            r#","costUsd":0.0123,"latencyMs":812,"timestamp":1746086400250,"promptVersion":null,"flag":true,"x":false,"n":-1.5e+10"#,
+        ),
+    ];
+    let mut taken = 0;
+    for base in &bases {
+        for at in (0..=base.len()).filter(|&at| base.is_char_boundary(at)) {
+            for wide in ["é", "🧪", "\u{85}", "©"] {
+                let text = format!("{}{wide}{}", &base[..at], &base[at..]);
+                if let Some((fast, slow)) = both_walks(&text) {
+                    assert_eq!(Ok(fast), slow, "{text}");
+                    taken += 1;
+                }
+            }
+        }
+    }
+    // Inside the strings the fast path still reads them: most insertions are there.
+    assert!(taken > 300, "the fast path took only {taken} texts");
+}
+
 proptest! {
     /// Every time the fast path reads, chrono reads as the same instant; every valid UTC time
     /// in this layout takes the fast path.
