@@ -99,9 +99,10 @@ fn quote_bits(block: &[u8; 64], odd: &mut u8x16, unclean: &mut u8x16) -> u64 {
 #[allow(unsafe_code)]
 fn token(text: &str, start: usize, end: usize) -> &str {
     debug_assert!(start <= end && text.is_char_boundary(start) && text.is_char_boundary(end));
-    // SAFETY: the scanner cuts only at a byte it has read, or just after one, and those are
-    // quotes, digits, signs, `.`, `e`/`E` and the letters of `true`/`false`/`null`: ASCII,
-    // hence whole characters, so `start <= end <= text.len()` are character boundaries.
+    // SAFETY: the scanner cuts only at, or just after, a byte of `text` it has read or found
+    // in its quote bits (which mark `"` bytes of `text` only), and those are quotes, digits,
+    // signs, `.`, `e`/`E` and the letters of `true`/`false`/`null`: ASCII, hence whole
+    // characters, so `start <= end <= text.len()` are character boundaries.
     // `tests::text_around_non_ascii_characters_is_cut_at_boundaries` puts multi-byte
     // characters next to every cut (the debug assertion above checks each one).
     unsafe { text.get_unchecked(start..end) }
