@@ -196,6 +196,10 @@ pub fn decode_event(payload: &[u8]) -> Result<DecodedEvent<'_>, RejectReason> {
     if payload.len() > MAX_EVENT_BYTES {
         return Err(RejectReason::TooLarge { bytes: payload.len(), limit: MAX_EVENT_BYTES });
     }
+    let mut raw = RawFields::new();
+    if flat::scan(payload, &mut raw).is_some() {
+        return build_event(&raw);
+    }
     // The fast check says only yes or no; the slow one says where, for the reason.
     let text = match simdutf8::basic::from_utf8(payload) {
         Ok(text) => text,
@@ -204,11 +208,8 @@ pub fn decode_event(payload: &[u8]) -> Result<DecodedEvent<'_>, RejectReason> {
             return Err(RejectReason::InvalidUtf8 { valid_up_to });
         }
     };
-    let mut raw = RawFields::new();
-    if flat::scan(text, &mut raw).is_none() {
-        raw = RawFields::new();
-        walk(text, &mut raw)?;
-    }
+    raw = RawFields::new();
+    walk(text, &mut raw)?;
     build_event(&raw)
 }
 

@@ -17,16 +17,21 @@ use super::{Field, RawFields, RawValue};
 /// the fast path; longer ones (far beyond any real usage event) go to serde_json.
 pub(super) const QUOTE_WORDS: usize = 32;
 
-/// Fills `fields` from `text`; `None` means "not sure: ask serde_json".
-pub(super) fn scan<'a>(text: &'a str, fields: &mut RawFields<'a>) -> Option<()> {
+/// Fills `fields` from `message`; `None` means "not sure: ask serde_json" (which also tells
+/// whether the message is UTF-8 at all).
+pub(super) fn scan<'a>(message: &'a [u8], fields: &mut RawFields<'a>) -> Option<()> {
     // One vectorised pass finds every quote and rules out escapes and control characters
     // (JSON allows them only as whitespace between tokens, which compact producers do not
     // send): a string then ends at the next quote, and its content needs no further check here.
     // The pass also tells whether the message holds no DEL and no C1 control either, in which
-    // case the text fields need no character check of their own.
+    // case the text fields need no character check of their own, and whether it is all ASCII,
+    // and so UTF-8 without a check of its own (nearly every event is).
     let mut quotes = [0; QUOTE_WORDS];
-    let clean = mark_quotes(text.as_bytes(), &mut quotes)?;
-    let mut scanner = Scanner { text, bytes: text.as_bytes(), quotes: &quotes, at: 0 };
+    let pass = mark_quotes(message, &mut quotes)?;
+    if !pass.ascii {
+        simdutf8::basic::from_utf8(message).ok()?;
+    }
+    let mut scanner = Scanner { bytes: message, quotes: &quotes, at: 0 };
     if scanner.next_token()? != b'{' {
         return None;
     }
@@ -39,7 +44,7 @@ pub(super) fn scan<'a>(text: &'a str, fields: &mut RawFields<'a>) -> Option<()> 
                 return None;
             }
             let value = scanner.value()?;
-            let field = Field::from_key(token(text, key.0 + 1, key.1 - 1));
+            let field = Field::from_key(token(message, key.0 + 1, key.1 - 1));
             if !matches!(field, Field::Unknown) {
                 let slot = &mut fields.values[field as usize];
                 if slot.is_some() {
@@ -55,61 +60,80 @@ pub(super) fn scan<'a>(text: &'a str, fields: &mut RawFields<'a>) -> Option<()> 
         }
     }
     scanner.skip_space();
-    fields.clean_text = clean;
+    fields.clean_text = pass.clean;
     (scanner.at == scanner.bytes.len()).then_some(())
 }
 
+/// What [`mark_quotes`] found besides the quotes.
+struct Pass {
+    /// No DEL and no byte 0xC2 (the lead byte of every C1 control, U+0080–U+009F): no string
+    /// in the message has an escape or a control character.
+    clean: bool,
+    /// Every byte below 0x80.
+    ascii: bool,
+}
+
 /// Sets bit `i % 64` of `quotes[i / 64]` for each quote at byte `i`. `None` when the message
-/// is too long for `quotes` or holds a backslash or a C0 control character; else whether it
-/// is clean: no DEL and no byte 0xC2 (the lead byte of every C1 control, U+0080–U+009F)
-/// either, so no string in it has an escape or a control character.
-fn mark_quotes(bytes: &[u8], quotes: &mut [u64; QUOTE_WORDS]) -> Option<bool> {
+/// is too long for `quotes` or holds a backslash or a C0 control character.
+fn mark_quotes(bytes: &[u8], quotes: &mut [u64; QUOTE_WORDS]) -> Option<Pass> {
     let (blocks, rest) = bytes.as_chunks::<64>();
-    let (mut odd, mut unclean) = (u8x16::ZERO, u8x16::ZERO);
+    let mut seen = Seen { odd: u8x16::ZERO, unclean: u8x16::ZERO, any: u8x16::ZERO };
     let mut words = quotes.iter_mut();
     for block in blocks {
-        *words.next()? = quote_bits(block, &mut odd, &mut unclean);
+        *words.next()? = quote_bits(block, &mut seen);
     }
     if !rest.is_empty() {
         let mut padded = [b' '; 64];
         padded[..rest.len()].copy_from_slice(rest);
-        *words.next()? = quote_bits(&padded, &mut odd, &mut unclean);
+        *words.next()? = quote_bits(&padded, &mut seen);
     }
-    (odd.move_mask() == 0).then(|| unclean.move_mask() == 0)
+    (seen.odd.move_mask() == 0).then(|| Pass { clean: seen.unclean.move_mask() == 0, ascii: seen.any.move_mask() == 0 })
 }
 
-/// The quote bits of 64 bytes; lanes with a backslash or a C0 control character are or-ed into
-/// `odd`, lanes with a DEL or a 0xC2 byte into `unclean`.
+/// Lanes of bytes seen so far, or-ed together.
+struct Seen {
+    /// Backslashes and C0 controls.
+    odd: u8x16,
+    /// DELs and 0xC2 bytes.
+    unclean: u8x16,
+    /// Every byte (the high bits tell a byte above 0x7F).
+    any: u8x16,
+}
+
+/// The quote bits of 64 bytes, the rest noted in `seen`.
 #[inline(always)]
-fn quote_bits(block: &[u8; 64], odd: &mut u8x16, unclean: &mut u8x16) -> u64 {
+fn quote_bits(block: &[u8; 64], seen: &mut Seen) -> u64 {
     let (lanes, _) = block.as_chunks::<16>();
     let mut bits = 0;
     for (i, lane) in lanes.iter().enumerate() {
         let v = u8x16::new(*lane);
         bits |= u64::from(v.cmp_eq(u8x16::splat(b'"')).move_mask() as u16) << (16 * i);
-        *odd |= v.min(u8x16::splat(0x1f)).cmp_eq(v) | v.cmp_eq(u8x16::splat(b'\\'));
-        *unclean |= v.cmp_eq(u8x16::splat(0x7f)) | v.cmp_eq(u8x16::splat(0xc2));
+        seen.odd |= v.min(u8x16::splat(0x1f)).cmp_eq(v) | v.cmp_eq(u8x16::splat(b'\\'));
+        seen.unclean |= v.cmp_eq(u8x16::splat(0x7f)) | v.cmp_eq(u8x16::splat(0xc2));
+        seen.any |= v;
     }
     bits
 }
 
-/// `text[start..end]` without the index checks, which cost the scanner ~6 % of the counting
-/// path's instructions and ~2.5 % of its time (BENCHMARKS.md, ninth sitting).
+/// `message[start..end]` as text, without the index and UTF-8 checks, which cost the scanner
+/// ~6 % of the counting path's instructions and ~2.5 % of its time (BENCHMARKS.md, ninth
+/// sitting).
 #[inline(always)]
 #[allow(unsafe_code)]
-fn token(text: &str, start: usize, end: usize) -> &str {
-    debug_assert!(start <= end && text.is_char_boundary(start) && text.is_char_boundary(end));
-    // SAFETY: the scanner cuts only at, or just after, a byte of `text` it has read or found
-    // in its quote bits (which mark `"` bytes of `text` only), and those are quotes, digits,
-    // signs, `.`, `e`/`E` and the letters of `true`/`false`/`null`: ASCII, hence whole
-    // characters, so `start <= end <= text.len()` are character boundaries.
+fn token(message: &[u8], start: usize, end: usize) -> &str {
+    debug_assert!(std::str::from_utf8(message)
+        .is_ok_and(|text| start <= end && text.is_char_boundary(start) && text.is_char_boundary(end)));
+    // SAFETY: `scan` reads a message only once it is known to be UTF-8 (all ASCII, or checked
+    // in full), and cuts it only at, or just after, a byte it has read or found in its quote
+    // bits (which mark `"` bytes of the message only): quotes, digits, signs, `.`, `e`/`E` and
+    // the letters of `true`/`false`/`null`, ASCII, hence whole characters. So
+    // `start <= end <= message.len()`, and the cut is UTF-8 too.
     // `tests::text_around_non_ascii_characters_is_cut_at_boundaries` puts multi-byte
     // characters next to every cut (the debug assertion above checks each one).
-    unsafe { text.get_unchecked(start..end) }
+    unsafe { std::str::from_utf8_unchecked(message.get_unchecked(start..end)) }
 }
 
 struct Scanner<'a, 'q> {
-    text: &'a str,
     bytes: &'a [u8],
     quotes: &'q [u64],
     at: usize,
@@ -172,7 +196,7 @@ impl<'a> Scanner<'a, '_> {
             b'n' => self.literal(b"null")?,
             _ => return None,
         };
-        Some(RawValue::Json(token(self.text, start, end)))
+        Some(RawValue::Json(token(self.bytes, start, end)))
     }
 
     fn literal(&mut self, word: &[u8]) -> Option<(usize, usize)> {
@@ -215,7 +239,7 @@ impl<'a> Scanner<'a, '_> {
         // 19 digits cannot overflow a u64.
         Some(match !negative && integer_end == self.at && self.at - start <= 19 {
             true => RawValue::Count(count),
-            false => RawValue::Json(token(self.text, start, self.at)),
+            false => RawValue::Json(token(self.bytes, start, self.at)),
         })
     }
 

@@ -111,6 +111,22 @@ fn codes_and_fields_are_stable() {
 }
 
 #[test]
+fn a_plain_event_with_bytes_that_are_not_utf8_is_rejected_where_they_start() {
+    // The fast path skips the UTF-8 check only for all-ASCII messages: a byte above 0x7F sends
+    // the message through the full check, here inside a string that is otherwise plain.
+    let at = GOOD.find("checkout").expect("a tag") + 3;
+    for bad in [&[0xff][..], &[0xc3], &[0xe2, 0x82], &[0xed, 0xa0, 0x80]] {
+        let mut payload = GOOD.as_bytes().to_vec();
+        payload.splice(at..at, bad.iter().copied());
+        let err = decode_event(&payload).unwrap_err();
+        assert_eq!(
+            (err.code(), err.to_string()),
+            ("invalid_utf8", format!("payload is not valid UTF-8 (valid up to byte {at})"))
+        );
+    }
+}
+
+#[test]
 fn oversized_and_deeply_nested_payloads() {
     let big = with(&format!(r#","pad":"{}""#, "x".repeat(MAX_EVENT_BYTES)));
     assert_eq!(decode_event(big.as_bytes()).unwrap_err().code(), "too_large");
@@ -135,7 +151,7 @@ fn text_that_is_not_printable_ascii_is_checked_on_the_fast_path_too() {
     assert_eq!(&*decode_event(tag(&"🧪".repeat(128)).as_bytes()).unwrap().endpoint_tag, "🧪".repeat(128));
     let clean = |text: &str| {
         let mut raw = RawFields::new();
-        flat::scan(text, &mut raw).map(|()| raw.clean_text)
+        flat::scan(text.as_bytes(), &mut raw).map(|()| raw.clean_text)
     };
     assert_eq!([clean(GOOD), clean(&tag("ü")), clean(&tag("🧪"))], [Some(true); 3]);
     // U+00A9 (C2 A9) is no control character, but shares the C1 controls' lead byte.
@@ -164,7 +180,7 @@ fn texts(fields: &RawFields<'_>) -> RawTexts {
 /// What the fast path and serde_json make of one text: `None` when the fast path gives up.
 fn both_walks(text: &str) -> Option<(RawTexts, Result<RawTexts, String>)> {
     let mut fast = RawFields::new();
-    flat::scan(text, &mut fast)?;
+    flat::scan(text.as_bytes(), &mut fast)?;
     let mut slow = RawFields::new();
     let slow_result = walk(text, &mut slow).map(|()| texts(&slow)).map_err(|e| e.to_string());
     Some((texts(&fast), slow_result))
@@ -186,7 +202,7 @@ fn fast_path_reads_counts_and_leaves_other_numbers_as_text() {
     for (written, read) in cases {
         let text = GOOD.replace("1200", written);
         let mut fast = RawFields::new();
-        flat::scan(&text, &mut fast).expect("a plain event takes the fast path");
+        flat::scan(text.as_bytes(), &mut fast).expect("a plain event takes the fast path");
         assert_eq!(fast.values[Field::InputTokens as usize], Some(read), "{written}");
     }
 }
