@@ -4,10 +4,15 @@
 //!
 //! It accepts only what serde_json accepts, and hands out the same raw value texts (counts,
 //! read on the way, as their values); anything else (nested values, escapes, a repeated key,
-//! any syntax error) makes it give up, and the caller walks the message again with serde_json,
-//! which decides and words the error. So it never needs to explain a rejection, and giving up
-//! too often only costs speed; accepting what serde_json would reject would be a bug.
-//! `tests::fast_path_agrees_with_serde_json` checks the two against each other.
+//! bytes that are not UTF-8, any syntax error) makes it give up, and the caller walks the
+//! message again with serde_json, which decides and words the error. So it never needs to
+//! explain a rejection, and giving up too often only costs speed; accepting what serde_json
+//! would reject would be a bug. `tests::fast_path_agrees_with_serde_json` checks the two
+//! against each other.
+//!
+//! It reads the message as bytes and checks UTF-8 itself, which an all-ASCII message (nearly
+//! every event) needs no pass for; and it cuts the texts it hands out without index checks
+//! ([`token`], the one `unsafe` function here, with its argument).
 
 use wide::u8x16;
 

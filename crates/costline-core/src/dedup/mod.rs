@@ -3,7 +3,7 @@
 //! One entry per live request, not per attempt: a 96-bit hash of the request id, the Kafka
 //! record time (seconds) of the newest counted attempt, and a bit per attempt number 1..=32
 //! (rarer higher attempt numbers live in a small side map). That is 20 bytes per entry, three
-//! entries to a cache line ([`line_table`]): 24–37 bytes per remembered request while the table
+//! entries to a cache line (`line_table`): 24–37 bytes per remembered request while the table
 //! grows, at most 48 after sweeps; less per identity.
 //!
 //! The rule: a request is *live* at record time `T` if one of its attempts was counted at or
