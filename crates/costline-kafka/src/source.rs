@@ -120,7 +120,14 @@ impl<L: PartitionLifecycle> KafkaSource<L> {
             .set("session.timeout.ms", settings.session_timeout_ms.to_string())
             .set("max.poll.interval.ms", settings.max_poll_interval_ms.to_string())
             .set("enable.partition.eof", "false")
-            .set("statistics.interval.ms", "5000");
+            .set("statistics.interval.ms", "5000")
+            // A partition whose prefetch queue reached its bound is not fetched again for
+            // `fetch.queue.backoff.ms`, 1 s by default: a worker that drains its queue sooner
+            // then waits for records the broker has (one worker read in half-second bursts a
+            // second apart, ~110,000 records/s: BENCHMARKS.md). 20 ms keeps the queue filled;
+            // 20,000 records per partition bound it (~6 MB of 300-byte events).
+            .set("fetch.queue.backoff.ms", "20")
+            .set("queued.min.messages", "20000");
         // librdkafka's `debug` contexts (e.g. `cgrp`) log at debug level: let them through.
         let wants_debug = settings.extra.iter().any(|(key, _)| key == "debug");
         config.set_log_level(if wants_debug { RDKafkaLogLevel::Debug } else { RDKafkaLogLevel::Warning });

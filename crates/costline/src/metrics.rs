@@ -50,7 +50,11 @@ impl Metrics {
                 &["reason"],
                 r
             )?,
-            flushes: register_int_counter_with_registry!("flushes_total", "Flushes written to ClickHouse", r)?,
+            flushes: register_int_counter_with_registry!(
+                "flushes_total",
+                "Flush jobs written to ClickHouse (one per writer lane a flush had rows for)",
+                r
+            )?,
             flush_seconds: register_histogram_with_registry!(
                 "flush_duration_seconds",
                 "Time to write one flush, retries included",

@@ -1,12 +1,15 @@
 //! Writing flushes, exactly once, while the worker goes on consuming.
 //!
-//! The consumer side ([`FlushQueue`]) closes every ready partition batch into a [`FlushJob`];
-//! one writer task ([`FlushWriter`]) writes jobs in order: dead letters to Kafka first (so a
-//! rejected record is never only in ClickHouse), then every batch as one ledger row, the rows
-//! split over `clickhouse.insert_streams` concurrent `INSERT`s by partition (each partition's
-//! flushes still land in order: a job starts only when the one before it is written); then the
-//! offsets go back to the consumer to commit. One job is written while at
-//! most one more waits, so memory stays bounded and a slow ClickHouse slows consumption down.
+//! The consumer side ([`FlushQueue`]) closes every ready partition batch into a ledger row and
+//! hands it to one of `clickhouse.insert_streams` writer lanes ([`FlushWriter`]), each a task
+//! that writes its jobs in order: dead letters to Kafka first (so a rejected record is never
+//! only in ClickHouse), then the job's rows as one `INSERT`; then the offsets go back to the
+//! consumer to commit. A partition keeps its lane while this worker holds it, so its flushes
+//! land in order; lanes do not wait for each other, so ClickHouse always has an insert to work
+//! on while another lane delivers dead letters or waits for its answer (one lane writing every
+//! partition, or lanes that start together, left ClickHouse idle between flushes: BENCHMARKS.md).
+//! Each lane writes one job while at most one more waits, so memory stays bounded and a slow
+//! ClickHouse slows consumption down.
 //! A partition that is being revoked waits (inside the rebalance) until no job holds it, so
 //! its next owner never reads progress that one of our inserts is still about to change.
 //!
@@ -20,7 +23,7 @@
 //! is consumed (back-pressure) and `/readyz` reports the outage.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -97,19 +100,56 @@ impl InFlight {
     }
 }
 
-/// The consumer's side: closes batches into jobs and hands them to the writer.
+/// The consumer's side: closes batches into jobs and hands them to the writer lanes.
 pub struct FlushQueue {
-    jobs: mpsc::Sender<FlushJob>,
+    lanes: Vec<Lane>,
+    lane_of: PartitionLanes,
     completed: mpsc::UnboundedReceiver<Vec<(i32, u64)>>,
-    writer: tokio::task::JoinHandle<anyhow::Result<()>>,
     in_flight: Arc<InFlight>,
     dead_letters: Vec<DeadLetter>,
     worker_id: String,
     health: Arc<Health>,
 }
 
+/// One writer lane, as the consumer sees it.
+struct Lane {
+    jobs: mpsc::Sender<FlushJob>,
+    writer: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Which lane writes each partition held: the same one for as long as it is held (so that its
+/// flushes are written one after another), chosen at first use as the lane with the fewest.
+#[derive(Debug)]
+struct PartitionLanes {
+    lane_of: HashMap<i32, usize>,
+    /// Partitions per lane.
+    held: Vec<usize>,
+}
+
+impl PartitionLanes {
+    fn new(lanes: usize) -> PartitionLanes {
+        PartitionLanes { lane_of: HashMap::new(), held: vec![0; lanes.max(1)] }
+    }
+
+    fn lane(&mut self, partition: i32) -> usize {
+        let held = &mut self.held;
+        *self.lane_of.entry(partition).or_insert_with(|| {
+            let lane = (0..held.len()).min_by_key(|&lane| held[lane]).unwrap_or(0);
+            held[lane] += 1;
+            lane
+        })
+    }
+
+    /// Frees the lane of a partition no job holds any more.
+    fn forget(&mut self, partition: i32) {
+        if let Some(lane) = self.lane_of.remove(&partition) {
+            self.held[lane] -= 1;
+        }
+    }
+}
+
 impl FlushQueue {
-    /// Starts the writer task.
+    /// Starts the writer lanes.
     pub fn start(
         sink: LedgerSink,
         dead_letter_producer: RecordProducer,
@@ -118,25 +158,34 @@ impl FlushQueue {
         in_flight: Arc<InFlight>,
         shutdown: CancellationToken,
     ) -> FlushQueue {
-        let (jobs, receiver) = mpsc::channel(1);
         let (completed_sender, completed) = mpsc::unbounded_channel();
-        let writer = FlushWriter {
-            sink,
-            dead_letter_producer,
-            dead_letter_topic: config.kafka.dead_letter_topic.clone(),
-            topic: config.kafka.topic.clone(),
-            worker_id: worker_id(),
-            flush_seq: 0,
-            insert_streams: config.clickhouse.insert_streams.max(1),
-            health: health.clone(),
-            shutdown,
-            in_flight: in_flight.clone(),
-            completed: completed_sender,
-        };
+        let failing_lanes = Arc::new(AtomicUsize::new(0));
+        let lane_count = config.clickhouse.insert_streams.max(1);
+        let lanes = (0..lane_count)
+            .map(|lane| {
+                let (jobs, receiver) = mpsc::channel(1);
+                let writer = FlushWriter {
+                    lane,
+                    sink: sink.clone(),
+                    dead_letter_producer: dead_letter_producer.clone(),
+                    dead_letter_topic: config.kafka.dead_letter_topic.clone(),
+                    topic: config.kafka.topic.clone(),
+                    worker_id: worker_id(),
+                    flush_seq: 0,
+                    failing: false,
+                    failing_lanes: failing_lanes.clone(),
+                    health: health.clone(),
+                    shutdown: shutdown.clone(),
+                    in_flight: in_flight.clone(),
+                    completed: completed_sender.clone(),
+                };
+                Lane { jobs, writer: tokio::spawn(writer.run(receiver)) }
+            })
+            .collect();
         FlushQueue {
-            jobs,
+            lanes,
+            lane_of: PartitionLanes::new(lane_count),
             completed,
-            writer: tokio::spawn(writer.run(receiver)),
             in_flight,
             dead_letters: Vec::new(),
             worker_id: worker_id(),
@@ -157,14 +206,17 @@ impl FlushQueue {
         self.dead_letters.push(DeadLetter { partition, offset, payload: payload.to_vec(), reason_code, reason });
     }
 
-    /// Drops what was queued for a partition that moved away (its next owner redoes it).
+    /// Drops what was queued for a partition that moved away (its next owner redoes it). No job
+    /// holds it any more (a revoke waits for that), so it can write through another lane if it
+    /// comes back.
     pub fn forget(&mut self, partition: i32) {
         self.dead_letters.retain(|d| d.partition != partition);
+        self.lane_of.forget(partition);
     }
 
-    /// Closes every ready batch into one job and hands it over (waiting while the writer is a
-    /// job behind). A partition completing an unfinished flush is ready only once its batch
-    /// reaches that flush's end, and its row goes only to the tables that lack it.
+    /// Closes every ready batch into a job per lane and hands them over (waiting while a lane
+    /// is a job behind). A partition completing an unfinished flush is ready only once its
+    /// batch reaches that flush's end, and its row goes only to the tables that lack it.
     pub async fn flush(
         &mut self,
         topic: &str,
@@ -172,7 +224,7 @@ impl FlushQueue {
         unfinished: &mut HashMap<i32, UnfinishedFlush>,
     ) -> anyhow::Result<()> {
         let flushed_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or_default();
-        let mut rows = Vec::new();
+        let mut rows: Vec<Vec<LedgerRow>> = self.lanes.iter().map(|_| Vec::new()).collect();
         for (&partition, counter) in partitions.iter_mut() {
             let completing = unfinished.get(&partition).copied();
             if counter.pending_records() == 0 || completing.is_some_and(|f| counter.next_offset() < f.next_offset) {
@@ -184,20 +236,23 @@ impl FlushQueue {
                 row.targets = Targets::ALL.without(flush.holding).0;
                 unfinished.remove(&partition);
             }
-            rows.push(row);
+            rows[self.lane_of.lane(partition)].push(row);
         }
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let commits: Vec<(i32, u64)> = rows.iter().map(|r| (r.kafka_partition as i32, r.next_offset)).collect();
-        let flushed: Vec<i32> = commits.iter().map(|&(p, _)| p).collect();
-        let (dead_letters, kept) =
-            std::mem::take(&mut self.dead_letters).into_iter().partition(|d| flushed.contains(&d.partition));
-        self.dead_letters = kept;
-        self.in_flight.add(flushed.iter().copied());
-        if self.jobs.send(FlushJob { rows, dead_letters, commits }).await.is_err() {
-            self.in_flight.remove(flushed.into_iter());
-            return self.writer_failure().await;
+        for (lane, mut rows) in rows.into_iter().enumerate() {
+            if rows.is_empty() {
+                continue;
+            }
+            rows.sort_by_key(|row| row.kafka_partition);
+            let commits: Vec<(i32, u64)> = rows.iter().map(|r| (r.kafka_partition as i32, r.next_offset)).collect();
+            let flushed: Vec<i32> = commits.iter().map(|&(p, _)| p).collect();
+            let (dead_letters, kept) =
+                std::mem::take(&mut self.dead_letters).into_iter().partition(|d| flushed.contains(&d.partition));
+            self.dead_letters = kept;
+            self.in_flight.add(flushed.iter().copied());
+            if self.lanes[lane].jobs.send(FlushJob { rows, dead_letters, commits }).await.is_err() {
+                self.in_flight.remove(flushed.into_iter());
+                return self.writer_failure(lane).await;
+            }
         }
         Ok(())
     }
@@ -213,8 +268,10 @@ impl FlushQueue {
 
     /// Waits until every job handed over is written; returns the offsets not yet taken.
     pub async fn finish(mut self) -> anyhow::Result<Vec<(i32, u64)>> {
-        drop(self.jobs);
-        self.writer.await.context("flush writer task")??;
+        let writers: Vec<_> = self.lanes.drain(..).map(|lane| lane.writer).collect();
+        for writer in writers {
+            writer.await.context("flush writer task")??;
+        }
         let mut out = Vec::new();
         while let Ok(commits) = self.completed.try_recv() {
             out.extend(commits);
@@ -222,8 +279,8 @@ impl FlushQueue {
         Ok(out)
     }
 
-    async fn writer_failure(&mut self) -> anyhow::Result<()> {
-        match (&mut self.writer).await {
+    async fn writer_failure(&mut self, lane: usize) -> anyhow::Result<()> {
+        match (&mut self.lanes[lane].writer).await {
             Ok(Ok(())) => bail!("the flush writer stopped"),
             Ok(Err(e)) => Err(e),
             Err(e) => Err(e).context("flush writer task"),
@@ -231,15 +288,19 @@ impl FlushQueue {
     }
 }
 
-/// The writer task: writes jobs in order, each exactly once.
+/// A writer lane's task: writes its jobs in order, each exactly once.
 struct FlushWriter {
+    lane: usize,
     sink: LedgerSink,
     dead_letter_producer: RecordProducer,
     dead_letter_topic: String,
     topic: String,
     worker_id: String,
     flush_seq: u64,
-    insert_streams: usize,
+    /// Whether this lane's last insert failed.
+    failing: bool,
+    /// Lanes whose last insert failed: `/readyz` is ready when none.
+    failing_lanes: Arc<AtomicUsize>,
     health: Arc<Health>,
     shutdown: CancellationToken,
     in_flight: Arc<InFlight>,
@@ -253,7 +314,7 @@ impl FlushWriter {
             let partitions: Vec<i32> = job.commits.iter().map(|&(p, _)| p).collect();
             let written = async {
                 self.deliver_dead_letters(job.dead_letters).await?;
-                self.write_streams(job.rows).await
+                self.write_once(job.rows).await
             }
             .await;
             self.in_flight.remove(partitions.into_iter());
@@ -269,23 +330,9 @@ impl FlushWriter {
         Ok(())
     }
 
-    /// Writes the rows of one job over concurrent inserts, each partition's row in exactly one
-    /// of them; each insert is retried and settled on its own.
-    async fn write_streams(&mut self, mut rows: Vec<LedgerRow>) -> anyhow::Result<()> {
+    /// Writes one job's rows as one insert, retried and settled until every table holds them.
+    async fn write_once(&mut self, mut rows: Vec<LedgerRow>) -> anyhow::Result<()> {
         self.flush_seq += 1;
-        rows.sort_by_key(|row| row.kafka_partition);
-        let mut streams: Vec<Vec<LedgerRow>> = (0..self.insert_streams.min(rows.len())).map(|_| Vec::new()).collect();
-        let stream_count = streams.len();
-        for (index, row) in rows.into_iter().enumerate() {
-            streams[index % stream_count].push(row);
-        }
-        let writes = streams.into_iter().enumerate().map(|(stream, rows)| self.write_once(stream, rows));
-        futures_util::future::try_join_all(writes).await?;
-        self.health.ready.store(true, Ordering::Relaxed);
-        Ok(())
-    }
-
-    async fn write_once(&self, stream: usize, mut rows: Vec<LedgerRow>) -> anyhow::Result<()> {
         let mut backoff = Duration::from_millis(100);
         let mut attempt = 0u32;
         let mut unsure: Option<String> = None;
@@ -302,7 +349,7 @@ impl FlushWriter {
                 break;
             }
             attempt += 1;
-            let query_id = format!("{}-{}-{}-{}", self.worker_id, self.flush_seq, stream, attempt);
+            let query_id = format!("{}-{}-{}-{}", self.worker_id, self.lane, self.flush_seq, attempt);
             let insert_started = Instant::now();
             let written = self.sink.write(&rows, &query_id).await;
             self.health.metrics.insert_seconds.observe(insert_started.elapsed().as_secs_f64());
@@ -310,14 +357,28 @@ impl FlushWriter {
                 Ok(()) => break,
                 Err(e) => {
                     self.health.metrics.sink_errors.inc();
-                    self.health.ready.store(false, Ordering::Relaxed);
-                    warn!(error = %e, attempt, stream, rows = rows.len(), "flush insert failed; will retry");
+                    self.set_failing(true);
+                    warn!(error = %e, attempt, lane = self.lane, rows = rows.len(), "flush insert failed; will retry");
                     unsure = Some(query_id);
                     self.pause(&mut backoff).await?;
                 }
             }
         }
+        self.set_failing(false);
         Ok(())
+    }
+
+    /// Notes whether this lane's inserts fail; the worker is ready while no lane's do.
+    fn set_failing(&mut self, failing: bool) {
+        if failing != self.failing {
+            self.failing = failing;
+            if failing {
+                self.failing_lanes.fetch_add(1, Ordering::SeqCst);
+            } else {
+                self.failing_lanes.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.health.ready.store(self.failing_lanes.load(Ordering::SeqCst) == 0, Ordering::SeqCst);
     }
 
     /// After a failed insert: make sure it cannot land later, then find, table by table, what
@@ -413,4 +474,30 @@ fn worker_id() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "worker".into());
     format!("{host}-{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PartitionLanes;
+
+    #[test]
+    fn partitions_keep_their_lane_and_spread_over_the_lanes() {
+        let mut lanes = PartitionLanes::new(2);
+        let first: Vec<usize> = [0, 1, 2, 3].into_iter().map(|p| lanes.lane(p)).collect();
+        assert_eq!(first, [0, 1, 0, 1]);
+        assert_eq!([3, 2, 1, 0].map(|p| lanes.lane(p)), [1, 0, 1, 0], "a held partition keeps its lane");
+        // Partitions 0 and 2 move away: the next ones go to the lane they freed.
+        lanes.forget(0);
+        lanes.forget(2);
+        lanes.forget(2);
+        assert_eq!([7, 5].map(|p| lanes.lane(p)), [0, 0]);
+        assert_eq!(lanes.lane(9), 0, "ties go to the first lane");
+        assert_eq!(lanes.lane(11), 1);
+    }
+
+    #[test]
+    fn no_lanes_configured_means_one() {
+        let mut lanes = PartitionLanes::new(0);
+        assert_eq!([4, 5].map(|p| lanes.lane(p)), [0, 0]);
+    }
 }
