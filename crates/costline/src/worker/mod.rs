@@ -4,12 +4,12 @@
 //!  KafkaSource ──record──▶ PartitionCounter (per partition: decode, dedup, price, rollup)
 //!       ▲                          │ every flush_interval or max_pending_records
 //!       │ commit (after)           ▼
-//!       └────────────────── flush: dead letters delivered → one INSERT of ledger rows
+//!       └────────────────── flush, per writer lane: dead letters delivered → one INSERT of ledger rows
 //! ```
 //!
-//! One task does it all, in order, so nothing is in flight while partitions move: a rebalance
-//! runs inside `recv`, never during a flush. Shutdown (SIGTERM/SIGINT) stops reading, flushes,
-//! commits and returns.
+//! One task reads, counts and hands batches to the writer lanes (`flush`); a rebalance runs
+//! inside `recv`, and a revoked partition is let go only once no flush of it is in flight.
+//! Shutdown (SIGTERM/SIGINT) stops reading, flushes, commits and returns.
 
 mod flush;
 mod partitions;
