@@ -161,6 +161,7 @@ impl FlushQueue {
         let (completed_sender, completed) = mpsc::unbounded_channel();
         let failing_lanes = Arc::new(AtomicUsize::new(0));
         let lane_count = config.clickhouse.insert_streams.max(1);
+        let worker_id = worker_id();
         let lanes = (0..lane_count)
             .map(|lane| {
                 let (jobs, receiver) = mpsc::channel(1);
@@ -170,7 +171,7 @@ impl FlushQueue {
                     dead_letter_producer: dead_letter_producer.clone(),
                     dead_letter_topic: config.kafka.dead_letter_topic.clone(),
                     topic: config.kafka.topic.clone(),
-                    worker_id: worker_id(),
+                    worker_id: worker_id.clone(),
                     flush_seq: 0,
                     failing: false,
                     failing_lanes: failing_lanes.clone(),
@@ -188,7 +189,7 @@ impl FlushQueue {
             completed,
             in_flight,
             dead_letters: Vec::new(),
-            worker_id: worker_id(),
+            worker_id,
             health,
         }
     }
