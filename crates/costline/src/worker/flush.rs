@@ -6,8 +6,8 @@
 //! only in ClickHouse), then the job's rows as one `INSERT`; then the offsets go back to the
 //! consumer to commit. A partition keeps its lane while this worker holds it, so its flushes
 //! land in order; lanes do not wait for each other, so ClickHouse always has an insert to work
-//! on while another lane delivers dead letters or waits for its answer (one lane writing every
-//! partition, or lanes that start together, left ClickHouse idle between flushes: BENCHMARKS.md).
+//! on while another lane delivers dead letters or waits for its answer (when every flush waited
+//! for the slowest of its inserts, the worker waited with it: BENCHMARKS.md).
 //! Each lane writes one job while at most one more waits, so memory stays bounded and a slow
 //! ClickHouse slows consumption down.
 //! A partition that is being revoked waits (inside the rebalance) until no job holds it, so
