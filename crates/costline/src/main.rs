@@ -42,7 +42,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "LLM cost attribution and governance: Kafka usage events → exact rollups in ClickHouse"
 )]
 struct Cli {
-    /// Configuration file (TOML). Every key can also be set as COSTLINE_<SECTION>__<KEY>.
+    /// Configuration file (TOML). Every key can also be set as COSTLINE_{SECTION}__{KEY}, e.g. COSTLINE_KAFKA__BROKERS.
     #[arg(long, short, global = true, env = "COSTLINE_CONFIG")]
     config: Option<PathBuf>,
     /// Log as JSON lines instead of human-readable text (same as `log.format = "json"`).
