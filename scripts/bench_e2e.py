@@ -23,15 +23,17 @@ Throughput (repeated --runs times, each run on a fresh topic and fresh databases
    start (worker process start, CREATE TABLE: both include the consumer group join); and
    "steady": costline from its first flush / Kafka engine from its first insert.
 Then, once: latency. A second topic gets steady traffic at --latency-rate records/s while
-probe records are published one at a time, each by a `costline produce --count 1` process;
-event-to-queryable latency is the time from a probe's publication (the wall clock when that
-process handed it to its Kafka producer, `sent_ms` in its record log) until it is visible in
-usage_events (polled every 20 ms by its partition and offset, i.e. by primary key: until
-2026-12-01 the poll searched by request id and scanned the whole table each time, which took CPU
-from the inserts being measured). The same figures counted from spawning the probe's process
-(~0.7 s of start-up, connection and metadata included, as results before 2026-12-01 were
-counted) are printed too. Probes start at random moments (0.3–2.3 s after the previous one was
-seen, seeded), so that they do not fall into step with the worker's flushes (until 2026-12-01
+probe records are published one at a time by one long-lived `costline produce --pause-ms
+1000..4000` (5 ms linger, as an application sends single events; its first record, which waits
+for the producer's metadata, is not a probe); event-to-queryable latency is the time from a
+probe's publication (the wall clock when it was handed to the producer, `sent_ms` in the record
+log) until it is visible in usage_events (polled every 20 ms by its partition and offset, i.e.
+by primary key: until 2026-12-01 the poll searched by request id and scanned the whole table
+each time, which took CPU from the inserts being measured). Until 2026-12-02 each probe was
+sent by a new `costline produce --count 1` process, whose first send waited ~0.5 s (up to 1 s)
+for metadata and a producer id, inside the figure. Probes leave at random moments (1–4 s apart,
+seeded; 30 probes take ~80 s of load, as long as the one-after-another probes of before did), so
+that they do not fall into step with the worker's flushes (until 2026-12-01
 each started 0.3 s after the previous one was seen, which put every probe at about the same
 point of the flush cycle). The worker's flush and INSERT duration histograms are printed with
 the probes.
@@ -84,7 +86,6 @@ import collections
 import json
 import os
 import pathlib
-import random
 import shutil
 import signal
 import socket
@@ -592,44 +593,57 @@ def latency(args, tag):
     run([BIN, "produce", "--count", "0", "--partitions", "4"], timeout=120, env=env)
     worker = spawn([BIN, "run"], env=env, stderr=log_file("latency-worker"))
     duration = args.probes * 5 + 30  # stopped once the probes are done
-    pause = random.Random(7)
     load = spawn([BIN, "produce", "--count", str(int(args.latency_rate * duration)), "--rate", str(args.latency_rate),
                   "--seed", "2", "--no-create-topic", "--spacing-ms", str(1000 / args.latency_rate)],
                  env=env, stdout=subprocess.DEVNULL)
-    latencies, from_spawn, acks = [], [], []
+    latencies, acks, lost = [], [], 0
     probe_log = STATE / "bench" / "probe.jsonl"
+    probe_log.unlink(missing_ok=True)
+    prober = None
     try:
         time.sleep(10)  # join, and let the steady load settle
-        published_probes = 0
-        for seed in range(1_000_000, 1_000_000 + 2 * args.probes):
-            if published_probes >= args.probes:
-                break
-            spawned = time.time()
-            run([BIN, "produce", "--count", "1", "--seed", str(seed), "--no-create-topic", "--record", str(probe_log),
-                 "--start-ms", str(int(spawned * 1000))], timeout=60, env=env)
-            record = json.loads(probe_log.read_text().splitlines()[0])
-            if record["kind"] != "valid":  # ~1 % of seeds start with an invalid record: never counted
-                continue
-            published_probes += 1
-            request_id = record["key"]
-            sent = record["sent_ms"] / 1000  # handed to the producer, after the process's start-up
-            acks.append(record["acked_ms"] / 1000 - sent)
-            # By primary key: a scan for the request id would read the whole table 50 times a second and
-            # take the CPU that the inserts being measured need.
-            seen_sql = (f"SELECT count() FROM usage_events WHERE kafka_topic = '{tag}' AND kafka_partition = "
-                        f"{record['partition']} AND kafka_offset = {record['offset']} "
-                        f"AND external_request_id = '{request_id}'")
-            while time.time() - spawned < 30:
+        # One long-lived producer sends the probes, one at a time, 1-4 s apart (seeded), as an
+        # application sends its calls' events; each probe's line reaches the log once the broker has
+        # it. 2.5 s apart on average, 30 probes take ~80 s of load, as long as probes sent one after
+        # another did, so that ClickHouse's merges of the phase's parts fall inside it too. A few
+        # more than needed: the generator's duplicate copies and invalid records are never counted
+        # as new attempts, so they are not probes.
+        probing_started = time.time()
+        prober = spawn([BIN, "produce", "--count", str(args.probes + args.probes // 5 + 6), "--seed", "1000000",
+                        "--no-create-topic", "--record", str(probe_log), "--pause-ms", "1000..4000",
+                        "--start-ms", str(int(time.time() * 1000))], env=env, stdout=subprocess.DEVNULL)
+        waiting, read_lines, deadline = {}, 0, time.time() + args.probes * 5 + 60
+        while len(latencies) < args.probes and time.time() < deadline:
+            lines = probe_log.read_text().splitlines() if probe_log.exists() else []
+            for number, line in enumerate(lines[read_lines:], start=read_lines):
+                record = json.loads(line)
+                # The first record waits for the producer's metadata and id: a start-up, not a probe.
+                if number > 0 and record["kind"] == "valid":
+                    waiting[(record["partition"], record["offset"])] = record
+                    acks.append((record["acked_ms"] - record["sent_ms"]) / 1000)
+            read_lines = len(lines)
+            for (partition, offset), record in list(waiting.items()):
+                # By primary key: a scan for the request id would read the whole table 50 times a
+                # second and take the CPU that the inserts being measured need.
+                seen_sql = (f"SELECT count() FROM usage_events WHERE kafka_topic = '{tag}' AND kafka_partition = "
+                            f"{partition} AND kafka_offset = {offset} AND external_request_id = '{record['key']}'")
                 if query(tag, seen_sql) == "1":
-                    seen = time.time()
-                    latencies.append(seen - sent)
-                    from_spawn.append(seen - spawned)
-                    break
-                time.sleep(0.02)
-            time.sleep(pause.uniform(0.3, 2.3))
+                    latencies.append(time.time() - record["sent_ms"] / 1000)
+                    del waiting[(partition, offset)]
+                elif time.time() - record["sent_ms"] / 1000 > 30:
+                    lost += 1
+                    del waiting[(partition, offset)]
+            if not waiting and prober.poll() is not None and read_lines == len(lines):
+                break
+            time.sleep(0.02)
+        print(f"probing took {time.time() - probing_started:.0f} s under load")
+        if lost:
+            print(f"{lost} probes not seen within 30 s")
         metrics = worker_metrics(env["COSTLINE_HTTP__LISTEN"])
         flushes, inserts = histogram(metrics, "flush_duration_seconds"), histogram(metrics, "insert_duration_seconds")
     finally:
+        if prober is not None:
+            stop(prober)
         stop(load)
         stop(worker, timeout=120)
     if not latencies:
@@ -640,10 +654,8 @@ def latency(args, tag):
         print("  of which the INSERTs (one per stream): " + ", ".join(f"{le}: {n}" for le, n in inserts))
         print(f"  mean flush {mean_of(metrics, 'flush_duration_seconds'):.3f} s, "
               f"mean INSERT {mean_of(metrics, 'insert_duration_seconds'):.3f} s")
-    print(f"of which publishing (from handing the probe to a new producer until the broker confirmed it): "
+    print(f"of which publishing (from handing the probe to the producer until the broker confirmed it): "
           f"p50 {statistics.median(acks) * 1000:.0f} ms, max {max(acks) * 1000:.0f} ms")
-    print(f"latency counted from spawning the probe's producer process instead (its start-up, ~0.7 s, included): "
-          f"p50 {statistics.median(from_spawn) * 1000:.0f} ms, p99 {quantile_99(from_spawn) * 1000:.0f} ms")
     return statistics.median(latencies), quantile_99(latencies), len(latencies)
 
 

@@ -13,6 +13,8 @@ fn ten_sigkills_during_ingestion_lose_and_double_nothing() {
     let mut schedule = Schedule::new();
     let mut setup = Setup::new("crash");
     setup.flush_interval_ms = 300;
+    // Two writer lanes (the default is one): a partition's flushes must stay in order across kills.
+    setup.env.push(("COSTLINE_CLICKHOUSE__INSERT_STREAMS".into(), "2".into()));
     let record_file = setup.scratch_file(".jsonl");
     let producer = setup.spawn_producer(200_000, 2_500, 7, 1_790_000_000_000, &record_file);
     let mut accounted = 0;

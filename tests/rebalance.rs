@@ -16,6 +16,8 @@ use common::{assert_totals_exact, wait_producer, wait_settled, Setup};
 fn workers_joining_and_leaving_lose_and_double_nothing() {
     let mut setup = Setup::new("rebalance");
     setup.flush_interval_ms = 500;
+    // Two writer lanes (the default is one): partitions change lanes as they change hands.
+    setup.env.push(("COSTLINE_CLICKHOUSE__INSERT_STREAMS".into(), "2".into()));
     let record_file = setup.scratch_file(".jsonl");
     let producer = setup.spawn_producer(200_000, 3_000, 11, 1_790_000_000_000, &record_file);
     let first = setup.spawn_worker("w1");

@@ -244,9 +244,10 @@ pub struct ClickHouseConfig {
     pub password_file: Option<PathBuf>,
     /// Longest wait for one flush insert before it is cancelled and retried.
     pub insert_timeout_secs: u64,
-    /// Concurrent `INSERT`s per flush, each carrying the ledger rows of a share of the
-    /// partitions. ClickHouse 18.16 works an insert and its views on one thread, so one stream
-    /// leaves the server's other cores idle.
+    /// Writer lanes: each partition held is written by one lane, its flushes in order; lanes
+    /// insert concurrently. One lane sends ClickHouse fewer, larger inserts, which keeps the
+    /// latency down while ClickHouse is busy; more lanes catch a backlog up faster where
+    /// ClickHouse has idle cores (BENCHMARKS.md, Latency).
     pub insert_streams: usize,
     /// Days of `usage_events` and `rejected_events` kept (whole UTC days / months are dropped);
     /// 0 keeps everything. Must cover the dedup horizon: restarts rebuild it from `usage_events`.
@@ -263,7 +264,7 @@ impl Default for ClickHouseConfig {
             user: "default".into(),
             password_file: None,
             insert_timeout_secs: 30,
-            insert_streams: 2,
+            insert_streams: 1,
             retention_days: 0,
             password: None,
         }

@@ -50,6 +50,7 @@ pub async fn run(mut config: Config, args: &DemoArgs) -> anyhow::Result<()> {
         partitions: 4,
         no_create_topic: false,
         record: None,
+        pause_ms: None,
     };
     // The topic must exist before the worker subscribes.
     costline_kafka::ensure_topic(&config.kafka.brokers, &config.kafka.topic, produce.partitions).await?;

@@ -1,7 +1,9 @@
 //! `costline produce`: publishes generated traffic (see `loadgen`) keyed by
 //! `externalRequestId`, by count, at a rate or as fast as the broker takes it. `--record`
 //! writes every published record as a JSON line, so a test can recompute the expected totals
-//! on its own.
+//! on its own. `--pause-ms` publishes one record at a time at random moments from one
+//! long-lived producer, as an application sends its calls' events: the latency benchmark's
+//! probes, timed from the moment each was handed over.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -9,6 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use costline_kafka::{delivered, ensure_topic, RecordProducer};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use crate::config::Config;
 use costline_loadgen::{RecordKind, TrafficGenerator, TrafficMix};
@@ -41,6 +45,20 @@ pub struct ProduceArgs {
     /// `kind`, `payload`, `partition`, `offset`, `acked_ms` (wall clock when the broker confirmed it).
     #[arg(long)]
     pub record: Option<std::path::PathBuf>,
+    /// One record at a time: each is confirmed by the broker (and its line written to --record
+    /// at once) before a pause drawn uniformly from MIN..MAX milliseconds (seeded by --seed),
+    /// then the next. Sent with a 5 ms linger, as an application sends single events; --rate
+    /// does not apply.
+    #[arg(long, value_name = "MIN..MAX", value_parser = parse_pause_range)]
+    pub pause_ms: Option<(u64, u64)>,
+}
+
+fn parse_pause_range(text: &str) -> Result<(u64, u64), String> {
+    let parsed = text.split_once("..").and_then(|(min, max)| Some((min.parse().ok()?, max.parse().ok()?)));
+    match parsed {
+        Some((min, max)) if min <= max => Ok((min, max)),
+        _ => Err(format!("expected MIN..MAX in milliseconds with MIN <= MAX, e.g. 300..2300 (got {text:?})")),
+    }
 }
 
 /// What was published.
@@ -81,7 +99,12 @@ pub async fn publish(config: &Config, args: &ProduceArgs) -> anyhow::Result<Publ
             .with_context(|| format!("creating topic {topic} on {}", config.kafka.brokers))?;
     }
     let extra: Vec<(String, String)> = config.kafka.librdkafka.clone().into_iter().collect();
-    let producer = RecordProducer::connect_bulk(&config.kafka.brokers, &extra).context("creating the producer")?;
+    let producer = match args.pause_ms {
+        Some(_) => RecordProducer::connect(&config.kafka.brokers, &extra),
+        None => RecordProducer::connect_bulk(&config.kafka.brokers, &extra),
+    }
+    .context("creating the producer")?;
+    let mut pauses = args.pause_ms.map(|range| (range, ChaCha8Rng::seed_from_u64(args.seed)));
     let start_ms = args.start_ms.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
     let mut mix = TrafficMix::new(args.seed, start_ms);
     mix.spacing_ms = args.spacing_ms;
@@ -115,6 +138,14 @@ pub async fn publish(config: &Config, args: &ProduceArgs) -> anyhow::Result<Publ
             let payload = std::str::from_utf8(&record.payload).ok();
             serde_json::json!({"key": record.key, "ts": record.timestamp_ms, "sent_ms": sent_ms, "kind": record.kind.as_str(), "payload": payload})
         });
+        if let Some(((min, max), rng)) = pauses.as_mut() {
+            confirm(delivery, line, record_file.as_mut()).await?;
+            if let Some(file) = record_file.as_mut() {
+                file.flush().context("writing the record file")?;
+            }
+            tokio::time::sleep(Duration::from_millis(rng.random_range(*min..=*max))).await;
+            continue;
+        }
         in_flight.push_back((delivery, line));
         while in_flight.len() > 50_000 {
             if let Some((delivery, line)) = in_flight.pop_front() {
@@ -146,4 +177,19 @@ async fn confirm(
         writeln!(file, "{line}").context("writing the record file")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_pause_range;
+
+    #[test]
+    fn pause_ranges_read_min_and_max() {
+        assert_eq!(parse_pause_range("300..2300"), Ok((300, 2300)));
+        assert_eq!(parse_pause_range("0..0"), Ok((0, 0)));
+        for bad in ["2300..300", "300", "a..b", "300..", "-1..5"] {
+            let err = parse_pause_range(bad).unwrap_err();
+            assert!(err.contains("MIN..MAX") && err.contains(bad), "{bad}: {err}");
+        }
+    }
 }
