@@ -32,7 +32,7 @@ by primary key: until 2026-12-01 the poll searched by request id and scanned the
 each time, which took CPU from the inserts being measured). Until 2026-12-02 each probe was
 sent by a new `costline produce --count 1` process, whose first send waited ~0.5 s (up to 1 s)
 for metadata and a producer id, inside the figure. Probes leave at random moments (1–4 s apart,
-seeded; 30 probes take ~80 s of load, as long as the one-after-another probes of before did), so
+seeded; 30 probes take ~70 s of load, as long as the one-after-another probes of before did), so
 that they do not fall into step with the worker's flushes (until 2026-12-01
 each started 0.3 s after the previous one was seen, which put every probe at about the same
 point of the flush cycle). The worker's flush and INSERT duration histograms are printed with
@@ -604,7 +604,7 @@ def latency(args, tag):
         time.sleep(10)  # join, and let the steady load settle
         # One long-lived producer sends the probes, one at a time, 1-4 s apart (seeded), as an
         # application sends its calls' events; each probe's line reaches the log once the broker has
-        # it. 2.5 s apart on average, 30 probes take ~80 s of load, as long as probes sent one after
+        # it. 2.5 s apart on average, 30 probes take ~70 s of load, as long as probes sent one after
         # another did, so that ClickHouse's merges of the phase's parts fall inside it too. A few
         # more than needed: the generator's duplicate copies and invalid records are never counted
         # as new attempts, so they are not probes.
@@ -614,6 +614,7 @@ def latency(args, tag):
                         "--start-ms", str(int(time.time() * 1000))], env=env, stdout=subprocess.DEVNULL)
         waiting, read_lines, deadline = {}, 0, time.time() + args.probes * 5 + 60
         while len(latencies) < args.probes and time.time() < deadline:
+            finished = prober.poll() is not None  # before reading: every line it wrote is then in
             lines = probe_log.read_text().splitlines() if probe_log.exists() else []
             for number, line in enumerate(lines[read_lines:], start=read_lines):
                 record = json.loads(line)
@@ -633,7 +634,7 @@ def latency(args, tag):
                 elif time.time() - record["sent_ms"] / 1000 > 30:
                     lost += 1
                     del waiting[(partition, offset)]
-            if not waiting and prober.poll() is not None and read_lines == len(lines):
+            if finished and not waiting:
                 break
             time.sleep(0.02)
         print(f"probing took {time.time() - probing_started:.0f} s under load")

@@ -47,9 +47,8 @@ pub struct ProduceArgs {
     pub record: Option<std::path::PathBuf>,
     /// One record at a time: each is confirmed by the broker (and its line written to --record
     /// at once) before a pause drawn uniformly from MIN..MAX milliseconds (seeded by --seed),
-    /// then the next. Sent with a 5 ms linger, as an application sends single events; --rate
-    /// does not apply.
-    #[arg(long, value_name = "MIN..MAX", value_parser = parse_pause_range)]
+    /// then the next. Sent with a 5 ms linger, as an application sends single events.
+    #[arg(long, value_name = "MIN..MAX", value_parser = parse_pause_range, conflicts_with = "rate")]
     pub pause_ms: Option<(u64, u64)>,
 }
 
