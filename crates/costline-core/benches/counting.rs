@@ -3,7 +3,7 @@
 //! Reported as events per second (`cargo bench -p costline-core`).
 
 use costline_core::{
-    decode_event, DedupIndex, DedupVerdict, Identity, MinuteRollup, PartitionCounter, PriceTable, RecordMeta, Symbols,
+    DedupIndex, DedupVerdict, EventDecoder, Identity, MinuteRollup, PartitionCounter, PriceTable, RecordMeta, Symbols,
 };
 use costline_loadgen::{GeneratedRecord, TrafficGenerator, TrafficMix};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -37,8 +37,10 @@ fn counting(c: &mut Criterion) {
     let mut group = c.benchmark_group("core");
     group.throughput(Throughput::Elements(RECORDS as u64));
     group.sample_size(20);
+    // One decoder for the stream, as a partition's counter has.
     group.bench_function("decode_validate", |b| {
-        b.iter(|| records.iter().filter(|r| decode_event(&r.payload).is_ok()).count())
+        let mut decoder = EventDecoder::default();
+        b.iter(|| records.iter().filter(|r| decoder.decode(&r.payload).is_ok()).count())
     });
     // A worker in steady state: the counter has flushed a batch before (its dedup memory holds
     // the previous 100,000 records, the new batch is sized like the last one).
@@ -70,8 +72,9 @@ fn counting(c: &mut Criterion) {
     }
     let run_to = |last: Step, state: &mut (DedupIndex, MinuteRollup, Symbols), records: &[GeneratedRecord]| {
         let (dedup, rollup, symbols) = state;
+        let mut decoder = EventDecoder::default();
         for record in records {
-            let Ok(event) = decode_event(&record.payload) else { continue };
+            let Ok(event) = decoder.decode(&record.payload) else { continue };
             let event_ms = event.event_time_ms(record.timestamp_ms);
             let identity = Identity::new(&event.external_request_id, event.attempt);
             let verdict = dedup.observe(identity, (record.timestamp_ms / 1000) as u32);

@@ -13,7 +13,7 @@
 
 use serde::ser::{Serialize, Serializer};
 
-use crate::decode::decode_event;
+use crate::decode::EventDecoder;
 use crate::dedup::{DedupIndex, DedupVerdict, Identity, RequestHash};
 use crate::money::PicoUsd;
 use crate::price::{PriceTable, Pricing};
@@ -195,12 +195,17 @@ impl PartitionBatch {
 /// Counts the records of one partition, in offset order.
 pub struct PartitionCounter {
     dedup: DedupIndex,
+    decoder: EventDecoder,
     batch: PartitionBatch,
 }
 
 impl PartitionCounter {
     pub fn new(dedup: DedupIndex, next_offset: u64) -> PartitionCounter {
-        PartitionCounter { dedup, batch: PartitionBatch { next_offset, ..PartitionBatch::default() } }
+        PartitionCounter {
+            dedup,
+            decoder: EventDecoder::default(),
+            batch: PartitionBatch { next_offset, ..PartitionBatch::default() },
+        }
     }
 
     /// Offset of the next record this counter expects.
@@ -221,7 +226,7 @@ impl PartitionCounter {
             (key, hash)
         });
         // Borrowed where it lies: moving the event out would copy its ~300 bytes.
-        let decoded = decode_event(payload);
+        let decoded = self.decoder.decode(payload);
         let event = match decoded {
             Ok(ref event) => event,
             Err(reason) => {

@@ -33,7 +33,7 @@ pub const MAX_TIMESTAMP_MS: i64 = u32::MAX as i64 * 1000;
 
 macro_rules! fields {
     ($($variant:ident => $name:literal),* $(,)?) => {
-        #[derive(Clone, Copy)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         enum Field { $($variant,)* Unknown }
         const FIELD_COUNT: usize = [$($name),*].len();
         impl Field {
@@ -42,6 +42,12 @@ macro_rules! fields {
             }
             fn name(self) -> &'static str {
                 match self { $(Field::$variant => $name,)* Field::Unknown => "" }
+            }
+            /// The key as it is written before its value in compact JSON: `"name":`.
+            #[inline(always)]
+            fn key_token(self) -> &'static [u8] {
+                const KEY_TOKENS: [&[u8]; FIELD_COUNT + 1] = [$(concat!("\"", $name, "\":").as_bytes(),)* b""];
+                KEY_TOKENS[self as usize]
             }
         }
     };
@@ -191,15 +197,38 @@ impl<'de> Visitor<'de> for Walk<'_, 'de> {
     }
 }
 
-/// Decodes and validates one message value.
+/// Decodes and validates one message value, with nothing learnt from earlier messages
+/// ([`EventDecoder`] learns their key order).
 pub fn decode_event(payload: &[u8]) -> Result<DecodedEvent<'_>, RejectReason> {
-    if payload.len() > MAX_EVENT_BYTES {
-        return Err(RejectReason::TooLarge { bytes: payload.len(), limit: MAX_EVENT_BYTES });
+    EventDecoder::default().decode(payload)
+}
+
+/// Decodes a stream of messages, such as one partition's, learning which key follows which: a
+/// producer writes its keys in one order, so each key of a message is first compared with the
+/// one or two keys that followed the key before it in earlier messages, and is searched for and
+/// looked up only when it is neither (the outcome is the same either way; only the time
+/// differs: 3.5 % fewer instructions on the counting path, BENCHMARKS.md).
+#[derive(Debug, Clone, Default)]
+pub struct EventDecoder {
+    order: flat::KeyOrder,
+}
+
+impl EventDecoder {
+    /// Decodes and validates one message value.
+    pub fn decode<'a>(&mut self, payload: &'a [u8]) -> Result<DecodedEvent<'a>, RejectReason> {
+        if payload.len() > MAX_EVENT_BYTES {
+            return Err(RejectReason::TooLarge { bytes: payload.len(), limit: MAX_EVENT_BYTES });
+        }
+        let mut raw = RawFields::new();
+        if flat::scan(payload, &mut raw, &mut self.order).is_some() {
+            return build_event(&raw);
+        }
+        walk_slowly(payload)
     }
-    let mut raw = RawFields::new();
-    if flat::scan(payload, &mut raw).is_some() {
-        return build_event(&raw);
-    }
+}
+
+/// The path for what the fast one gave up on: invalid UTF-8, escapes, nesting, syntax errors.
+fn walk_slowly(payload: &[u8]) -> Result<DecodedEvent<'_>, RejectReason> {
     // The fast check says only yes or no; the slow one says where, for the reason.
     let text = match simdutf8::basic::from_utf8(payload) {
         Ok(text) => text,
@@ -208,7 +237,7 @@ pub fn decode_event(payload: &[u8]) -> Result<DecodedEvent<'_>, RejectReason> {
             return Err(RejectReason::InvalidUtf8 { valid_up_to });
         }
     };
-    raw = RawFields::new();
+    let mut raw = RawFields::new();
     walk(text, &mut raw)?;
     build_event(&raw)
 }

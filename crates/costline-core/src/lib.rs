@@ -29,7 +29,7 @@ pub mod symbols;
 mod decode;
 
 pub use batch::{CountedAttempts, Outcome, PartitionBatch, PartitionCounter, RecordMeta, RejectedRecord, TextColumn};
-pub use decode::{decode_event, MAX_EVENT_BYTES};
+pub use decode::{decode_event, EventDecoder, MAX_EVENT_BYTES};
 pub use dedup::{DedupIndex, DedupVerdict, Identity, RequestHash};
 pub use event::{DataMode, DecodedEvent, UsageEvent};
 pub use latency::LatencyHistogram;

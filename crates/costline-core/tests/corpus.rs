@@ -2,12 +2,14 @@
 //! and must be rejected with the reason code its name gives, or accepted when named `valid--`.
 //! Also: a message over 1 MiB, built here rather than stored.
 
-use costline_core::{decode_event, MAX_EVENT_BYTES};
+use costline_core::{decode_event, EventDecoder, MAX_EVENT_BYTES};
 
 #[test]
 fn every_corpus_file_gets_the_reason_its_name_gives() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/corpus");
     let mut checked = 0;
+    // Also read as one stream by one decoder, which guesses each key from the messages before.
+    let mut stream = EventDecoder::default();
     for entry in std::fs::read_dir(&dir).expect("tests/corpus") {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
@@ -15,7 +17,9 @@ fn every_corpus_file_gets_the_reason_its_name_gives() {
             continue;
         };
         let payload = std::fs::read(&path).unwrap();
-        match (expected, decode_event(&payload)) {
+        let decoded = decode_event(&payload);
+        assert_eq!(stream.decode(&payload), decoded, "{name} read in a stream");
+        match (expected, decoded) {
             ("valid", Ok(_)) => {}
             ("valid", Err(reason)) => panic!("{name} was rejected: {reason}"),
             (code, Ok(event)) => panic!("{name} was accepted ({event:?}), expected {code}"),

@@ -10,21 +10,27 @@
 //! would reject would be a bug. `tests::fast_path_agrees_with_serde_json` checks the two
 //! against each other.
 //!
+//! A key is first compared with the keys that followed the key before it in earlier messages
+//! ([`KeyOrder`]), and searched for and looked up only when it is none of them.
+//!
 //! It reads the message as bytes and checks UTF-8 itself, which an all-ASCII message (nearly
 //! every event) needs no pass for; and it cuts the texts it hands out without index checks
 //! ([`token`], the one `unsafe` function here, with its argument).
 
 use wide::u8x16;
 
-use super::{Field, RawFields, RawValue};
+use super::{Field, RawFields, RawValue, FIELD_COUNT};
+use crate::symbols::same_bytes;
 
 /// Words of quote bits kept on the stack, 64 bytes of message each: messages up to 2 KiB take
 /// the fast path; longer ones (far beyond any real usage event) go to serde_json.
 pub(super) const QUOTE_WORDS: usize = 32;
 
 /// Fills `fields` from `message`; `None` means "not sure: ask serde_json" (which also tells
-/// whether the message is UTF-8 at all).
-pub(super) fn scan<'a>(message: &'a [u8], fields: &mut RawFields<'a>) -> Option<()> {
+/// whether the message is UTF-8 at all). `order` holds the key order of the messages before,
+/// and learns this one's.
+#[inline(always)]
+pub(super) fn scan<'a>(message: &'a [u8], fields: &mut RawFields<'a>, order: &mut KeyOrder) -> Option<()> {
     // One vectorised pass finds every quote and rules out escapes and control characters
     // (JSON allows them only as whitespace between tokens, which compact producers do not
     // send): a string then ends at the next quote, and its content needs no further check here.
@@ -43,13 +49,25 @@ pub(super) fn scan<'a>(message: &'a [u8], fields: &mut RawFields<'a>) -> Option<
     if scanner.next_token()? != b'}' {
         // Not empty: that token was the first key's opening quote, which `string` reads.
         scanner.at -= 1;
+        let mut after = KeyOrder::START;
         loop {
-            let key = scanner.string()?;
-            if scanner.next_token()? != b':' {
-                return None;
-            }
+            let field = match order.expected(after, message, scanner.at) {
+                Some((field, key_len)) => {
+                    scanner.at += key_len;
+                    field
+                }
+                None => {
+                    let key = scanner.string()?;
+                    if scanner.next_token()? != b':' {
+                        return None;
+                    }
+                    let field = Field::from_key(token(message, key.0 + 1, key.1 - 1));
+                    order.learn(after, field);
+                    field
+                }
+            };
+            after = field as usize;
             let value = scanner.value()?;
-            let field = Field::from_key(token(message, key.0 + 1, key.1 - 1));
             if !matches!(field, Field::Unknown) {
                 let slot = &mut fields.values[field as usize];
                 if slot.is_some() {
@@ -67,6 +85,59 @@ pub(super) fn scan<'a>(message: &'a [u8], fields: &mut RawFields<'a>) -> Option<
     scanner.skip_space();
     fields.clean_text = pass.clean;
     (scanner.at == scanner.bytes.len()).then_some(())
+}
+
+/// Which key came after which, in the messages so far: the last two keys seen after each
+/// known key (and after `{`), the last first. Producers write their keys in a fixed order,
+/// leaving out some optional ones, so the key after a given one is one of a few. (In the load
+/// generator's stream, where about half the fields are optional, the first guess is right for
+/// 86 % of the keys and the second for another 11 %; guessing by position, 19 %.)
+#[derive(Debug, Clone)]
+pub(super) struct KeyOrder {
+    next: [[Field; 2]; KeyOrder::STATES],
+}
+
+impl Default for KeyOrder {
+    fn default() -> KeyOrder {
+        KeyOrder { next: [[Field::Unknown; 2]; KeyOrder::STATES] }
+    }
+}
+
+impl KeyOrder {
+    /// A state per field, one for unknown keys and one for the start of the object.
+    const STATES: usize = FIELD_COUNT + 2;
+    const START: usize = FIELD_COUNT + 1;
+
+    /// The field whose key the message has at `at`, written `"name":`, if it is one of the two
+    /// expected after state `after`. A key written otherwise (with spaces before its colon, or
+    /// escapes) is not recognised here, and is read the long way.
+    #[inline(always)]
+    fn expected(&mut self, after: usize, message: &[u8], at: usize) -> Option<(Field, usize)> {
+        let guesses = self.next.get_mut(after)?;
+        let written = |field: Field| {
+            let key = field.key_token();
+            let written = !key.is_empty() && message.get(at..at + key.len()).is_some_and(|text| same_bytes(text, key));
+            written.then_some((field, key.len()))
+        };
+        if let Some(found) = written(guesses[0]) {
+            return Some(found);
+        }
+        let found = written(guesses[1])?;
+        guesses.swap(0, 1);
+        Some(found)
+    }
+
+    /// Notes that `field` came after state `after`.
+    fn learn(&mut self, after: usize, field: Field) {
+        if let Some(guesses) = self.next.get_mut(after) {
+            *guesses = [field, guesses[0]];
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn guesses_after(&self, after: Option<Field>) -> [Field; 2] {
+        self.next[after.map_or(KeyOrder::START, |field| field as usize)]
+    }
 }
 
 /// What [`mark_quotes`] found besides the quotes.

@@ -151,7 +151,7 @@ fn text_that_is_not_printable_ascii_is_checked_on_the_fast_path_too() {
     assert_eq!(&*decode_event(tag(&"🧪".repeat(128)).as_bytes()).unwrap().endpoint_tag, "🧪".repeat(128));
     let clean = |text: &str| {
         let mut raw = RawFields::new();
-        flat::scan(text.as_bytes(), &mut raw).map(|()| raw.clean_text)
+        flat::scan(text.as_bytes(), &mut raw, &mut flat::KeyOrder::default()).map(|()| raw.clean_text)
     };
     assert_eq!([clean(GOOD), clean(&tag("ü")), clean(&tag("🧪"))], [Some(true); 3]);
     // U+00A9 (C2 A9) is no control character, but shares the C1 controls' lead byte.
@@ -179,8 +179,24 @@ fn texts(fields: &RawFields<'_>) -> RawTexts {
 
 /// What the fast path and serde_json make of one text: `None` when the fast path gives up.
 fn both_walks(text: &str) -> Option<(RawTexts, Result<RawTexts, String>)> {
+    both_walks_after(text, text)
+}
+
+/// [`both_walks`], the fast path having read `before` first, so that it expects `before`'s
+/// keys in `before`'s order. It must read `text` as it does knowing no order.
+fn both_walks_after(before: &str, text: &str) -> Option<(RawTexts, Result<RawTexts, String>)> {
+    let mut unprepared = RawFields::new();
+    let unprepared_read = flat::scan(text.as_bytes(), &mut unprepared, &mut flat::KeyOrder::default());
+    let mut order = flat::KeyOrder::default();
+    let _ = flat::scan(before.as_bytes(), &mut RawFields::new(), &mut order);
     let mut fast = RawFields::new();
-    flat::scan(text.as_bytes(), &mut fast)?;
+    let fast_read = flat::scan(text.as_bytes(), &mut fast, &mut order);
+    assert_eq!(
+        fast_read.map(|()| texts(&fast)),
+        unprepared_read.map(|()| texts(&unprepared)),
+        "{text} read after {before}"
+    );
+    fast_read?;
     let mut slow = RawFields::new();
     let slow_result = walk(text, &mut slow).map(|()| texts(&slow)).map_err(|e| e.to_string());
     Some((texts(&fast), slow_result))
@@ -202,7 +218,8 @@ fn fast_path_reads_counts_and_leaves_other_numbers_as_text() {
     for (written, read) in cases {
         let text = GOOD.replace("1200", written);
         let mut fast = RawFields::new();
-        flat::scan(text.as_bytes(), &mut fast).expect("a plain event takes the fast path");
+        flat::scan(text.as_bytes(), &mut fast, &mut flat::KeyOrder::default())
+            .expect("a plain event takes the fast path");
         assert_eq!(fast.values[Field::InputTokens as usize], Some(read), "{written}");
     }
 }
@@ -378,8 +395,11 @@ proptest! {
             }
         }
         if let Ok(text) = std::str::from_utf8(&bytes) {
-            if let Some((fast, slow)) = both_walks(text) {
-                prop_assert_eq!(Ok(fast), slow, "{}", text);
+            // Read alone, and after the unedited message (whose key order it mostly repeats).
+            for before in [text, &bases[base]] {
+                if let Some((fast, slow)) = both_walks_after(before, text) {
+                    prop_assert_eq!(Ok(fast), slow, "{} after {}", text, before);
+                }
             }
         }
     }
@@ -411,4 +431,44 @@ proptest! {
 fn duplicate_key_in_the_middle() {
     let err = decode_event(br#"{"model":"a","model":"b","x":1}"#).unwrap_err();
     assert_eq!(err.code(), "duplicate_field", "{err}");
+}
+
+#[test]
+fn a_decoder_reads_each_message_as_if_it_were_the_first() {
+    let inner = &GOOD[1..GOOD.len() - 1];
+    let reversed = format!("{{{}}}", inner.split(',').rev().collect::<Vec<_>>().join(","));
+    let stream = [
+        GOOD.to_string(),
+        GOOD.to_string(),
+        reversed,
+        with(r#","costUsd":0.5"#),
+        GOOD.replacen(r#""model":"gpt-4o","#, r#""unknown":1,"model":"gpt-4o","#, 1),
+        GOOD.replacen(r#""model":"#, r#""model" :"#, 1),
+        GOOD.replacen(r#""status":"success""#, r#""status":"error","status":"success""#, 1),
+        GOOD.replacen(r#""model":"#, r#""mod\u0065l":"#, 1),
+        r#"{"externalRequestId":"req-2"}"#.to_string(),
+        "{}".to_string(),
+        GOOD.replacen("gpt-4o", "o3", 1),
+        GOOD.replacen(r#""provider":"OpenAI","#, "", 1),
+        GOOD.to_string(),
+    ];
+    let mut decoder = EventDecoder::default();
+    for message in &stream {
+        let first = decode_event(message.as_bytes()).map_err(|e| e.to_string());
+        assert_eq!(decoder.decode(message.as_bytes()).map_err(|e| e.to_string()), first, "{message}");
+    }
+    // After a message, each of its keys is the first guess after the one before it.
+    let mut order = flat::KeyOrder::default();
+    flat::scan(GOOD.as_bytes(), &mut RawFields::new(), &mut order).unwrap();
+    let fields: Vec<Field> = inner.split(',').map(|pair| Field::from_key(pair.split('"').nth(1).unwrap())).collect();
+    assert_eq!(order.guesses_after(None), [Field::ExternalRequestId, Field::Unknown]);
+    for pair in fields.windows(2) {
+        assert_eq!(order.guesses_after(Some(pair[0])), [pair[1], Field::Unknown]);
+    }
+    // Another key after `model`: it becomes the first guess, and the old one the second.
+    flat::scan(br#"{"externalRequestId":"r","model":"x","userId":"u"}"#, &mut RawFields::new(), &mut order).unwrap();
+    assert_eq!(order.guesses_after(Some(Field::Model)), [Field::UserId, Field::EndpointTag]);
+    // Met again, the second guess moves to the front.
+    flat::scan(GOOD.as_bytes(), &mut RawFields::new(), &mut order).unwrap();
+    assert_eq!(order.guesses_after(Some(Field::Model)), [Field::EndpointTag, Field::UserId]);
 }
