@@ -81,7 +81,7 @@ fn counting(c: &mut Criterion) {
             if last >= Step::Price {
                 let (cost, pricing) = prices.price(&event, event_ms);
                 if last >= Step::Window {
-                    let measures = rollup.window(&event, event_ms, symbols).1;
+                    let measures = rollup.window(&event, event_ms, symbols).2;
                     if let DedupVerdict::Counted { first_of_request } = verdict {
                         measures.add_attempt(&event, cost, &pricing, first_of_request);
                     }

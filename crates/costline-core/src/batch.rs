@@ -16,7 +16,7 @@ use serde::ser::{Serialize, Serializer};
 use crate::decode::EventDecoder;
 use crate::dedup::{DedupIndex, DedupVerdict, Identity, RequestHash};
 use crate::money::PicoUsd;
-use crate::price::{PriceTable, Pricing};
+use crate::price::{PriceCache, PriceTable, Pricing};
 use crate::reject::RejectReason;
 use crate::rollup::MinuteRollup;
 use crate::symbols::Symbols;
@@ -196,6 +196,8 @@ impl PartitionBatch {
 pub struct PartitionCounter {
     dedup: DedupIndex,
     decoder: EventDecoder,
+    /// The price rows of the models met, by the open batch's symbol ids.
+    prices_met: PriceCache,
     batch: PartitionBatch,
 }
 
@@ -204,6 +206,7 @@ impl PartitionCounter {
         PartitionCounter {
             dedup,
             decoder: EventDecoder::default(),
+            prices_met: PriceCache::default(),
             batch: PartitionBatch { next_offset, ..PartitionBatch::default() },
         }
     }
@@ -253,8 +256,8 @@ impl PartitionCounter {
         let batch = &mut self.batch;
         // Found before the verdict (they are needed whatever it is), giving a prefetch that
         // started only after decoding time to land.
-        let (window, measures) = batch.rollup.window(event, event_time_ms, &mut batch.symbols);
-        let (cost, pricing) = prices.price(event, event_time_ms);
+        let (window, key, measures) = batch.rollup.window(event, event_time_ms, &mut batch.symbols);
+        let (cost, pricing) = self.prices_met.price(prices, event, key.provider_and_model(), event_time_ms);
         match self.dedup.observe(identity, record_secs(record.timestamp_ms)) {
             DedupVerdict::Duplicate => {
                 batch.duplicates += 1;
@@ -317,6 +320,7 @@ impl PartitionCounter {
             rollup: MinuteRollup::with_capacity(room(self.batch.rollup.len())),
             ..PartitionBatch::default()
         };
+        self.prices_met.clear();
         std::mem::replace(&mut self.batch, next)
     }
 

@@ -34,7 +34,7 @@ pub use dedup::{DedupIndex, DedupVerdict, Identity, RequestHash};
 pub use event::{DataMode, DecodedEvent, UsageEvent};
 pub use latency::LatencyHistogram;
 pub use money::PicoUsd;
-pub use price::{Price, PriceTable, PriceTableError, Pricing};
+pub use price::{Price, PriceCache, PriceTable, PriceTableError, Pricing};
 pub use reject::RejectReason;
 pub use rollup::{Dimension, MinuteRollup, RollupKey, RollupMeasures};
 pub use symbols::Symbols;

@@ -5,7 +5,14 @@
 //! Layout: `provider → model → rows sorted by effective_from`. A model id with a date suffix
 //! (`claude-sonnet-4-5-20250929`, `gpt-4o-2024-08-06`) that has no row of its own is priced by
 //! the row of the id without the suffix.
+//!
+//! Finding a model's rows hashes its provider and model names, the model's twice when it is a
+//! dated id. A counter meets the same few dozen models over and over, and has given their
+//! names symbol ids already (for the rollup key), so [`PriceCache`] keeps each model's rows by
+//! those ids: pricing an event took ~280 instructions with the lookups, ~100 with the cache
+//! (callgrind, BENCHMARKS.md).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use hashbrown::HashMap;
@@ -91,9 +98,29 @@ struct PriceRow {
 }
 
 /// All price rows, ready for lookup.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PriceTable {
-    rows: HashMap<String, HashMap<String, Vec<Price>>>,
+    /// Where in `rows` the rows of each provider and model are.
+    index: HashMap<String, HashMap<String, RowsId>>,
+    /// Each model's rows, sorted by `effective_from_ms`.
+    rows: Vec<Vec<Price>>,
+    /// Names these contents for [`PriceCache`]: new for every table and every change.
+    edition: u64,
+}
+
+/// One model's rows in a [`PriceTable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RowsId(u32);
+
+impl Default for PriceTable {
+    fn default() -> PriceTable {
+        PriceTable { index: HashMap::new(), rows: Vec::new(), edition: next_edition() }
+    }
+}
+
+fn next_edition() -> u64 {
+    static EDITIONS: AtomicU64 = AtomicU64::new(1);
+    EDITIONS.fetch_add(1, Ordering::Relaxed)
 }
 
 impl PriceTable {
@@ -146,19 +173,23 @@ impl PriceTable {
                 output: per_token("output", &row.output)?,
                 version: format!("{}:{}/{}@{}", file.version, provider, row.model, row.effective_from).into(),
             };
-            let rows = self.rows.entry(provider.clone()).or_default().entry(row.model.clone()).or_default();
+            let next_id = RowsId(self.rows.len() as u32);
+            let id = *self.index.entry(provider.clone()).or_default().entry(row.model.clone()).or_insert(next_id);
+            if id == next_id {
+                self.rows.push(Vec::new());
+            }
+            let rows = &mut self.rows[id.0 as usize];
             rows.retain(|existing| existing.effective_from_ms != effective_from_ms);
             rows.push(price);
             rows.sort_by_key(|p| p.effective_from_ms);
         }
+        self.edition = next_edition();
         Ok(())
     }
 
     /// The row in force for `provider`/`model` at `at_ms`, if any.
     pub fn price_at(&self, provider: &str, model: &str, at_ms: i64) -> Option<&Price> {
-        let models = self.rows.get(provider)?;
-        let rows = models.get(model).or_else(|| models.get(strip_date_suffix(model)?))?;
-        rows.iter().rev().find(|p| p.effective_from_ms <= at_ms)
+        self.row_in_force(self.rows_of(provider, model)?, at_ms)
     }
 
     /// The cost of one attempt and how it was found.
@@ -166,15 +197,78 @@ impl PriceTable {
         if let Some(reported) = event.cost_usd {
             return (reported, Pricing::Reported);
         }
-        match self.price_at(event.provider.as_ref(), event.model.as_ref(), event_time_ms) {
-            Some(price) => (price.cost(event), Pricing::Table(price.version.clone())),
-            None => (PicoUsd::ZERO, Pricing::Unpriced),
-        }
+        self.priced(self.rows_of(event.provider.as_ref(), event.model.as_ref()), event, event_time_ms)
     }
 
     /// Number of (provider, model) pairs with at least one row.
     pub fn model_count(&self) -> usize {
-        self.rows.values().map(HashMap::len).sum()
+        self.index.values().map(HashMap::len).sum()
+    }
+
+    fn rows_of(&self, provider: &str, model: &str) -> Option<RowsId> {
+        let models = self.index.get(provider)?;
+        models.get(model).or_else(|| models.get(strip_date_suffix(model)?)).copied()
+    }
+
+    fn row_in_force(&self, rows: RowsId, at_ms: i64) -> Option<&Price> {
+        self.rows.get(rows.0 as usize)?.iter().rev().find(|p| p.effective_from_ms <= at_ms)
+    }
+
+    /// The cost of an attempt without a reported one, from its model's rows.
+    fn priced<S>(&self, rows: Option<RowsId>, event: &UsageEvent<S>, event_time_ms: i64) -> (PicoUsd, Pricing) {
+        match rows.and_then(|rows| self.row_in_force(rows, event_time_ms)) {
+            Some(price) => (price.cost(event), Pricing::Table(price.version.clone())),
+            None => (PicoUsd::ZERO, Pricing::Unpriced),
+        }
+    }
+}
+
+/// Each model's rows in a [`PriceTable`], by symbol ids that the caller gives the provider and
+/// model names, which must name the same texts until [`PriceCache::clear`] (one batch's
+/// [`crate::Symbols`]). Prices what [`PriceTable::price`] prices, the same.
+#[derive(Debug, Clone, Default)]
+pub struct PriceCache {
+    /// The [`PriceTable::edition`] the entries come from.
+    edition: u64,
+    /// By model id: the provider id it was met with and that pair's rows.
+    by_model: Vec<Option<(u32, Option<RowsId>)>>,
+}
+
+impl PriceCache {
+    /// [`PriceTable::price`] of `event`, whose provider and model have the ids `provider_id` and
+    /// `model_id`.
+    pub fn price<S: AsRef<str>>(
+        &mut self,
+        table: &PriceTable,
+        event: &UsageEvent<S>,
+        [provider_id, model_id]: [u32; 2],
+        event_time_ms: i64,
+    ) -> (PicoUsd, Pricing) {
+        if let Some(reported) = event.cost_usd {
+            return (reported, Pricing::Reported);
+        }
+        if self.edition != table.edition {
+            self.by_model.clear();
+            self.edition = table.edition;
+        }
+        let slot = model_id as usize;
+        let rows = match self.by_model.get(slot) {
+            Some(&Some((provider, rows))) if provider == provider_id => rows,
+            _ => {
+                let rows = table.rows_of(event.provider.as_ref(), event.model.as_ref());
+                if self.by_model.len() <= slot {
+                    self.by_model.resize(slot + 1, None);
+                }
+                self.by_model[slot] = Some((provider_id, rows));
+                rows
+            }
+        };
+        table.priced(rows, event, event_time_ms)
+    }
+
+    /// Forgets every entry: the ids are about to name other texts.
+    pub fn clear(&mut self) {
+        self.by_model.clear();
     }
 }
 
@@ -314,6 +408,48 @@ mod tests {
         );
         let err = PriceTable::from_toml("version=\"v\"\nbogus=1\n", "p.toml").unwrap_err();
         assert!(err.to_string().contains("unknown field `bogus`"), "{err}");
+    }
+
+    #[test]
+    fn the_cache_prices_as_the_table_does() {
+        let table = PriceTable::from_toml(TABLE, "test").unwrap();
+        let mut symbols = crate::Symbols::default();
+        let mut cache = PriceCache::default();
+        let mut reported = event("openai", "gpt-4o");
+        reported.cost_usd = Some(PicoUsd(7));
+        let events = [
+            event("openai", "gpt-4o"),
+            event("anthropic", "claude-sonnet-4-5-20250929"),
+            event("anthropic", "claude-sonnet-4-5"),
+            event("mistral", "x"),
+            // The same model name under another provider: met with another provider id.
+            event("anthropic", "gpt-4o"),
+            event("openai", "gpt-4o"),
+            reported,
+        ];
+        for at_ms in [0, 1_717_200_000_000, OCT_2025] {
+            for e in events.iter().chain(events.iter().rev()) {
+                let ids = [symbols.id(e.provider), symbols.id(e.model)];
+                assert_eq!(cache.price(&table, e, ids, at_ms), table.price(e, at_ms), "{}/{}", e.provider, e.model);
+            }
+        }
+        // Another table is asked again: its rows are not where the remembered ones were.
+        let mut changed =
+            PriceTable::from_toml(&TABLE.replace("OpenAI", "openai").replace("openai", "other"), "test").unwrap();
+        changed
+            .merge_toml(
+                "version = \"v2\"\n[[price]]\nprovider=\"openai\"\nmodel=\"gpt-4o\"\neffective_from=\"2024-10-01\"\ninput=\"1\"\noutput=\"2\"\n",
+                "override",
+            )
+            .unwrap();
+        let e = event("openai", "gpt-4o");
+        let ids = [symbols.id(e.provider), symbols.id(e.model)];
+        assert_ne!(changed.price(&e, OCT_2025), table.price(&e, OCT_2025));
+        assert_eq!(cache.price(&changed, &e, ids, OCT_2025), changed.price(&e, OCT_2025));
+        // Once cleared, ids may name other texts.
+        cache.clear();
+        let other = event("anthropic", "claude-sonnet-4-5");
+        assert_eq!(cache.price(&changed, &other, ids, OCT_2025), changed.price(&other, OCT_2025));
     }
 
     #[test]

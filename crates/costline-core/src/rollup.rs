@@ -125,6 +125,11 @@ impl RollupKey {
         }
     }
 
+    /// The symbol ids of the provider and the model, which name a price table's rows.
+    pub fn provider_and_model(&self) -> [u32; 2] {
+        [self.text[Dimension::Provider as usize], self.text[Dimension::Model as usize]]
+    }
+
     /// One dimension's text; `names` are the batch's symbols ([`Symbols::names`]).
     pub fn dimension<'a>(&self, dimension: Dimension, names: &'a [Arc<str>]) -> &'a str {
         match self.text_id(dimension) {
@@ -159,7 +164,7 @@ impl MinuteRollup {
         event: &UsageEvent<S>,
         event_time_ms: i64,
         symbols: &mut Symbols,
-    ) -> (u32, &mut RollupMeasures) {
+    ) -> (u32, &RollupKey, &mut RollupMeasures) {
         let key = RollupKey::of(event, event_time_ms, symbols);
         let hash = self.hasher.hash_one(key);
         let windows = &self.windows;
@@ -173,7 +178,8 @@ impl MinuteRollup {
                 number
             }
         };
-        (number, &mut self.windows[number as usize].1)
+        let (key, measures) = &mut self.windows[number as usize];
+        (number, key, measures)
     }
 
     pub fn len(&self) -> usize {
@@ -227,14 +233,16 @@ mod tests {
         // Enough distinct keys to make the table grow (and rehash) several times.
         for round in 0..2 {
             for tenant in 0..200 {
-                let (number, measures) =
+                let (number, _, measures) =
                     rollup.window(&event(&format!("t{tenant}"), "gpt-4o"), minute + round, &mut symbols);
                 measures.attempts += 1;
                 numbers.push(number);
             }
         }
-        let (later_minute, _) = rollup.window(&event("t0", "gpt-4o"), minute + 60_000, &mut symbols);
-        let (other_model, _) = rollup.window(&event("t0", "o3"), minute, &mut symbols);
+        let (later_minute, ..) = rollup.window(&event("t0", "gpt-4o"), minute + 60_000, &mut symbols);
+        let (other_model, key, _) = rollup.window(&event("t0", "o3"), minute, &mut symbols);
+        let [provider, model] = key.provider_and_model();
+        assert_eq!((&*symbols.names()[provider as usize], &*symbols.names()[model as usize]), ("openai", "o3"));
         assert_eq!(&numbers[..200], (0..200).collect::<Vec<u32>>());
         assert_eq!(numbers[200..], numbers[..200]);
         assert_eq!((later_minute, other_model, rollup.len()), (200, 201, 202));
