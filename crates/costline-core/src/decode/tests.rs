@@ -431,6 +431,13 @@ proptest! {
 fn duplicate_key_in_the_middle() {
     let err = decode_event(br#"{"model":"a","model":"b","x":1}"#).unwrap_err();
     assert_eq!(err.code(), "duplicate_field", "{err}");
+    // `null` counts as absent, but a key given twice is an error whatever its values.
+    for twice in [r#""model":null,"model":"b""#, r#""model":"a","model":null"#, r#""model":null , "model":null"#] {
+        let err = decode_event(with(&format!(",{twice}")).as_bytes()).unwrap_err();
+        assert_eq!(err.code(), "duplicate_field", "{twice}: {err}");
+        let escaped = with(&format!(r#","userId":"a\"b",{twice}"#));
+        assert_eq!(decode_event(escaped.as_bytes()).unwrap_err().code(), "duplicate_field", "{escaped}");
+    }
 }
 
 #[test]
