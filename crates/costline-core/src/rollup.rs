@@ -16,7 +16,7 @@ use crate::symbols::Symbols;
 
 /// The dimensions of SPEC §3 plus the window. The text dimensions are ids in the batch's
 /// [`Symbols`], so a key is 32 bytes, hashes and compares as integers, and owns no string.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RollupKey {
     /// Start of the event-time minute, epoch seconds (UTC).
     pub window_start_secs: u32,
@@ -24,6 +24,17 @@ pub struct RollupKey {
     /// (the first six [`Dimension`]s, in that order).
     pub text: [u32; 6],
     pub data_mode: DataMode,
+}
+
+/// Every field, as four words (the derived hash feeds nine values and the array's length).
+impl std::hash::Hash for RollupKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let [tenant, tag, version, provider, model, environment] = self.text.map(u64::from);
+        state.write_u64(u64::from(self.window_start_secs) | tenant << 32);
+        state.write_u64(tag | version << 32);
+        state.write_u64(provider | model << 32);
+        state.write_u64(environment | (self.data_mode as u64) << 32);
+    }
 }
 
 /// Epoch seconds of the start of the minute holding `time_ms` (event times are ≥ 0).
