@@ -194,9 +194,6 @@ impl PriceTable {
 
     /// The cost of one attempt and how it was found.
     pub fn price<S: AsRef<str>>(&self, event: &UsageEvent<S>, event_time_ms: i64) -> (PicoUsd, Pricing) {
-        if let Some(reported) = event.cost_usd {
-            return (reported, Pricing::Reported);
-        }
         self.priced(self.rows_of(event.provider.as_ref(), event.model.as_ref()), event, event_time_ms)
     }
 
@@ -214,8 +211,11 @@ impl PriceTable {
         self.rows.get(rows.0 as usize)?.iter().rev().find(|p| p.effective_from_ms <= at_ms)
     }
 
-    /// The cost of an attempt without a reported one, from its model's rows.
+    /// The cost of an attempt: the one its producer reported, else from its model's rows.
     fn priced<S>(&self, rows: Option<RowsId>, event: &UsageEvent<S>, event_time_ms: i64) -> (PicoUsd, Pricing) {
+        if let Some(reported) = event.cost_usd {
+            return (reported, Pricing::Reported);
+        }
         match rows.and_then(|rows| self.row_in_force(rows, event_time_ms)) {
             Some(price) => (price.cost(event), Pricing::Table(price.version.clone())),
             None => (PicoUsd::ZERO, Pricing::Unpriced),
@@ -244,9 +244,6 @@ impl PriceCache {
         [provider_id, model_id]: [u32; 2],
         event_time_ms: i64,
     ) -> (PicoUsd, Pricing) {
-        if let Some(reported) = event.cost_usd {
-            return (reported, Pricing::Reported);
-        }
         if self.edition != table.edition {
             self.by_model.clear();
             self.edition = table.edition;
