@@ -1,11 +1,12 @@
 //! Schema migrations. The SQL lives in `schemas/clickhouse/` (embedded at build time) so that
 //! analysts and the chDB check read exactly what the program applies. Every statement is
 //! idempotent (`IF NOT EXISTS`), so applying them again, or from several workers at once, is
-//! harmless.
+//! harmless; and when every object they create exists already, nothing runs at all, so
+//! restarting workers issues no DDL against the analysts' database.
 //!
 //! A file that mentions `{rollup}` is applied once per rollup granularity, with `{bucket}` set
 //! to the ClickHouse function that truncates a time to it. `{fanout:X}` becomes `X` or `X_mv`
-//! depending on how the server chains materialized views ([`ChainStyle`], probed at start).
+//! depending on how the server chains materialized views ([`ChainStyle`], probed before applying).
 
 use anyhow::{bail, Context};
 use clickhouse::Client;
@@ -149,9 +150,38 @@ pub async fn probe_chain_style(client: &Client, database: &str) -> anyhow::Resul
     }
 }
 
-/// Applies every statement. Returns how many ran.
+/// The object a statement creates in `database` (`CREATE … IF NOT EXISTS database.name`);
+/// `None` for the statement that creates the database itself.
+fn created_object<'a>(sql: &'a str, database: &str) -> Option<&'a str> {
+    let (_, after) = sql.split_once("IF NOT EXISTS ")?;
+    let name = after.split_whitespace().next()?;
+    name.strip_prefix(database)?.strip_prefix('.')
+}
+
+/// Whether every object the statements create is already in `database`. Any doubt (the
+/// database missing, the query failing) reads as "no", and the migrations run.
+async fn schema_in_place(client: &Client, database: &str) -> bool {
+    let Ok(existing) =
+        client.query("SELECT name FROM system.tables WHERE database = ?").bind(database).fetch_all::<String>().await
+    else {
+        return false;
+    };
+    let existing: std::collections::HashSet<String> = existing.into_iter().collect();
+    statements(database, ChainStyle::TargetTable)
+        .iter()
+        .filter_map(|statement| created_object(&statement.sql, database))
+        .all(|name| existing.contains(name))
+}
+
+/// Applies every statement, unless every object they create exists already (a restart, a
+/// second worker): then nothing runs, not even the chain probe, so starting a worker against
+/// an installed schema changes nothing in the analysts' database. Returns how many statements
+/// ran (0 when the schema was in place).
 pub async fn apply(target: &ClickHouseTarget) -> anyhow::Result<usize> {
     let client = target.server_client();
+    if schema_in_place(&client, &target.database).await {
+        return Ok(0);
+    }
     let chain = probe_chain_style(&client, &target.database).await?;
     let statements = statements(&target.database, chain);
     for statement in &statements {
@@ -184,5 +214,28 @@ mod tests {
         }
         assert!(all[0].sql.starts_with("CREATE DATABASE IF NOT EXISTS analytics"));
         assert!(all.iter().all(|s| !s.sql.ends_with(';') && !s.sql.starts_with("--")));
+    }
+
+    #[test]
+    fn every_statement_but_the_first_names_the_object_it_creates() {
+        let mut by_style = Vec::new();
+        for chain in [ChainStyle::ViewName, ChainStyle::TargetTable] {
+            let all = statements("analytics", chain);
+            assert_eq!(created_object(&all[0].sql, "analytics"), None, "{}", all[0].sql);
+            let names: Vec<&str> = all[1..]
+                .iter()
+                .map(|s| created_object(&s.sql, "analytics").unwrap_or_else(|| panic!("no object in:\n{}", s.sql)))
+                .collect();
+            let unique: std::collections::HashSet<&str> = names.iter().copied().collect();
+            assert_eq!(unique.len(), names.len(), "an object created twice: {names:?}");
+            for name in ["usage_events", "flushes", "usage_minute", "usage_day_mv", "alerts"] {
+                assert!(unique.contains(name), "{name} missing from {names:?}");
+            }
+            by_style.push(names.iter().map(|name| name.to_string()).collect::<Vec<_>>());
+        }
+        // `schema_in_place` checks the names of one style for both.
+        assert_eq!(by_style[0], by_style[1]);
+        assert_eq!(created_object("CREATE TABLE IF NOT EXISTS other.t (a UInt8)", "analytics"), None);
+        assert_eq!(created_object("CREATE TABLE IF NOT EXISTS analytics_old.t (a UInt8)", "analytics"), None);
     }
 }

@@ -133,7 +133,12 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Migrate { print_sql: false, .. } => {
             let applied = costline_clickhouse::migrate::apply(&worker::clickhouse_target(&config)).await?;
-            println!("applied {applied} idempotent statements to database `{}`", config.clickhouse.database);
+            let database = &config.clickhouse.database;
+            if applied == 0 {
+                println!("database `{database}` holds every object already: nothing applied");
+            } else {
+                println!("applied {applied} idempotent statements to database `{database}`");
+            }
             Ok(())
         }
         Command::Produce(args) => produce::run(&config, &args).await,

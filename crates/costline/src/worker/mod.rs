@@ -55,7 +55,7 @@ pub async fn run(
     set_transparent_huge_pages(config.pipeline.transparent_huge_pages);
     let target = clickhouse_target(config);
     let applied = costline_clickhouse::migrate::apply(&target).await.context("applying ClickHouse migrations")?;
-    info!(statements = applied, database = %target.database, "schema is up to date");
+    info!(statements_applied = applied, database = %target.database, "schema is up to date");
     let sink = LedgerSink::new(&target, Duration::from_secs(config.clickhouse.insert_timeout_secs));
     let librdkafka: Vec<(String, String)> = config.kafka.librdkafka.clone().into_iter().collect();
     let dead_letters =
