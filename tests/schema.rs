@@ -82,14 +82,14 @@ fn analyst_queries_run_on_clickhouse_18() {
         let sql = format!("SELECT count() FROM system.tables WHERE database = '{database}' AND name LIKE '{name}'");
         common::clickhouse_query("default", &sql).trim().to_string()
     };
-    migrate("first", "applied ");
+    migrate("first", "idempotent statements to database");
     // (`_` matches any character in LIKE: this only counts more names.)
     assert_eq!(tables("_chain_probe%"), "0", "the chain probe left tables behind");
     // With every object in place, a start changes nothing (no statement, no probe)...
     migrate("second", "nothing applied");
     // ...but one missing object is enough for the statements to run again.
     common::clickhouse_query("default", &format!("DROP TABLE {database}.usage_day"));
-    migrate("third", "applied ");
+    migrate("third", "idempotent statements to database");
     assert_eq!(tables("usage_day"), "1", "usage_day not created again");
 
     let url = format!("{CLICKHOUSE}/?database={database}");
