@@ -201,12 +201,17 @@ impl Setup {
     ///
     /// It reads `flushes` itself rather than asking `system.tables` first: on ClickHouse 18.16 a
     /// `system.tables` query fails (code 60) when a table of the listed database is dropped
-    /// while it runs, which the worker's start-up probe (`migrate::probe_chain_style`) does.
+    /// while it runs, which the worker's chain probe (`migrate::probe_chain_style`) does when it
+    /// starts on a database that lacks objects, as every test's fresh database does.
     pub fn records_accounted(&self) -> u64 {
         let sql = "SELECT sum(counted + duplicates + rejected) FROM flushes";
         let url = format!("{CLICKHOUSE}/?database={}", self.database);
-        let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
-        let mut response = agent.post(&url).send(sql).unwrap_or_else(|e| panic!("ClickHouse unreachable: {e}"));
+        let mut response = ureq::post(&url)
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .send(sql)
+            .unwrap_or_else(|e| panic!("ClickHouse unreachable: {e}"));
         let status = response.status();
         let body = response.body_mut().read_to_string().unwrap_or_else(|e| panic!("reading ClickHouse response: {e}"));
         if status == 200 {
