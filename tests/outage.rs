@@ -42,7 +42,7 @@ fn clickhouse_down_for_25_seconds_loses_and_doubles_nothing() {
     let mut peak_rss_kib = 0;
     while outage.elapsed() < Duration::from_secs(25) {
         saw_not_ready |= worker.http_get("/readyz").0 == 503;
-        peak_rss_kib = peak_rss_kib.max(rss_kib(worker.child.id()));
+        peak_rss_kib = peak_rss_kib.max(rss_kib(worker.pid()));
         std::thread::sleep(Duration::from_millis(500));
     }
     services("start");

@@ -47,12 +47,25 @@ fn a_half_applied_flush_left_by_a_dead_worker_is_completed_by_the_next() {
     setup.wait_started(5_000, &first);
     setup.query("CREATE TABLE fault_sink (x UInt8) ENGINE = Null");
     setup.query("CREATE MATERIALIZED VIEW ledger_rf_fault TO fault_sink AS SELECT throwIf(next_offset > 0) AS x FROM flush_ledger");
+    // Wait until the worker has seen a failed flush that wrote some tables, not just a failed
+    // one: an insert can also fail before writing anything (one that meets the view half-made).
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !first.log().contains("flush insert failed") {
-        assert!(Instant::now() < deadline, "no flush failed under the fault view");
+    while !first.log().contains("the failed flush reached some tables") {
+        assert!(Instant::now() < deadline, "no flush was left half-applied under the fault view:\n{}", first.log());
         std::thread::sleep(Duration::from_millis(100));
     }
+    let pid = first.pid();
     first.kill9();
+    // The dead worker's last insert may still be in ClickHouse's hands. It must fail on the
+    // fault view: were the view dropped first, that insert would complete the flush itself.
+    std::thread::sleep(Duration::from_secs(1));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let running = format!("SELECT count() FROM system.processes WHERE query_id LIKE '%-{pid}-%' FORMAT TSV");
+    while setup.query(&running).trim() != "0" {
+        assert!(Instant::now() < deadline, "the killed worker's queries still run in ClickHouse after 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(half_applied_events(&setup) > 0, "the half-applied flush was completed before the next owner came");
     setup.query("DROP TABLE ledger_rf_fault");
 
     let second = setup.spawn_worker("second");
@@ -61,4 +74,13 @@ fn a_half_applied_flush_left_by_a_dead_worker_is_completed_by_the_next() {
     let log = second.log();
     assert!(log.contains("left a flush half-applied"), "the next owner found no half-applied flush:\n{log}");
     assert_eq!(second.stop(), 0);
+}
+
+/// Counted attempts in `usage_events` from flushes that `flushes` does not record.
+fn half_applied_events(setup: &Setup) -> u64 {
+    let sql = "SELECT count() FROM usage_events ANY LEFT JOIN \
+               (SELECT kafka_partition, max(next_offset) AS recorded FROM flushes GROUP BY kafka_partition) \
+               USING kafka_partition WHERE flush_next_offset > recorded FORMAT TSV";
+    let count = setup.query(sql);
+    count.trim().parse().unwrap_or_else(|_| panic!("not a count: {count:?}"))
 }

@@ -310,6 +310,11 @@ impl Worker {
         }
     }
 
+    /// The worker's process id; its ClickHouse query ids contain `-{pid}-`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn kill9(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
