@@ -54,13 +54,15 @@ fn a_half_applied_flush_left_by_a_dead_worker_is_completed_by_the_next() {
         assert!(Instant::now() < deadline, "no flush was left half-applied under the fault view:\n{}", first.log());
         std::thread::sleep(Duration::from_millis(100));
     }
-    let pid = first.pid();
+    let query_ids = first.query_id_prefix();
+    let named = format!("SELECT count() FROM flushes WHERE worker = '{}' FORMAT TSV", query_ids.trim_end_matches('-'));
+    assert_ne!(setup.query(&named).trim(), "0", "{query_ids} does not name the worker that wrote `flushes`");
     first.kill9();
     // The dead worker's last insert may still be in ClickHouse's hands. It must fail on the
     // fault view: were the view dropped first, that insert would complete the flush itself.
     std::thread::sleep(Duration::from_secs(1));
     let deadline = Instant::now() + Duration::from_secs(30);
-    let running = format!("SELECT count() FROM system.processes WHERE query_id LIKE '%-{pid}-%' FORMAT TSV");
+    let running = format!("SELECT count() FROM system.processes WHERE startsWith(query_id, '{query_ids}') FORMAT TSV");
     while setup.query(&running).trim() != "0" {
         assert!(Instant::now() < deadline, "the killed worker's queries still run in ClickHouse after 30 s");
         std::thread::sleep(Duration::from_millis(100));

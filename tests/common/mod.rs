@@ -310,9 +310,15 @@ impl Worker {
         }
     }
 
-    /// The worker's process id; its ClickHouse query ids contain `-{pid}-`.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// How the worker's insert query ids begin in ClickHouse: `host-pid-` (its worker id).
+    pub fn query_id_prefix(&self) -> String {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let host = host.trim();
+        format!("{}-{}-", if host.is_empty() { "worker" } else { host }, self.pid())
     }
 
     pub fn kill9(mut self) {
