@@ -448,12 +448,23 @@ fn assert_same_rows<'a>(
     assert_eq!(got.len(), want.len(), "{what}: number of (minute, dimension set) rows");
 }
 
-/// Publishes `(key, payload, Kafka timestamp ms)` records to the setup's topic and returns
-/// each one's (partition, offset).
+/// Publishes `(key, payload, Kafka timestamp ms)` records to the setup's topic with the
+/// partitioner the README prescribes (murmur2, as `costline produce` does) and returns each
+/// one's (partition, offset).
 pub fn publish(setup: &Setup, records: &[(String, Vec<u8>, i64)]) -> Vec<(i32, i64)> {
+    publish_with(setup, &[], records)
+}
+
+/// [`publish`] with extra librdkafka producer properties (e.g. a partitioner, a larger
+/// `message.max.bytes`).
+pub fn publish_with(setup: &Setup, properties: &[(&str, &str)], records: &[(String, Vec<u8>, i64)]) -> Vec<(i32, i64)> {
     use rdkafka::producer::{FutureProducer, FutureRecord};
-    let producer: FutureProducer =
-        rdkafka::config::ClientConfig::new().set("bootstrap.servers", &setup.brokers).create().unwrap();
+    let mut config = rdkafka::config::ClientConfig::new();
+    config.set("bootstrap.servers", &setup.brokers).set("partitioner", "murmur2_random");
+    for (key, value) in properties {
+        config.set(*key, *value);
+    }
+    let producer: FutureProducer = config.create().unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let mut positions = Vec::with_capacity(records.len());
@@ -464,6 +475,23 @@ pub fn publish(setup: &Setup, records: &[(String, Vec<u8>, i64)]) -> Vec<(i32, i
         }
         positions
     })
+}
+
+/// Appends records published by a test itself to a `--record` file, in the same form, so that
+/// [`assert_totals_exact`] accounts for them: `kind` is `valid`, `duplicate` or `invalid`.
+pub fn append_to_record_file(record_file: &Path, records: &[(String, Vec<u8>, i64)], kinds: &[&str]) {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new().append(true).open(record_file).expect("opening the record file");
+    for ((key, payload, ts), kind) in records.iter().zip(kinds) {
+        let payload = std::str::from_utf8(payload).ok();
+        let line = serde_json::json!({"key": key, "ts": ts, "kind": kind, "payload": payload});
+        writeln!(file, "{line}").expect("writing the record file");
+    }
+}
+
+/// Wall-clock milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").as_millis() as i64
 }
 
 /// Waits (bounded) until `workers` together own every partition of the test topic and each

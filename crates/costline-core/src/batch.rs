@@ -199,6 +199,8 @@ pub struct PartitionCounter {
     /// The price rows of the models met, by the open batch's symbol ids.
     prices_met: PriceCache,
     batch: PartitionBatch,
+    /// Record times above this count as this (see [`PartitionCounter::bound_record_times`]).
+    record_time_bound_ms: i64,
 }
 
 impl PartitionCounter {
@@ -208,7 +210,18 @@ impl PartitionCounter {
             decoder: EventDecoder::default(),
             prices_met: PriceCache::default(),
             batch: PartitionBatch { next_offset, ..PartitionBatch::default() },
+            record_time_bound_ms: i64::MAX,
         }
+    }
+
+    /// Counts every later record time above `bound_ms` as `bound_ms`: for decisions, for the
+    /// batch's newest record time and for the record time written with each attempt.
+    ///
+    /// Record times are the dedup memory's clock, and producers set them. The worker bounds
+    /// them at its wall clock plus a skew, so that one record dated years ahead cannot make
+    /// every remembered identity look expired (nor be remembered itself for years).
+    pub fn bound_record_times(&mut self, bound_ms: i64) {
+        self.record_time_bound_ms = bound_ms;
     }
 
     /// Offset of the next record this counter expects.
@@ -222,6 +235,7 @@ impl PartitionCounter {
     /// dedup memory, larger than the caches, starts loading from it while the payload is
     /// decoded. Any key, or none, gives the same outcome; only the wait differs.
     pub fn count(&mut self, record: RecordMeta, key: Option<&[u8]>, payload: &[u8], prices: &PriceTable) -> Outcome {
+        let record = RecordMeta { timestamp_ms: record.timestamp_ms.min(self.record_time_bound_ms), ..record };
         self.batch.cover(record);
         let key_hash = key.map(|key| {
             let hash = RequestHash::of(key);
@@ -290,6 +304,7 @@ impl PartitionCounter {
 
     /// Re-remembers an attempt counted before a restart (rebuilding the dedup memory).
     pub fn remember(&mut self, external_request_id: &str, attempt: u32, record_ms: i64) {
+        let record_ms = record_ms.min(self.record_time_bound_ms);
         self.dedup.observe(Identity::new(external_request_id, attempt), record_secs(record_ms));
     }
 
@@ -444,5 +459,47 @@ mod tests {
         assert_eq!(rows[1].1.unpriced_attempts, 1);
         assert_eq!(counter.take_batch().next_offset, 16);
         assert!(counter.take_batch().is_empty());
+    }
+
+    /// A record dated in 2100 among traffic of today: with record times bounded, later exact
+    /// copies of earlier attempts are still duplicates, the future record is written with the
+    /// bounded time, and sweeps go on freeing memory as time passes.
+    #[test]
+    fn a_record_dated_in_the_future_neither_empties_nor_bloats_the_dedup_memory() {
+        const NOW_MS: i64 = 1_800_000_000_000;
+        const YEAR_2100_MS: i64 = 4_102_444_800_000;
+        const SKEW_MS: i64 = 300_000;
+        let prices = table();
+        let mut counter = PartitionCounter::new(DedupIndex::new(3600, DEFAULT_GRACE_SECS), 0);
+        counter.bound_record_times(NOW_MS + SKEW_MS);
+        let mut offset = 0;
+        let mut count = |counter: &mut PartitionCounter, request: &str, record_ms: i64| {
+            offset += 1;
+            let at = RecordMeta { offset, timestamp_ms: record_ms };
+            counter.count(at, Some(request.as_bytes()), &payload(request, 1, "gpt-4o"), &prices)
+        };
+        for i in 0..100 {
+            assert_eq!(count(&mut counter, &format!("early-{i}"), NOW_MS + i), Outcome::Counted);
+        }
+        for i in 0..8 {
+            assert_eq!(count(&mut counter, &format!("future-{i}"), YEAR_2100_MS), Outcome::Counted);
+        }
+        for i in (0..100).step_by(33) {
+            assert_eq!(count(&mut counter, &format!("early-{i}"), NOW_MS + 5_000), Outcome::Duplicate, "early-{i}");
+        }
+        let batch = counter.take_batch();
+        assert_eq!(batch.newest_record_ms, NOW_MS + SKEW_MS, "the batch's newest record time is bounded");
+        assert_eq!(batch.counted.record_time_ms.iter().max(), Some(&(NOW_MS + SKEW_MS)));
+
+        // Two hours of traffic later (the bound follows the wall clock), everything above is swept.
+        let mut advance = |counter: &mut PartitionCounter, at_ms: i64, request: &str| {
+            counter.bound_record_times(at_ms + SKEW_MS);
+            offset += 1;
+            counter.count(RecordMeta { offset, timestamp_ms: at_ms }, None, &payload(request, 1, "gpt-4o"), &prices)
+        };
+        for minute in 1..=120 {
+            advance(&mut counter, NOW_MS + minute * 60_000, &format!("later-{minute}"));
+        }
+        assert!(counter.dedup().len() < 100, "{} requests remembered", counter.dedup().len());
     }
 }

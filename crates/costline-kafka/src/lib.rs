@@ -10,6 +10,8 @@ pub mod producer;
 pub mod source;
 pub mod topics;
 
-pub use producer::{delivered, RecordProducer};
+pub use producer::{delivered, is_permanent, RecordProducer};
+pub use rdkafka::error::KafkaError;
+pub use rdkafka::producer::DeliveryFuture;
 pub use source::{KafkaSource, PartitionLifecycle, SourceSettings};
 pub use topics::ensure_topic;

@@ -90,6 +90,31 @@ impl RecordProducer {
     }
 }
 
+/// Whether publishing a record failed for a reason that retrying the same record cannot
+/// change: the record itself (too large, malformed), the topic's name, or missing rights.
+/// Connection losses, timeouts and leader moves are not permanent.
+pub fn is_permanent(error: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    let code = match error {
+        KafkaError::MessageProduction(code) => *code,
+        _ => return false,
+    };
+    matches!(
+        code,
+        Code::InvalidMessage
+            | Code::InvalidMessageSize
+            | Code::MessageSizeTooLarge
+            | Code::MessageBatchTooLarge
+            | Code::InvalidTopic
+            | Code::InvalidRecord
+            | Code::InvalidRequiredAcks
+            | Code::TopicAuthorizationFailed
+            | Code::ClusterAuthorizationFailed
+            | Code::BadMessage
+            | Code::InvalidArgument
+    )
+}
+
 /// Waits until the broker has a record handed to [`RecordProducer::enqueue`]: where it landed,
 /// or why not.
 pub async fn delivered(delivery: DeliveryFuture) -> Result<Delivery, KafkaError> {
@@ -97,5 +122,22 @@ pub async fn delivered(delivery: DeliveryFuture) -> Result<Delivery, KafkaError>
         Ok(Ok(delivered)) => Ok(delivered),
         Ok(Err((e, _))) => Err(e),
         Err(_) => Err(KafkaError::Canceled),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::types::RDKafkaErrorCode as Code;
+
+    #[test]
+    fn a_record_the_broker_can_never_take_is_permanent_an_outage_is_not() {
+        for code in [Code::MessageSizeTooLarge, Code::InvalidRecord, Code::TopicAuthorizationFailed] {
+            assert!(is_permanent(&KafkaError::MessageProduction(code)), "{code:?}");
+        }
+        for code in [Code::MessageTimedOut, Code::AllBrokersDown, Code::NotLeaderForPartition, Code::QueueFull] {
+            assert!(!is_permanent(&KafkaError::MessageProduction(code)), "{code:?}");
+        }
+        assert!(!is_permanent(&KafkaError::Canceled));
     }
 }

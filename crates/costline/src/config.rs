@@ -207,8 +207,18 @@ pub struct KafkaConfig {
     pub topic: String,
     /// Consumer group of the workers; run more processes with the same group to scale out.
     pub group_id: String,
-    /// Topic that receives every rejected record (payload unchanged, reason in headers).
+    /// Topic that receives every rejected record (payload unchanged up to
+    /// `dead_letter_max_payload_bytes`, reason in headers).
     pub dead_letter_topic: String,
+    /// Longest payload a dead letter carries. A longer rejected record is cut to this many
+    /// bytes and its dead letter says so (`costline-payload-truncated`, `costline-payload-bytes`);
+    /// `rejected_events` keeps its full size and reason. Must leave room for the headers under
+    /// librdkafka's `message.max.bytes` (1,000,000 unless set in `kafka.librdkafka`).
+    pub dead_letter_max_payload_bytes: usize,
+    /// How costline's producers (HTTP ingest, `replay`, `produce`) choose a key's partition:
+    /// `murmur2_random` (the Java client's partitioner, the default) so that a request id
+    /// published by any client lands in one partition; see README, "Publishing events".
+    pub partitioner: Partitioner,
     /// Consumer session timeout. A worker that dies is replaced after this long.
     pub session_timeout_ms: u32,
     /// Longest pause between two polls before the group gives the worker's partitions away.
@@ -224,9 +234,70 @@ impl Default for KafkaConfig {
             topic: "costline.usage.v1".into(),
             group_id: "costline".into(),
             dead_letter_topic: "costline.usage.dead-letter".into(),
+            dead_letter_max_payload_bytes: 256 << 10,
+            partitioner: Partitioner::Murmur2Random,
             session_timeout_ms: 10_000,
             max_poll_interval_ms: 300_000,
             librdkafka: Default::default(),
+        }
+    }
+}
+
+/// librdkafka's partitioners (`partitioner`). The `_random` forms send keyless records to a
+/// random partition; keyed records go where the named hash puts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Partitioner {
+    /// Java's `murmur2` (Kafka's default in the Java, Go (sarama's compatible mode) and most
+    /// other clients).
+    Murmur2Random,
+    Murmur2,
+    /// librdkafka's own default, CRC32: the same id lands elsewhere than from a Java producer.
+    ConsistentRandom,
+    Consistent,
+    Fnv1aRandom,
+    Fnv1a,
+}
+
+impl Partitioner {
+    /// The value of librdkafka's `partitioner` property.
+    pub fn librdkafka_name(self) -> &'static str {
+        match self {
+            Partitioner::Murmur2Random => "murmur2_random",
+            Partitioner::Murmur2 => "murmur2",
+            Partitioner::ConsistentRandom => "consistent_random",
+            Partitioner::Consistent => "consistent",
+            Partitioner::Fnv1aRandom => "fnv1a_random",
+            Partitioner::Fnv1a => "fnv1a",
+        }
+    }
+}
+
+/// librdkafka's default `message.max.bytes`.
+const LIBRDKAFKA_MESSAGE_MAX_BYTES: usize = 1_000_000;
+/// Room left under `message.max.bytes` for a dead letter's headers and record overhead.
+const DEAD_LETTER_HEADER_ROOM: usize = 64 << 10;
+
+impl KafkaConfig {
+    /// librdkafka properties of every client: `kafka.librdkafka` as given.
+    pub fn client_properties(&self) -> Vec<(String, String)> {
+        self.librdkafka.clone().into_iter().collect()
+    }
+
+    /// librdkafka properties of costline's producers: the partitioner, then `kafka.librdkafka`.
+    pub fn producer_properties(&self) -> Vec<(String, String)> {
+        let mut properties = vec![("partitioner".to_string(), self.partitioner.librdkafka_name().to_string())];
+        properties.extend(self.client_properties());
+        properties
+    }
+
+    /// The largest dead letter the producer accepts leaves room for the headers.
+    fn dead_letter_limit(&self) -> anyhow::Result<usize> {
+        match self.librdkafka.get("message.max.bytes") {
+            None => Ok(LIBRDKAFKA_MESSAGE_MAX_BYTES),
+            Some(value) => value.trim().parse().map_err(|_| {
+                anyhow::anyhow!("config key `kafka.librdkafka.\"message.max.bytes\"` must be a number of bytes")
+            }),
         }
     }
 }
@@ -282,6 +353,10 @@ pub struct PipelineConfig {
     pub dedup_horizon_secs: u32,
     /// How far record times may go backwards within a partition and still see every identity.
     pub dedup_grace_secs: u32,
+    /// How far ahead of this worker's wall clock a Kafka record time is believed. A later
+    /// record time (a producer's wrong clock, or a hostile one) is counted as now + this skew,
+    /// so that it cannot age the dedup memory ahead of real time. At most `dedup_grace_secs`.
+    pub max_clock_skew_secs: u32,
     /// Let the kernel back the worker's memory with transparent huge pages. Off by default:
     /// every flush allocates the next batch fresh, and clearing 2 MiB pages for it took a third
     /// of the worker's CPU for no gain in throughput (BENCHMARKS.md). Linux only.
@@ -295,6 +370,7 @@ impl Default for PipelineConfig {
             max_pending_records: 200_000,
             dedup_horizon_secs: 3_600,
             dedup_grace_secs: costline_core::dedup::DEFAULT_GRACE_SECS,
+            max_clock_skew_secs: 300,
             transparent_huge_pages: false,
         }
     }
@@ -422,6 +498,22 @@ impl Config {
             "must differ from kafka.topic",
         )?;
         require(
+            !self.kafka.librdkafka.contains_key("partitioner"),
+            "kafka.librdkafka.partitioner",
+            "is set by `kafka.partitioner`; set that key instead",
+        )?;
+        let message_max_bytes = self.kafka.dead_letter_limit()?;
+        require(
+            (1024..=message_max_bytes.saturating_sub(DEAD_LETTER_HEADER_ROOM))
+                .contains(&self.kafka.dead_letter_max_payload_bytes),
+            "kafka.dead_letter_max_payload_bytes",
+            &format!(
+                "must be between 1024 and {} (librdkafka's message.max.bytes {message_max_bytes} less {DEAD_LETTER_HEADER_ROOM} \
+                 for headers)",
+                message_max_bytes.saturating_sub(DEAD_LETTER_HEADER_ROOM)
+            ),
+        )?;
+        require(
             (1_000..=3_600_000).contains(&self.kafka.session_timeout_ms),
             "kafka.session_timeout_ms",
             "must be between 1000 and 3600000",
@@ -451,6 +543,13 @@ impl Config {
         require(self.pipeline.flush_interval_ms >= 100, "pipeline.flush_interval_ms", "must be at least 100")?;
         require(self.pipeline.max_pending_records >= 1, "pipeline.max_pending_records", "must be at least 1")?;
         require(self.pipeline.dedup_horizon_secs >= 1, "pipeline.dedup_horizon_secs", "must be at least 1")?;
+        // A record time bounded at now + skew is followed by true ones up to the skew earlier:
+        // the grace must cover that much running backwards.
+        require(
+            self.pipeline.max_clock_skew_secs <= self.pipeline.dedup_grace_secs,
+            "pipeline.max_clock_skew_secs",
+            "must be at most pipeline.dedup_grace_secs",
+        )?;
         require(
             self.http.listen.parse::<SocketAddr>().is_ok(),
             "http.listen",

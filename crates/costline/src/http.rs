@@ -36,7 +36,10 @@ pub async fn serve(
                 if h.ready.load(Ordering::Relaxed) {
                     (StatusCode::OK, "ready\n")
                 } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "not ready: ClickHouse is not accepting flushes\n")
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not ready: a flush is stuck (ClickHouse or the dead-letter topic refuses it; see the log)\n",
+                    )
                 }
             }),
         )

@@ -166,7 +166,7 @@ async fn run_worker(config: Config) -> anyhow::Result<()> {
     let target = worker::clickhouse_target(&config);
     let governance = Arc::new(governance::Governance::new(&config, &target, health.metrics.clone())?);
     let token = std::env::var("COSTLINE_HTTP_TOKEN").ok().filter(|t| !t.is_empty());
-    let extra: Vec<(String, String)> = config.kafka.librdkafka.clone().into_iter().collect();
+    let extra = config.kafka.producer_properties();
     let ingest_producer = costline_kafka::RecordProducer::connect(&config.kafka.brokers, &extra)
         .context("creating the ingest producer")?;
     let ingest = ingest::router(

@@ -17,6 +17,9 @@ pub struct Metrics {
     pub flush_seconds: Histogram,
     pub sink_errors: IntCounter,
     pub dead_letters: IntCounter,
+    pub dead_letters_truncated: IntCounter,
+    pub dead_letters_undeliverable: IntCounter,
+    pub dead_letter_retries: IntCounter,
     pub consume_errors: IntCounter,
     pub pending_records: IntGauge,
     pub dedup_memory_bytes: IntGauge,
@@ -69,6 +72,21 @@ impl Metrics {
             dead_letters: register_int_counter_with_registry!(
                 "dead_letters_total",
                 "Records published to the dead-letter topic",
+                r
+            )?,
+            dead_letters_truncated: register_int_counter_with_registry!(
+                "dead_letters_truncated_total",
+                "Dead letters published with their payload cut to kafka.dead_letter_max_payload_bytes",
+                r
+            )?,
+            dead_letters_undeliverable: register_int_counter_with_registry!(
+                "dead_letters_undeliverable_total",
+                "Rejected records the dead-letter topic refused for good (kept in rejected_events only)",
+                r
+            )?,
+            dead_letter_retries: register_int_counter_with_registry!(
+                "dead_letter_retries_total",
+                "Dead-letter deliveries that failed and were retried",
                 r
             )?,
             consume_errors: register_int_counter_with_registry!(

@@ -97,7 +97,7 @@ pub async fn publish(config: &Config, args: &ProduceArgs) -> anyhow::Result<Publ
             .await
             .with_context(|| format!("creating topic {topic} on {}", config.kafka.brokers))?;
     }
-    let extra: Vec<(String, String)> = config.kafka.librdkafka.clone().into_iter().collect();
+    let extra = config.kafka.producer_properties();
     let producer = match args.pause_ms {
         Some(_) => RecordProducer::connect(&config.kafka.brokers, &extra),
         None => RecordProducer::connect_bulk(&config.kafka.brokers, &extra),

@@ -41,7 +41,7 @@ pub async fn run(config: &Config, args: &ReplayArgs) -> anyhow::Result<()> {
         _ => (Box::new(std::io::BufReader::new(std::io::stdin())), None),
     };
     let mut bytes_read = 0u64;
-    let extra: Vec<(String, String)> = config.kafka.librdkafka.clone().into_iter().collect();
+    let extra = config.kafka.producer_properties();
     let producer = match args.dry_run {
         true => None,
         false => Some(RecordProducer::connect_bulk(&config.kafka.brokers, &extra).context("creating the producer")?),

@@ -30,24 +30,34 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use costline_clickhouse::{LedgerRow, LedgerSink, Targets};
 use costline_core::PartitionCounter;
-use costline_kafka::{delivered, RecordProducer};
+use costline_kafka::{delivered, is_permanent, DeliveryFuture, KafkaError, RecordProducer};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{error, warn};
 
 use crate::config::Config;
 use crate::http::Health;
 use crate::worker::partitions::UnfinishedFlush;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const CLICKHOUSE_STUCK: &str = "ClickHouse was refusing a flush";
 
-/// A rejected record on its way to the dead-letter topic.
+/// A rejected record on its way to the dead-letter topic: its payload cut to
+/// `kafka.dead_letter_max_payload_bytes` (a record too large for the producer would otherwise
+/// fail forever and hold every flush behind it), with its full size beside it.
 struct DeadLetter {
     partition: i32,
     offset: u64,
     payload: Vec<u8>,
+    payload_bytes: usize,
     reason_code: &'static str,
     reason: String,
+}
+
+impl DeadLetter {
+    fn truncated(&self) -> bool {
+        self.payload.len() < self.payload_bytes
+    }
 }
 
 /// What one flush writes.
@@ -107,6 +117,7 @@ pub struct FlushQueue {
     completed: mpsc::UnboundedReceiver<Vec<(i32, u64)>>,
     in_flight: Arc<InFlight>,
     dead_letters: Vec<DeadLetter>,
+    dead_letter_max_payload_bytes: usize,
     worker_id: String,
     health: Arc<Health>,
 }
@@ -189,6 +200,7 @@ impl FlushQueue {
             completed,
             in_flight,
             dead_letters: Vec::new(),
+            dead_letter_max_payload_bytes: config.kafka.dead_letter_max_payload_bytes,
             worker_id,
             health,
         }
@@ -204,7 +216,15 @@ impl FlushQueue {
         reason: String,
     ) {
         self.health.metrics.events_rejected.with_label_values(&[reason_code]).inc();
-        self.dead_letters.push(DeadLetter { partition, offset, payload: payload.to_vec(), reason_code, reason });
+        let kept = &payload[..payload.len().min(self.dead_letter_max_payload_bytes)];
+        self.dead_letters.push(DeadLetter {
+            partition,
+            offset,
+            payload: kept.to_vec(),
+            payload_bytes: payload.len(),
+            reason_code,
+            reason,
+        });
     }
 
     /// Drops what was queued for a partition that moved away (its next owner redoes it). No job
@@ -342,7 +362,7 @@ impl FlushWriter {
                 if let Err(e) = self.settle(&query_id, &mut rows).await {
                     warn!(error = format!("{e:#}"), "ClickHouse still unavailable");
                     unsure = Some(query_id);
-                    self.pause(&mut backoff).await?;
+                    self.pause(&mut backoff, CLICKHOUSE_STUCK).await?;
                     continue;
                 }
             }
@@ -361,7 +381,7 @@ impl FlushWriter {
                     self.set_failing(true);
                     warn!(error = %e, attempt, lane = self.lane, rows = rows.len(), "flush insert failed; will retry");
                     unsure = Some(query_id);
-                    self.pause(&mut backoff).await?;
+                    self.pause(&mut backoff, CLICKHOUSE_STUCK).await?;
                 }
             }
         }
@@ -369,7 +389,8 @@ impl FlushWriter {
         Ok(())
     }
 
-    /// Notes whether this lane's inserts fail; the worker is ready while no lane's do.
+    /// Notes whether this lane's flush is stuck (its insert or its dead letters fail); the
+    /// worker is ready while no lane's is.
     fn set_failing(&mut self, failing: bool) {
         if failing != self.failing {
             self.failing = failing;
@@ -403,10 +424,11 @@ impl FlushWriter {
         Ok(())
     }
 
-    async fn pause(&self, backoff: &mut Duration) -> anyhow::Result<()> {
+    /// Waits out one backoff step before retrying what `stuck` names; fails on shutdown.
+    async fn pause(&self, backoff: &mut Duration, stuck: &str) -> anyhow::Result<()> {
         tokio::select! {
             _ = self.shutdown.cancelled() => {
-                bail!("shutdown while ClickHouse was refusing a flush; nothing is lost: the unwritten records are not committed and are read again on restart")
+                bail!("shutdown while {stuck}; nothing is lost: the unwritten records are not committed and are read again on restart")
             }
             _ = tokio::time::sleep(jittered(*backoff)) => {}
         }
@@ -414,50 +436,77 @@ impl FlushWriter {
         Ok(())
     }
 
+    /// Publishes a job's dead letters before its rows are written. A letter the broker can
+    /// never take (see [`is_permanent`]) is given up, counted and logged: its record stays in
+    /// `rejected_events` with the reason, and in the source topic. Other failures are retried;
+    /// meanwhile the lane reports the flush as stuck (`/readyz`).
     async fn deliver_dead_letters(&mut self, mut dead_letters: Vec<DeadLetter>) -> anyhow::Result<()> {
-        let topic = self.topic.clone();
-        let topic = topic.as_str();
         let mut backoff = Duration::from_millis(100);
         while !dead_letters.is_empty() {
             let mut failed = Vec::new();
             let mut deliveries = Vec::new();
             for letter in dead_letters.drain(..) {
-                let offset = letter.offset.to_string();
-                let partition = letter.partition.to_string();
-                let headers: [(&str, &[u8]); 5] = [
-                    ("costline-reason-code", letter.reason_code.as_bytes()),
-                    ("costline-reason", letter.reason.as_bytes()),
-                    ("costline-source-topic", topic.as_bytes()),
-                    ("costline-source-partition", partition.as_bytes()),
-                    ("costline-source-offset", offset.as_bytes()),
-                ];
-                match self
-                    .dead_letter_producer
-                    .enqueue(&self.dead_letter_topic, None, &letter.payload, None, &headers)
-                    .await
-                {
+                match self.enqueue_dead_letter(&letter).await {
                     Ok(delivery) => deliveries.push((delivery, letter)),
-                    Err(e) => {
-                        warn!(error = %e, "dead-letter enqueue failed");
-                        failed.push(letter);
-                    }
+                    Err(e) => self.dead_letter_failed(letter, &e, &mut failed),
                 }
             }
             for (delivery, letter) in deliveries {
                 match delivered(delivery).await {
-                    Ok(_) => self.health.metrics.dead_letters.inc(),
-                    Err(e) => {
-                        warn!(error = %e, "dead-letter delivery failed");
-                        failed.push(letter);
+                    Ok(_) => {
+                        self.health.metrics.dead_letters.inc();
+                        if letter.truncated() {
+                            self.health.metrics.dead_letters_truncated.inc();
+                        }
                     }
+                    Err(e) => self.dead_letter_failed(letter, &e, &mut failed),
                 }
             }
             dead_letters = failed;
             if !dead_letters.is_empty() {
-                self.pause(&mut backoff).await?;
+                self.set_failing(true);
+                self.pause(&mut backoff, "the dead-letter topic was refusing a flush's rejected records").await?;
             }
         }
         Ok(())
+    }
+
+    async fn enqueue_dead_letter(&self, letter: &DeadLetter) -> Result<DeliveryFuture, KafkaError> {
+        let offset = letter.offset.to_string();
+        let partition = letter.partition.to_string();
+        let payload_bytes = letter.payload_bytes.to_string();
+        let mut headers: Vec<(&str, &[u8])> = vec![
+            ("costline-reason-code", letter.reason_code.as_bytes()),
+            ("costline-reason", letter.reason.as_bytes()),
+            ("costline-source-topic", self.topic.as_bytes()),
+            ("costline-source-partition", partition.as_bytes()),
+            ("costline-source-offset", offset.as_bytes()),
+            ("costline-payload-bytes", payload_bytes.as_bytes()),
+        ];
+        if letter.truncated() {
+            headers.push(("costline-payload-truncated", b"true"));
+        }
+        self.dead_letter_producer.enqueue(&self.dead_letter_topic, None, &letter.payload, None, &headers).await
+    }
+
+    /// Sorts a failed dead letter: given up when no retry can succeed, else kept for the next try.
+    fn dead_letter_failed(&self, letter: DeadLetter, error: &KafkaError, retry: &mut Vec<DeadLetter>) {
+        let metrics = &self.health.metrics;
+        if is_permanent(error) {
+            metrics.dead_letters_undeliverable.inc();
+            error!(
+                error = %error,
+                partition = letter.partition,
+                offset = letter.offset,
+                payload_bytes = letter.payload_bytes,
+                reason_code = letter.reason_code,
+                "the dead-letter topic can never take this rejected record; it stays in rejected_events and the source topic"
+            );
+        } else {
+            metrics.dead_letter_retries.inc();
+            warn!(error = %error, partition = letter.partition, offset = letter.offset, "dead-letter delivery failed; will retry");
+            retry.push(letter);
+        }
     }
 }
 

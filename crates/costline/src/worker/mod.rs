@@ -17,7 +17,7 @@ mod partitions;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use costline_clickhouse::{ClickHouseTarget, LedgerSink};
@@ -57,14 +57,12 @@ pub async fn run(
     let applied = costline_clickhouse::migrate::apply(&target).await.context("applying ClickHouse migrations")?;
     info!(statements_applied = applied, database = %target.database, "schema is up to date");
     let sink = LedgerSink::new(&target, Duration::from_secs(config.clickhouse.insert_timeout_secs));
-    let librdkafka: Vec<(String, String)> = config.kafka.librdkafka.clone().into_iter().collect();
-    let dead_letters =
-        RecordProducer::connect(&config.kafka.brokers, &librdkafka).context("creating the dead-letter producer")?;
+    let dead_letters = RecordProducer::connect(&config.kafka.brokers, &config.kafka.producer_properties())
+        .context("creating the dead-letter producer")?;
     let in_flight = Arc::new(InFlight::default());
     let changes = Arc::new(PartitionChanges::new(
         sink.clone(),
-        config.pipeline.dedup_horizon_secs,
-        config.pipeline.dedup_grace_secs,
+        &config.pipeline,
         evaluator,
         in_flight.clone(),
         health.metrics.clone(),
@@ -76,7 +74,7 @@ pub async fn run(
         group_id: config.kafka.group_id.clone(),
         session_timeout_ms: config.kafka.session_timeout_ms,
         max_poll_interval_ms: config.kafka.max_poll_interval_ms,
-        extra: librdkafka,
+        extra: config.kafka.client_properties(),
     };
     let source = KafkaSource::connect(&settings, changes.clone()).context("creating the Kafka consumer")?;
     health.ready.store(true, Ordering::Relaxed);
@@ -92,6 +90,8 @@ pub async fn run(
         flusher: FlushQueue::start(sink.clone(), dead_letters, config, health.clone(), in_flight, shutdown.clone()),
         health,
         max_pending: config.pipeline.max_pending_records,
+        max_clock_skew_secs: config.pipeline.max_clock_skew_secs,
+        record_time_bound_ms: record_time_bound_ms(config.pipeline.max_clock_skew_secs),
     };
     if config.clickhouse.retention_days > 0 {
         tokio::spawn(enforce_retention(sink, config.clickhouse.retention_days, shutdown.clone()));
@@ -154,6 +154,17 @@ async fn enforce_retention(sink: LedgerSink, retention_days: u32, shutdown: Canc
     }
 }
 
+/// The latest Kafka record time believed now: the wall clock plus `max_clock_skew_secs`.
+///
+/// Record times are set by producers (CreateTime) and age the dedup memory; bounding them
+/// keeps one record dated in the future from making every remembered identity look expired.
+/// With `LogAppendTime` topics the broker sets them and this bound only guards against the
+/// broker's clock.
+pub(crate) fn record_time_bound_ms(max_clock_skew_secs: u32) -> i64 {
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    now_ms + i64::from(max_clock_skew_secs) * 1000
+}
+
 pub fn clickhouse_target(config: &Config) -> ClickHouseTarget {
     ClickHouseTarget {
         url: config.clickhouse.url.clone(),
@@ -176,13 +187,18 @@ struct Worker {
     flusher: FlushQueue,
     health: Arc<Health>,
     max_pending: u64,
+    max_clock_skew_secs: u32,
+    /// [`record_time_bound_ms`], refreshed for every counter at every flush (at least every
+    /// flush interval).
+    record_time_bound_ms: i64,
 }
 
 impl Worker {
     fn apply(&mut self, changes: Vec<PartitionChange>) {
         for change in changes {
             match change {
-                PartitionChange::Assigned { partition, counter, unfinished } => {
+                PartitionChange::Assigned { partition, mut counter, unfinished } => {
+                    counter.bound_record_times(self.record_time_bound_ms);
                     self.partitions.insert(partition, *counter);
                     match unfinished {
                         Some(flush) => self.unfinished.insert(partition, flush),
@@ -254,6 +270,10 @@ impl Worker {
 
     async fn flush(&mut self, source: &KafkaSource<PartitionChanges>) -> anyhow::Result<()> {
         self.flush_now = false;
+        self.record_time_bound_ms = record_time_bound_ms(self.max_clock_skew_secs);
+        for counter in self.partitions.values_mut() {
+            counter.bound_record_times(self.record_time_bound_ms);
+        }
         self.flusher.flush(&self.topic, &mut self.partitions, &mut self.unfinished).await?;
         let committed = self.flusher.completed();
         if !committed.is_empty() {

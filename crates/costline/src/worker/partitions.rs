@@ -20,6 +20,7 @@ use costline_core::{DedupIndex, PartitionCounter};
 use costline_kafka::PartitionLifecycle;
 
 use super::flush::InFlight;
+use crate::config::PipelineConfig;
 use crate::metrics::Metrics;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -44,6 +45,7 @@ pub struct PartitionChanges {
     sink: LedgerSink,
     horizon_secs: u32,
     grace_secs: u32,
+    max_clock_skew_secs: u32,
     /// Set while partition 0 is ours: its owner evaluates budgets and rules.
     evaluator: Arc<AtomicBool>,
     /// A revoked partition is let go only once no flush of ours holds it.
@@ -86,8 +88,7 @@ const UNSETTLED_WARNING: Duration = Duration::from_secs(60);
 impl PartitionChanges {
     pub fn new(
         sink: LedgerSink,
-        horizon_secs: u32,
-        grace_secs: u32,
+        pipeline: &PipelineConfig,
         evaluator: Arc<AtomicBool>,
         in_flight: Arc<InFlight>,
         metrics: Arc<Metrics>,
@@ -95,8 +96,9 @@ impl PartitionChanges {
     ) -> Self {
         PartitionChanges {
             sink,
-            horizon_secs,
-            grace_secs,
+            horizon_secs: pipeline.dedup_horizon_secs,
+            grace_secs: pipeline.dedup_grace_secs,
+            max_clock_skew_secs: pipeline.max_clock_skew_secs,
             evaluator,
             in_flight,
             metrics,
@@ -149,13 +151,18 @@ impl PartitionChanges {
         let Some(progress) = progress.get(&(partition as u32)) else {
             return Ok((0, PartitionCounter::new(dedup, 0), unfinished));
         };
-        let from_secs = dedup.rebuild_from_secs(progress.newest_record_secs);
+        // Record times written before they were bounded (or by a worker whose clock ran ahead)
+        // are bounded here too, so that one far-future record cannot empty the rebuild.
+        let bound_ms = super::record_time_bound_ms(self.max_clock_skew_secs);
+        let bound_secs = (bound_ms / 1000).clamp(0, i64::from(u32::MAX)) as u32;
+        let from_secs = dedup.rebuild_from_secs(progress.newest_record_secs.min(bound_secs));
         let remembered = self
             .sink
             .remembered(topic, partition as u32, from_secs, progress.next_offset)
             .await
             .context("reading counted attempts for the dedup memory")?;
         let mut counter = PartitionCounter::new(dedup, progress.next_offset);
+        counter.bound_record_times(bound_ms);
         for attempt in &remembered {
             counter.remember(&attempt.external_request_id, attempt.attempt, i64::from(attempt.record_secs) * 1000);
         }
