@@ -169,13 +169,19 @@ impl Setup {
         ])
     }
 
-    /// Starts a worker; its log goes to a file under `target/`.
+    /// Starts a worker; its log goes to a file in the temporary directory.
     pub fn spawn_worker(&self, label: &str) -> Worker {
+        self.spawn_worker_with(label, &[])
+    }
+
+    /// Starts a worker with extra environment of its own (e.g. another ClickHouse URL).
+    pub fn spawn_worker_with(&self, label: &str, env: &[(&str, &str)]) -> Worker {
         let port = free_port();
         let log_path = std::env::temp_dir().join(format!("{}-{label}.log", self.database));
         let log = std::fs::File::create(&log_path).expect("worker log file");
         let child = self
             .command(&["run"])
+            .envs(env.iter().copied())
             .env("COSTLINE_HTTP__LISTEN", format!("127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .stderr(log)

@@ -43,6 +43,8 @@ impl ClickHouseTarget {
 pub enum SinkError {
     #[error("ClickHouse request failed: {0}")]
     ClickHouse(#[from] clickhouse::error::Error),
+    #[error("ClickHouse did not answer within {0:?}")]
+    Timeout(Duration),
 }
 
 /// How far earlier flushes got in one partition.
@@ -63,7 +65,9 @@ pub struct RememberedAttempt {
     pub record_secs: u32,
 }
 
-/// Inserts ledger rows and reads progress.
+/// Inserts ledger rows and reads progress. Every call is bounded by the insert timeout: a
+/// server that stops answering (a dropped route, a hung connection) must not hold a flush, a
+/// rebalance or a shutdown forever.
 #[derive(Clone)]
 pub struct LedgerSink {
     client: Client,
@@ -75,6 +79,17 @@ impl LedgerSink {
         // No LZ4: ClickHouse 18.16 fails large compressed inserts into the ledger's views
         // (memory limit on a 2 GiB allocation), while the same rows uncompressed go through.
         LedgerSink { client: target.client().with_compression(clickhouse::Compression::None), insert_timeout }
+    }
+
+    /// Awaits one ClickHouse call, at most the insert timeout.
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = clickhouse::error::Result<T>>,
+    ) -> Result<T, SinkError> {
+        match tokio::time::timeout(self.insert_timeout, call).await {
+            Ok(answer) => Ok(answer?),
+            Err(_) => Err(SinkError::Timeout(self.insert_timeout)),
+        }
     }
 
     /// Writes all rows in one `INSERT` tagged `query_id`.
@@ -95,22 +110,21 @@ impl LedgerSink {
     /// Stops a possibly still running insert and waits until it is gone, so that progress read
     /// afterwards is final.
     pub async fn cancel(&self, query_id: &str) -> Result<(), SinkError> {
-        self.client.query("KILL QUERY WHERE query_id = ? SYNC").bind(query_id).execute().await?;
+        self.bounded(self.client.query("KILL QUERY WHERE query_id = ? SYNC").bind(query_id).execute()).await?;
         Ok(())
     }
 
     /// Progress of every partition of `topic` that was ever flushed.
     pub async fn progress(&self, topic: &str) -> Result<HashMap<u32, PartitionProgress>, SinkError> {
-        let rows = self
+        let query = self
             .client
             .query(
                 "SELECT kafka_partition, max(next_offset) AS next_offset, \
                  toUInt32(max(newest_record_time)) AS newest_record_secs \
                  FROM flushes WHERE kafka_topic = ? GROUP BY kafka_partition",
             )
-            .bind(topic)
-            .fetch_all::<PartitionProgress>()
-            .await?;
+            .bind(topic);
+        let rows = self.bounded(query.fetch_all::<PartitionProgress>()).await?;
         Ok(rows.into_iter().map(|p| (p.kafka_partition, p)).collect())
     }
 
@@ -140,7 +154,8 @@ impl LedgerSink {
             let sql = format!(
                 "SELECT count() FROM {table} WHERE kafka_topic = ? AND kafka_partition = ? AND flush_next_offset = ?"
             );
-            let found: u64 = self.client.query(&sql).bind(topic).bind(partition).bind(next_offset).fetch_one().await?;
+            let query = self.client.query(&sql).bind(topic).bind(partition).bind(next_offset);
+            let found: u64 = self.bounded(query.fetch_one()).await?;
             if found > 0 {
                 holding = holding.with(bit);
             }
@@ -161,7 +176,8 @@ impl LedgerSink {
             let sql = format!(
                 "SELECT max(flush_next_offset) FROM {table} WHERE kafka_topic = ? AND kafka_partition = ? AND kafka_offset >= ?"
             );
-            let found: u64 = self.client.query(&sql).bind(topic).bind(partition).bind(after).fetch_one().await?;
+            let found: u64 =
+                self.bounded(self.client.query(&sql).bind(topic).bind(partition).bind(after).fetch_one()).await?;
             end = end.max(found);
         }
         for &(rollup, _, _) in ROLLUPS {
@@ -176,7 +192,7 @@ impl LedgerSink {
             "SELECT maxMerge(flush_offset_state) FROM usage_{rollup}_state \
              WHERE endpoint_tag = '' AND prompt_version = ? AND tenant = ?"
         );
-        Ok(self.client.query(&sql).bind(topic).bind(partition.to_string()).fetch_one().await?)
+        self.bounded(self.client.query(&sql).bind(topic).bind(partition.to_string()).fetch_one()).await
     }
 
     /// Attempts counted in `partition` with a record time from `from_secs` and an offset below
@@ -188,7 +204,7 @@ impl LedgerSink {
         from_secs: u32,
         below_offset: u64,
     ) -> Result<Vec<RememberedAttempt>, SinkError> {
-        Ok(self
+        let query = self
             .client
             .query(
                 "SELECT external_request_id, attempt, toUInt32(record_time) AS record_secs FROM usage_events \
@@ -198,9 +214,8 @@ impl LedgerSink {
             .bind(topic)
             .bind(partition)
             .bind(from_secs)
-            .bind(below_offset)
-            .fetch_all::<RememberedAttempt>()
-            .await?)
+            .bind(below_offset);
+        self.bounded(query.fetch_all::<RememberedAttempt>()).await
     }
 
     /// Drops whole partitions of `usage_events` (one per UTC day of Kafka record time) and
@@ -213,14 +228,11 @@ impl LedgerSink {
             partition: String,
         }
         let (keep_day, keep_month) = partition_ids(keep_from_secs);
-        let parts = self
-            .client
-            .query(
-                "SELECT table, partition FROM system.parts WHERE database = currentDatabase() AND active \
-                 AND table IN ('usage_events', 'rejected_events') GROUP BY table, partition",
-            )
-            .fetch_all::<Part>()
-            .await?;
+        let query = self.client.query(
+            "SELECT table, partition FROM system.parts WHERE database = currentDatabase() AND active \
+             AND table IN ('usage_events', 'rejected_events') GROUP BY table, partition",
+        );
+        let parts = self.bounded(query.fetch_all::<Part>()).await?;
         let mut dropped = Vec::new();
         for Part { table, partition } in parts {
             let Ok(id) = partition.parse::<u32>() else {
@@ -228,7 +240,7 @@ impl LedgerSink {
             };
             let expired = if table == "usage_events" { id < keep_day } else { id < keep_month };
             if expired {
-                self.client.query(&format!("ALTER TABLE {table} DROP PARTITION {id}")).execute().await?;
+                self.bounded(self.client.query(&format!("ALTER TABLE {table} DROP PARTITION {id}")).execute()).await?;
                 dropped.push(format!("{table}/{id}"));
             }
         }
@@ -237,7 +249,7 @@ impl LedgerSink {
 
     /// Cheap round trip for readiness.
     pub async fn ping(&self) -> Result<(), SinkError> {
-        self.client.query("SELECT 1").execute().await?;
+        self.bounded(self.client.query("SELECT 1").execute()).await?;
         Ok(())
     }
 }

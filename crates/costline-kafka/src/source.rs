@@ -160,6 +160,31 @@ impl<L: PartitionLifecycle> KafkaSource<L> {
         self.consumer.unsubscribe();
     }
 
+    /// Stops fetching `partitions` (their records already read stay delivered); polling goes
+    /// on, so the member stays in its group while the worker cannot take more records.
+    pub fn pause(&self, partitions: &[i32]) -> KafkaResult<()> {
+        self.consumer.pause(&self.partition_list(partitions))
+    }
+
+    /// Fetches `partitions` again from where they were paused.
+    pub fn resume(&self, partitions: &[i32]) -> KafkaResult<()> {
+        self.consumer.resume(&self.partition_list(partitions))
+    }
+
+    fn partition_list(&self, partitions: &[i32]) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for &partition in partitions {
+            tpl.add_partition(&self.topic, partition);
+        }
+        tpl
+    }
+
+    /// Whether the group took this member's assignment away (a missed session or poll
+    /// interval) before the rebalance callback could tell the worker.
+    pub fn assignment_lost(&self) -> bool {
+        self.consumer.assignment_lost()
+    }
+
     /// Partitions currently assigned to this member.
     pub fn assigned_partitions(&self) -> Vec<i32> {
         self.consumer.assignment().map(|tpl| tpl.elements().iter().map(|e| e.partition()).collect()).unwrap_or_default()

@@ -16,6 +16,7 @@ pub struct Metrics {
     pub flushes: IntCounter,
     pub flush_seconds: Histogram,
     pub sink_errors: IntCounter,
+    pub fenced_flushes: IntCounter,
     pub dead_letters: IntCounter,
     pub dead_letters_truncated: IntCounter,
     pub dead_letters_undeliverable: IntCounter,
@@ -67,6 +68,11 @@ impl Metrics {
             sink_errors: register_int_counter_with_registry!(
                 "sink_errors_total",
                 "Failed ClickHouse inserts (each retried)",
+                r
+            )?,
+            fenced_flushes: register_int_counter_with_registry!(
+                "fenced_flushes_total",
+                "Flushes dropped unwritten because their partition moved to another worker first",
                 r
             )?,
             dead_letters: register_int_counter_with_registry!(

@@ -8,10 +8,14 @@
 //! land in order; lanes do not wait for each other, so ClickHouse always has an insert to work
 //! on while another lane delivers dead letters or waits for its answer (when every flush waited
 //! for the slowest of its inserts, the worker waited with it: BENCHMARKS.md).
-//! Each lane writes one job while at most one more waits, so memory stays bounded and a slow
-//! ClickHouse slows consumption down.
-//! A partition that is being revoked waits (inside the rebalance) until no job holds it, so
-//! its next owner never reads progress that one of our inserts is still about to change.
+//! Each lane writes one job while at most one more waits. A lane that is a job behind is not
+//! waited for: its partitions keep their open batches, and once `pipeline.max_pending_records`
+//! are pending the worker pauses fetching, while it goes on polling, so that the group does
+//! not drop a worker that is merely stuck behind ClickHouse.
+//! A partition that is being revoked ends its ownership epoch first (`ownership`): a lane
+//! drops rows of a partition that is no longer ours instead of retrying them, and the revoke
+//! waits until no job holds it, so its next owner never reads progress that one of our
+//! inserts is still about to change.
 //!
 //! When an insert fails, the worker cannot know what ClickHouse applied: a timeout or a dropped
 //! connection can hide a success, and a server failing half-way through the fan-out (seen when
@@ -19,8 +23,9 @@
 //! writing again the worker kills that query on the server (`KILL QUERY … SYNC`, so it cannot
 //! land later), asks each table whether it holds the flush, and retries the row with only the
 //! missing tables in its `targets`. Each table thus receives each flush once; a failed flush
-//! is retried with exponential backoff for as long as it takes, and while it retries nothing
-//! is consumed (back-pressure) and `/readyz` reports the outage.
+//! is retried with exponential backoff for as long as its partition stays ours, `/readyz`
+//! reports the outage meanwhile, and a row whose partition another writer has advanced past
+//! its start is dropped, never retried.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -37,6 +42,7 @@ use tracing::{error, warn};
 
 use crate::config::Config;
 use crate::http::Health;
+use crate::worker::ownership::Ownership;
 use crate::worker::partitions::UnfinishedFlush;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -63,9 +69,22 @@ impl DeadLetter {
 /// What one flush writes.
 pub struct FlushJob {
     rows: Vec<LedgerRow>,
+    /// The assignment epoch each row's partition was counted under (one row per partition).
+    epochs: HashMap<i32, u64>,
     dead_letters: Vec<DeadLetter>,
     /// `(partition, next_offset)` to commit once written.
     commits: Vec<(i32, u64)>,
+}
+
+/// Whether [`FlushQueue::flush`] may wait for a lane that is a job behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handover {
+    /// Hand over only to lanes with room; other partitions keep their batches for later.
+    /// The consumer loop never waits for ClickHouse, so it keeps polling (and learns of
+    /// rebalances) while a lane retries.
+    IfRoom,
+    /// Wait for room (at shutdown: everything pending is written).
+    Wait,
 }
 
 /// Partitions with a flush queued or being written.
@@ -118,6 +137,7 @@ pub struct FlushQueue {
     in_flight: Arc<InFlight>,
     dead_letters: Vec<DeadLetter>,
     dead_letter_max_payload_bytes: usize,
+    ownership: Arc<Ownership>,
     worker_id: String,
     health: Arc<Health>,
 }
@@ -166,9 +186,10 @@ impl FlushQueue {
         dead_letter_producer: RecordProducer,
         config: &Config,
         health: Arc<Health>,
-        in_flight: Arc<InFlight>,
+        partitions: (Arc<InFlight>, Arc<Ownership>),
         shutdown: CancellationToken,
     ) -> FlushQueue {
+        let (in_flight, ownership) = partitions;
         let (completed_sender, completed) = mpsc::unbounded_channel();
         let failing_lanes = Arc::new(AtomicUsize::new(0));
         let lane_count = config.clickhouse.insert_streams.max(1);
@@ -189,6 +210,7 @@ impl FlushQueue {
                     health: health.clone(),
                     shutdown: shutdown.clone(),
                     in_flight: in_flight.clone(),
+                    ownership: ownership.clone(),
                     completed: completed_sender.clone(),
                 };
                 Lane { jobs, writer: tokio::spawn(writer.run(receiver)) }
@@ -201,6 +223,7 @@ impl FlushQueue {
             in_flight,
             dead_letters: Vec::new(),
             dead_letter_max_payload_bytes: config.kafka.dead_letter_max_payload_bytes,
+            ownership,
             worker_id,
             health,
         }
@@ -235,31 +258,44 @@ impl FlushQueue {
         self.lane_of.forget(partition);
     }
 
-    /// Closes every ready batch into a job per lane and hands them over (waiting while a lane
-    /// is a job behind). A partition completing an unfinished flush is ready only once its
-    /// batch reaches that flush's end, and its row goes only to the tables that lack it.
+    /// Closes every ready batch into a job per lane and hands them over. With
+    /// [`Handover::IfRoom`] a lane that is a job behind is skipped: its partitions keep their
+    /// open batches (the worker pauses fetching once too much is pending). A partition
+    /// completing an unfinished flush is ready only once its batch reaches that flush's end,
+    /// and its row goes only to the tables that lack it.
     pub async fn flush(
         &mut self,
         topic: &str,
         partitions: &mut HashMap<i32, PartitionCounter>,
         unfinished: &mut HashMap<i32, UnfinishedFlush>,
+        handover: Handover,
     ) -> anyhow::Result<()> {
         let flushed_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or_default();
         let mut rows: Vec<Vec<LedgerRow>> = self.lanes.iter().map(|_| Vec::new()).collect();
+        let mut epochs: Vec<HashMap<i32, u64>> = self.lanes.iter().map(|_| HashMap::new()).collect();
         for (&partition, counter) in partitions.iter_mut() {
             let completing = unfinished.get(&partition).copied();
             if counter.pending_records() == 0 || completing.is_some_and(|f| counter.next_offset() < f.next_offset) {
                 continue;
             }
+            let lane = self.lane_of.lane(partition);
+            // Only this task sends to a lane, so room seen here is still there at the send.
+            if handover == Handover::IfRoom && self.lanes[lane].jobs.capacity() == 0 {
+                continue;
+            }
+            let Some(epoch) = self.ownership.epoch(partition) else {
+                continue; // Revoked inside the last poll; the worker drops its counter next.
+            };
             let mut row =
                 LedgerRow::from_batch(counter.take_batch(), topic, partition as u32, &self.worker_id, flushed_at);
             if let Some(flush) = completing {
                 row.targets = Targets::ALL.without(flush.holding).0;
                 unfinished.remove(&partition);
             }
-            rows[self.lane_of.lane(partition)].push(row);
+            rows[lane].push(row);
+            epochs[lane].insert(partition, epoch);
         }
-        for (lane, mut rows) in rows.into_iter().enumerate() {
+        for (lane, (mut rows, epochs)) in rows.into_iter().zip(epochs).enumerate() {
             if rows.is_empty() {
                 continue;
             }
@@ -270,7 +306,7 @@ impl FlushQueue {
                 std::mem::take(&mut self.dead_letters).into_iter().partition(|d| flushed.contains(&d.partition));
             self.dead_letters = kept;
             self.in_flight.add(flushed.iter().copied());
-            if self.lanes[lane].jobs.send(FlushJob { rows, dead_letters, commits }).await.is_err() {
+            if self.lanes[lane].jobs.send(FlushJob { rows, epochs, dead_letters, commits }).await.is_err() {
                 self.in_flight.remove(flushed.into_iter());
                 return self.writer_failure(lane).await;
             }
@@ -325,6 +361,7 @@ struct FlushWriter {
     health: Arc<Health>,
     shutdown: CancellationToken,
     in_flight: Arc<InFlight>,
+    ownership: Arc<Ownership>,
     completed: mpsc::UnboundedSender<Vec<(i32, u64)>>,
 }
 
@@ -333,35 +370,75 @@ impl FlushWriter {
         while let Some(job) = jobs.recv().await {
             let started = Instant::now();
             let partitions: Vec<i32> = job.commits.iter().map(|&(p, _)| p).collect();
+            let FlushJob { rows, epochs, dead_letters, commits } = job;
             let written = async {
-                self.deliver_dead_letters(job.dead_letters).await?;
-                self.write_once(job.rows).await
+                let dead_letters = dead_letters.into_iter().filter(|d| self.owns(&epochs, d.partition)).collect();
+                self.deliver_dead_letters(dead_letters).await?;
+                self.write_once(rows, &epochs).await
             }
             .await;
             self.in_flight.remove(partitions.into_iter());
-            written?;
+            let fenced = written?;
             let metrics = &self.health.metrics;
             metrics.flushes.inc();
             metrics.flush_seconds.observe(started.elapsed().as_secs_f64());
-            for &(partition, next_offset) in &job.commits {
+            let commits: Vec<(i32, u64)> = commits.into_iter().filter(|(p, _)| !fenced.contains(p)).collect();
+            for &(partition, next_offset) in &commits {
                 metrics.partition_next_offset.with_label_values(&[&partition.to_string()]).set(next_offset as i64);
             }
-            let _ = self.completed.send(job.commits);
+            let _ = self.completed.send(commits);
         }
         Ok(())
     }
 
-    /// Writes one job's rows as one insert, retried and settled until every table holds them.
-    async fn write_once(&mut self, mut rows: Vec<LedgerRow>) -> anyhow::Result<()> {
+    /// Whether this worker still owns `partition` under the epoch its flush was counted in.
+    fn owns(&self, epochs: &HashMap<i32, u64>, partition: i32) -> bool {
+        epochs.get(&partition).is_some_and(|&epoch| self.ownership.holds(partition, epoch))
+    }
+
+    /// Drops the rows of partitions this worker no longer owns (noting them in `fenced`):
+    /// their next owner replays them.
+    fn drop_fenced(&self, rows: &mut Vec<LedgerRow>, epochs: &HashMap<i32, u64>, fenced: &mut Vec<i32>) {
+        rows.retain(|row| {
+            let partition = row.kafka_partition as i32;
+            let owned = self.owns(epochs, partition);
+            if !owned {
+                fenced.push(partition);
+                self.health.metrics.fenced_flushes.inc();
+                warn!(
+                    partition,
+                    first_offset = row.first_offset,
+                    next_offset = row.next_offset,
+                    "partition lost before its flush was written; dropped (its next owner replays it)"
+                );
+            }
+            owned
+        });
+    }
+
+    /// Writes one job's rows as one insert, retried and settled until every table holds them,
+    /// as long as their partitions stay ours. Returns the partitions whose rows were dropped
+    /// instead (fenced).
+    async fn write_once(&mut self, mut rows: Vec<LedgerRow>, epochs: &HashMap<i32, u64>) -> anyhow::Result<Vec<i32>> {
         self.flush_seq += 1;
+        let mut fenced = Vec::new();
         let mut backoff = Duration::from_millis(100);
         let mut attempt = 0u32;
         let mut unsure: Option<String> = None;
         loop {
+            self.drop_fenced(&mut rows, epochs, &mut fenced);
             if let Some(query_id) = unsure.take() {
-                if let Err(e) = self.settle(&query_id, &mut rows).await {
+                let settled = if rows.is_empty() {
+                    // Nothing of ours left to write; still stop the failed insert if it can be reached.
+                    self.sink.cancel(&query_id).await.map_err(anyhow::Error::from)
+                } else {
+                    self.settle(&query_id, &mut rows, &mut fenced).await
+                };
+                if let Err(e) = settled {
                     warn!(error = format!("{e:#}"), "ClickHouse still unavailable");
-                    unsure = Some(query_id);
+                    if !rows.is_empty() {
+                        unsure = Some(query_id);
+                    }
                     self.pause(&mut backoff, CLICKHOUSE_STUCK).await?;
                     continue;
                 }
@@ -386,7 +463,7 @@ impl FlushWriter {
             }
         }
         self.set_failing(false);
-        Ok(())
+        Ok(fenced)
     }
 
     /// Notes whether this lane's flush is stuck (its insert or its dead letters fail); the
@@ -404,11 +481,28 @@ impl FlushWriter {
     }
 
     /// After a failed insert: make sure it cannot land later, then find, table by table, what
-    /// it did write, so that the retry writes each table exactly once.
-    async fn settle(&self, query_id: &str, rows: &mut Vec<LedgerRow>) -> anyhow::Result<()> {
+    /// it did write, so that the retry writes each table exactly once. A row whose partition's
+    /// recorded progress moved past its first offset without it was overtaken by another
+    /// writer of the partition (a new owner that replayed it): it is dropped, never retried.
+    async fn settle(&self, query_id: &str, rows: &mut Vec<LedgerRow>, fenced: &mut Vec<i32>) -> anyhow::Result<()> {
         self.sink.cancel(query_id).await?;
+        let progress = self.sink.progress(&self.topic).await?;
         for row in rows.iter_mut() {
             let landed = self.sink.landed(row).await?;
+            let overtaken = !landed.contains(Targets::PROGRESS)
+                && progress.get(&row.kafka_partition).is_some_and(|p| p.next_offset > row.first_offset);
+            if overtaken {
+                self.health.metrics.fenced_flushes.inc();
+                error!(
+                    partition = row.kafka_partition,
+                    first_offset = row.first_offset,
+                    next_offset = row.next_offset,
+                    "another writer advanced this partition past the failed flush; dropped, not retried"
+                );
+                row.targets = Targets::NONE.0;
+                fenced.push(row.kafka_partition as i32);
+                continue;
+            }
             let remaining = row.targets().without(landed);
             if remaining != row.targets() {
                 warn!(

@@ -12,11 +12,12 @@
 //! Shutdown (SIGTERM/SIGINT) stops reading, flushes, commits and returns.
 
 mod flush;
+mod ownership;
 mod partitions;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -29,7 +30,8 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::http::Health;
-use flush::{FlushQueue, InFlight};
+use flush::{FlushQueue, Handover, InFlight};
+use ownership::Ownership;
 use partitions::{PartitionChange, PartitionChanges, UnfinishedFlush};
 
 /// Sets whether the kernel may back this process's memory with transparent huge pages
@@ -60,11 +62,17 @@ pub async fn run(
     let dead_letters = RecordProducer::connect(&config.kafka.brokers, &config.kafka.producer_properties())
         .context("creating the dead-letter producer")?;
     let in_flight = Arc::new(InFlight::default());
+    // The consumer is made after the ownership it reports to; a weak link avoids a cycle.
+    let consumer: Arc<OnceLock<Weak<KafkaSource<PartitionChanges>>>> = Arc::new(OnceLock::new());
+    let probe = consumer.clone();
+    let ownership = Arc::new(Ownership::new(Arc::new(move || {
+        probe.get().and_then(Weak::upgrade).is_some_and(|source| source.assignment_lost())
+    })));
     let changes = Arc::new(PartitionChanges::new(
         sink.clone(),
         &config.pipeline,
         evaluator,
-        in_flight.clone(),
+        (in_flight.clone(), ownership.clone()),
         health.metrics.clone(),
         shutdown.clone(),
     ));
@@ -76,7 +84,8 @@ pub async fn run(
         max_poll_interval_ms: config.kafka.max_poll_interval_ms,
         extra: config.kafka.client_properties(),
     };
-    let source = KafkaSource::connect(&settings, changes.clone()).context("creating the Kafka consumer")?;
+    let source = Arc::new(KafkaSource::connect(&settings, changes.clone()).context("creating the Kafka consumer")?);
+    let _ = consumer.set(Arc::downgrade(&source));
     health.ready.store(true, Ordering::Relaxed);
     info!(topic = %settings.topic, group = %settings.group_id, "worker started");
 
@@ -87,7 +96,15 @@ pub async fn run(
         unfinished: HashMap::new(),
         flush_now: false,
         pending: 0,
-        flusher: FlushQueue::start(sink.clone(), dead_letters, config, health.clone(), in_flight, shutdown.clone()),
+        flusher: FlushQueue::start(
+            sink.clone(),
+            dead_letters,
+            config,
+            health.clone(),
+            (in_flight, ownership),
+            shutdown.clone(),
+        ),
+        fetching_paused: false,
         health,
         max_pending: config.pipeline.max_pending_records,
         max_clock_skew_secs: config.pipeline.max_clock_skew_secs,
@@ -107,11 +124,11 @@ pub async fn run(
         };
         worker.apply(changes.drain());
         match received {
-            None => worker.flush(&source).await?,
+            None => worker.flush(&source, Handover::IfRoom).await?,
             Some(Ok(message)) => {
                 worker.count(&message);
                 if worker.flush_now || worker.pending() >= worker.max_pending {
-                    worker.flush(&source).await?;
+                    worker.flush(&source, Handover::IfRoom).await?;
                 }
             }
             Some(Err(e)) => {
@@ -122,7 +139,7 @@ pub async fn run(
         }
     }
     info!("shutting down: flushing what is pending");
-    worker.flush(&source).await?;
+    worker.flush(&source, Handover::Wait).await?;
     let Worker { flusher, .. } = worker;
     let committed = flusher.finish().await?;
     if !committed.is_empty() {
@@ -184,6 +201,8 @@ struct Worker {
     flush_now: bool,
     /// Records counted but not yet handed to the writer.
     pending: u64,
+    /// Whether fetching is paused because `max_pending` records wait for a writer lane.
+    fetching_paused: bool,
     flusher: FlushQueue,
     health: Arc<Health>,
     max_pending: u64,
@@ -268,13 +287,16 @@ impl Worker {
         self.pending
     }
 
-    async fn flush(&mut self, source: &KafkaSource<PartitionChanges>) -> anyhow::Result<()> {
+    /// Hands ready batches to the writer lanes, commits what they wrote, and pauses fetching
+    /// while too much waits for a lane (resuming once it is written): the loop keeps polling
+    /// either way, so the group never drops this worker for being stuck behind ClickHouse.
+    async fn flush(&mut self, source: &KafkaSource<PartitionChanges>, handover: Handover) -> anyhow::Result<()> {
         self.flush_now = false;
         self.record_time_bound_ms = record_time_bound_ms(self.max_clock_skew_secs);
         for counter in self.partitions.values_mut() {
             counter.bound_record_times(self.record_time_bound_ms);
         }
-        self.flusher.flush(&self.topic, &mut self.partitions, &mut self.unfinished).await?;
+        self.flusher.flush(&self.topic, &mut self.partitions, &mut self.unfinished, handover).await?;
         let committed = self.flusher.completed();
         if !committed.is_empty() {
             if let Err(e) = source.commit(&committed, rdkafka::consumer::CommitMode::Async) {
@@ -284,6 +306,19 @@ impl Worker {
         let metrics = &self.health.metrics;
         self.pending = self.partitions.values().map(PartitionCounter::pending_records).sum();
         metrics.pending_records.set(self.pending as i64);
+        let held_back = self.pending >= self.max_pending;
+        if held_back || self.fetching_paused {
+            let partitions: Vec<i32> = self.partitions.keys().copied().collect();
+            let switched = if held_back { source.pause(&partitions) } else { source.resume(&partitions) };
+            match switched {
+                Ok(()) if held_back != self.fetching_paused => {
+                    info!(pending = self.pending, paused = held_back, "fetching paused while the writer catches up")
+                }
+                Ok(()) => {}
+                Err(e) => warn!(error = %e, paused = held_back, "cannot pause or resume fetching"),
+            }
+            self.fetching_paused = held_back;
+        }
         metrics.window_keys.set(self.partitions.values().map(PartitionCounter::pending_keys).sum::<usize>() as i64);
         metrics.dedup_entries.set(self.partitions.values().map(|c| c.dedup().len()).sum::<usize>() as i64);
         metrics

@@ -20,6 +20,7 @@ use costline_core::{DedupIndex, PartitionCounter};
 use costline_kafka::PartitionLifecycle;
 
 use super::flush::InFlight;
+use super::ownership::Ownership;
 use crate::config::PipelineConfig;
 use crate::metrics::Metrics;
 use tokio_util::sync::CancellationToken;
@@ -50,6 +51,8 @@ pub struct PartitionChanges {
     evaluator: Arc<AtomicBool>,
     /// A revoked partition is let go only once no flush of ours holds it.
     in_flight: Arc<InFlight>,
+    /// Ended first when a partition is revoked, so that no flush of it is written any more.
+    ownership: Arc<Ownership>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     pending: Mutex<Vec<PartitionChange>>,
@@ -90,7 +93,7 @@ impl PartitionChanges {
         sink: LedgerSink,
         pipeline: &PipelineConfig,
         evaluator: Arc<AtomicBool>,
-        in_flight: Arc<InFlight>,
+        (in_flight, ownership): (Arc<InFlight>, Arc<Ownership>),
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Self {
@@ -101,6 +104,7 @@ impl PartitionChanges {
             max_clock_skew_secs: pipeline.max_clock_skew_secs,
             evaluator,
             in_flight,
+            ownership,
             metrics,
             shutdown,
             pending: Mutex::new(Vec::new()),
@@ -184,6 +188,7 @@ impl PartitionLifecycle for PartitionChanges {
         loop {
             match tokio::task::block_in_place(|| handle.block_on(self.open(topic, partition))) {
                 Ok((next_offset, counter, unfinished)) => {
+                    self.ownership.gain(partition);
                     self.push(PartitionChange::Assigned { partition, counter: Box::new(counter), unfinished });
                     if partition == 0 {
                         self.evaluator.store(true, Ordering::Relaxed);
@@ -205,6 +210,7 @@ impl PartitionLifecycle for PartitionChanges {
         if partition == 0 {
             self.evaluator.store(false, Ordering::Relaxed);
         }
+        self.ownership.lose(partition);
         tokio::task::block_in_place(|| self.in_flight.wait_for(partition, &self.shutdown));
         let _ = self.metrics.consumer_lag.remove_label_values(&[&partition.to_string()]);
         self.push(PartitionChange::Revoked { partition });
