@@ -26,6 +26,8 @@ fn analyst_shortcuts_print_tables_and_their_sql() {
             "summary_v3",
         ),
         ([&["report", "model-mix"][..], &period].concat(), "gpt-4o-mini"),
+        // A `?` or a quote in a value is bound as a value, not read as SQL or a placeholder.
+        ([&["report", "model-mix", "--endpoint", "what?'s this"][..], &period].concat(), "total_attempts"),
         (vec!["report", "tenants"], "spend_usd"),
     ];
     for (args, expected) in cases {

@@ -55,11 +55,6 @@ pub struct PeriodArgs {
     all_traffic: bool,
 }
 
-/// A ClickHouse string literal.
-fn quote(value: &str) -> String {
-    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
-}
-
 fn date(value: &str, name: &str) -> anyhow::Result<NaiveDate> {
     NaiveDate::parse_from_str(value, "%Y-%m-%d").with_context(|| format!("--{name} must be a date like 2026-11-01"))
 }
@@ -97,6 +92,7 @@ pub fn reports(command: &ReportCommand, config: &Config) -> anyhow::Result<Vec<R
                  FROM usage_day WHERE {} GROUP BY endpoint_tag ORDER BY sum(cost_usd) DESC LIMIT {limit}",
                 period.filter()?
             ),
+            params: Vec::new(),
         }],
         ReportCommand::PromptVersions { endpoint, split, period } => {
             let split = date(split, "split")?;
@@ -107,10 +103,10 @@ pub fn reports(command: &ReportCommand, config: &Config) -> anyhow::Result<Vec<R
                      if(prompt_version = '', '(untagged)', prompt_version) AS version, sum(requests) AS total_requests, \
                      toDecimal64(sum(cost_usd) / greatest(sum(requests), 1), 6) AS cost_per_request, \
                      round(sum(retries) / greatest(sum(requests), 1), 3) AS retry_ratio \
-                     FROM usage_day WHERE endpoint_tag = {} AND {} GROUP BY side, version ORDER BY side DESC, version",
-                    quote(endpoint),
+                     FROM usage_day WHERE endpoint_tag = ? AND {} GROUP BY side, version ORDER BY side DESC, version",
                     period.filter()?
                 ),
+                params: vec![endpoint.clone()],
             }]
         }
         ReportCommand::Tenants => {
@@ -128,7 +124,7 @@ pub fn reports(command: &ReportCommand, config: &Config) -> anyhow::Result<Vec<R
                     Some((tenant, b.limit_usd.clone()))
                 })
                 .collect();
-            let names = budgets.iter().map(|(t, _)| quote(t)).collect::<Vec<_>>().join(", ");
+            let names = vec!["?"; budgets.len()].join(", ");
             let limits = budgets.iter().map(|(_, l)| format!("toDecimal64({l}, 6)")).collect::<Vec<_>>().join(", ");
             let budget = if budgets.is_empty() {
                 "toDecimal64(0, 6)".to_string()
@@ -144,10 +140,12 @@ pub fn reports(command: &ReportCommand, config: &Config) -> anyhow::Result<Vec<R
                      FROM usage_day WHERE window_start >= toDateTime('{month} 00:00:00', 'UTC') \
                      AND data_mode = 'real' AND environment = 'prod' GROUP BY tenant ORDER BY sum(cost_usd) DESC LIMIT 50"
                 ),
+                // `{budget}` appears three times, its tenant names with it.
+                params: [&budgets[..], &budgets, &budgets].concat().into_iter().map(|(tenant, _)| tenant).collect(),
             }]
         }
         ReportCommand::ModelMix { period, endpoint } => {
-            let only = endpoint.as_ref().map(|e| format!(" AND endpoint_tag = {}", quote(e))).unwrap_or_default();
+            let only = if endpoint.is_some() { " AND endpoint_tag = ?" } else { "" };
             vec![Report {
                 title: "Model mix per day, endpoint and prompt version",
                 sql: format!(
@@ -157,6 +155,7 @@ pub fn reports(command: &ReportCommand, config: &Config) -> anyhow::Result<Vec<R
                      ORDER BY day, endpoint_tag, version, total_attempts DESC",
                     period.filter()?
                 ),
+                params: endpoint.iter().cloned().collect(),
             }]
         }
     })
@@ -175,15 +174,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn literals_are_escaped() {
-        assert_eq!(quote("a'b\\c"), "'a\\'b\\\\c'");
+    fn values_are_bound_and_shown_escaped() {
+        assert_eq!(crate::reports::quote("a'b\\c"), "'a\\'b\\\\c'");
         let command = ReportCommand::PromptVersions {
-            endpoint: "x'); DROP TABLE t; --".into(),
+            endpoint: "x?'); DROP TABLE t; --".into(),
             split: "2026-11-01".into(),
             period: PeriodArgs { from: Some("2026-10-01".into()), to: Some("2026-12-01".into()), all_traffic: false },
         };
-        let sql = &reports(&command, &Config::default()).unwrap()[0].sql;
-        assert!(sql.contains("endpoint_tag = 'x\\'); DROP TABLE t; --'"), "{sql}");
+        let report = &reports(&command, &Config::default()).unwrap()[0];
+        assert!(report.sql.contains("endpoint_tag = ? AND") && !report.sql.contains("DROP"), "{}", report.sql);
+        assert_eq!(report.params, ["x?'); DROP TABLE t; --"]);
+        let shown = report.filled_sql();
+        assert!(shown.contains("endpoint_tag = 'x?\\'); DROP TABLE t; --' AND"), "{shown}");
     }
 
     #[test]

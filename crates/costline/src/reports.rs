@@ -4,11 +4,35 @@
 use anyhow::Context;
 use clickhouse::Client;
 
-/// A titled query.
+/// A titled query. User-given values are bound to its `?` placeholders, never spliced into
+/// the text (so that a tag holding `?` or a quote is only ever a value).
 #[derive(Debug)]
 pub struct Report {
     pub title: &'static str,
     pub sql: String,
+    pub params: Vec<String>,
+}
+
+impl Report {
+    /// The SQL with each parameter filled in as a ClickHouse string literal, to show and to copy.
+    pub fn filled_sql(&self) -> String {
+        let mut parts = self.sql.split('?');
+        let mut out = parts.next().unwrap_or_default().to_string();
+        let mut params = self.params.iter();
+        for part in parts {
+            match params.next() {
+                Some(value) => out.push_str(&quote(value)),
+                None => out.push('?'),
+            }
+            out.push_str(part);
+        }
+        out
+    }
+}
+
+/// A ClickHouse string literal (for display: queries bind their values).
+pub fn quote(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 /// The reports the demo prints.
@@ -22,6 +46,7 @@ pub fn demo_reports() -> Vec<Report> {
                   FROM usage_hour WHERE data_mode = 'real' AND environment = 'prod' \
                   GROUP BY endpoint_tag ORDER BY sum(cost_usd) DESC LIMIT 10"
                 .into(),
+            params: Vec::new(),
         },
         Report {
             title: "Prompt versions: cost per request and retry ratio",
@@ -32,6 +57,7 @@ pub fn demo_reports() -> Vec<Report> {
                   FROM usage_hour WHERE data_mode = 'real' AND environment = 'prod' \
                   GROUP BY endpoint_tag, prompt_version ORDER BY endpoint_tag, prompt_version"
                 .into(),
+            params: Vec::new(),
         },
         Report {
             title: "Model mix and unpriced attempts",
@@ -39,25 +65,28 @@ pub fn demo_reports() -> Vec<Report> {
                   toDecimal64(sum(cost_usd), 4) AS total_cost_usd FROM usage_day WHERE data_mode = 'real' \
                   GROUP BY provider, model ORDER BY sum(cost_usd) DESC"
                 .into(),
+            params: Vec::new(),
         },
         Report {
             title: "Rejected records by reason",
             sql: "SELECT reason_code, field, count() AS records, any(reason) AS example FROM rejected_events \
                   GROUP BY reason_code, field ORDER BY records DESC"
                 .into(),
+            params: Vec::new(),
         },
     ]
 }
 
 /// Runs a query and renders it as an aligned text table.
 pub async fn render(client: &Client, report: &Report) -> anyhow::Result<String> {
-    let mut cursor = client.query(&report.sql).fetch_bytes("TSVWithNames").context("starting the query")?;
-    let bytes = cursor.collect().await.with_context(|| format!("running: {}", report.sql))?;
+    let query = report.params.iter().fold(client.query(&report.sql), |query, value| query.bind(value.as_str()));
+    let mut cursor = query.fetch_bytes("TSVWithNames").context("starting the query")?;
+    let bytes = cursor.collect().await.with_context(|| format!("running: {}", report.filled_sql()))?;
     let text = String::from_utf8_lossy(&bytes);
     let rows: Vec<Vec<String>> = text.lines().map(|l| l.split('\t').map(unescape_tsv).collect()).collect();
     let mut out = format!("\n== {} ==\n", report.title);
     out.push_str(&align(&rows));
-    out.push_str(&format!("-- SQL: {}\n", report.sql));
+    out.push_str(&format!("-- SQL: {}\n", report.filled_sql()));
     Ok(out)
 }
 
