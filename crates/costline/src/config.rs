@@ -5,6 +5,7 @@
 //!
 //! The `///` line of each field is the configuration reference (README §Configuration).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -224,7 +225,33 @@ pub struct KafkaConfig {
     /// Longest pause between two polls before the group gives the worker's partitions away.
     pub max_poll_interval_ms: u32,
     /// Extra librdkafka properties for consumer and producers (e.g. `security.protocol`).
-    pub librdkafka: std::collections::BTreeMap<String, String>,
+    /// Secret ones (a name with `password` or `secret` in it, `ssl.key.pem`,
+    /// `sasl.oauthbearer.config`) print as `***`; better give them through
+    /// `librdkafka_secret_env` or `librdkafka_secret_files`.
+    #[serde(serialize_with = "serialize_redacted")]
+    pub librdkafka: BTreeMap<String, String>,
+    /// librdkafka properties read from environment variables: property name → variable name
+    /// (e.g. `"sasl.password" = "KAFKA_SASL_PASSWORD"`).
+    pub librdkafka_secret_env: BTreeMap<String, String>,
+    /// librdkafka properties read from files (their first line): property name → path.
+    pub librdkafka_secret_files: BTreeMap<String, PathBuf>,
+    /// The values of `librdkafka_secret_env` and `librdkafka_secret_files`, loaded at start.
+    #[serde(skip)]
+    pub librdkafka_secrets: BTreeMap<String, Secret>,
+}
+
+/// Whether a librdkafka property holds a secret.
+fn is_secret_property(name: &str) -> bool {
+    name.contains("password") || name.contains("secret") || matches!(name, "ssl.key.pem" | "sasl.oauthbearer.config")
+}
+
+fn serialize_redacted<S: serde::Serializer>(
+    properties: &BTreeMap<String, String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(
+        properties.iter().map(|(name, value)| (name, if is_secret_property(name) { "***" } else { value.as_str() })),
+    )
 }
 
 impl Default for KafkaConfig {
@@ -236,6 +263,9 @@ impl Default for KafkaConfig {
             dead_letter_topic: "costline.usage.dead-letter".into(),
             dead_letter_max_payload_bytes: 256 << 10,
             partitioner: Partitioner::Murmur2Random,
+            librdkafka_secret_env: Default::default(),
+            librdkafka_secret_files: Default::default(),
+            librdkafka_secrets: Default::default(),
             session_timeout_ms: 10_000,
             max_poll_interval_ms: 300_000,
             librdkafka: Default::default(),
@@ -279,9 +309,10 @@ const LIBRDKAFKA_MESSAGE_MAX_BYTES: usize = 1_000_000;
 const DEAD_LETTER_HEADER_ROOM: usize = 64 << 10;
 
 impl KafkaConfig {
-    /// librdkafka properties of every client: `kafka.librdkafka` as given.
+    /// librdkafka properties of every client: `kafka.librdkafka`, then the secret ones.
     pub fn client_properties(&self) -> Vec<(String, String)> {
-        self.librdkafka.clone().into_iter().collect()
+        let secrets = self.librdkafka_secrets.iter().map(|(name, value)| (name.clone(), value.expose().to_string()));
+        self.librdkafka.clone().into_iter().chain(secrets).collect()
     }
 
     /// librdkafka properties of costline's producers: the partitioner, then `kafka.librdkafka`.
@@ -477,6 +508,7 @@ impl Config {
         let mut config: Config = Config::deserialize(toml::Value::Table(table))
             .map_err(|e| anyhow::anyhow!("{source} (with COSTLINE_* overrides): {}", e.to_string().trim()))?;
         config.clickhouse.password = load_password(&config.clickhouse, env)?;
+        config.kafka.librdkafka_secrets = load_librdkafka_secrets(&config.kafka, env)?;
         config.validate()?;
         Ok(config)
     }
@@ -670,6 +702,28 @@ impl Config {
     }
 }
 
+fn load_librdkafka_secrets(config: &KafkaConfig, env: &[(String, String)]) -> anyhow::Result<BTreeMap<String, Secret>> {
+    let mut secrets = BTreeMap::new();
+    for (property, variable) in &config.librdkafka_secret_env {
+        let value = env.iter().find(|(name, _)| name == variable).map(|(_, v)| v.clone()).with_context(|| {
+            format!(
+                "config key `kafka.librdkafka_secret_env.\"{property}\"`: environment variable {variable} is not set"
+            )
+        })?;
+        secrets.insert(property.clone(), Secret(value));
+    }
+    for (property, path) in &config.librdkafka_secret_files {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!("config key `kafka.librdkafka_secret_files.\"{property}\"`: cannot read {}", path.display())
+        })?;
+        secrets.insert(property.clone(), Secret(text.lines().next().unwrap_or_default().to_string()));
+    }
+    if let Some(property) = secrets.keys().find(|property| config.librdkafka.contains_key(*property)) {
+        bail!("config key `kafka.librdkafka.\"{property}\"` is also given as a secret; give it once");
+    }
+    Ok(secrets)
+}
+
 fn load_password(config: &ClickHouseConfig, env: &[(String, String)]) -> anyhow::Result<Option<Secret>> {
     if let Some(path) = &config.password_file {
         let text = std::fs::read_to_string(path)
@@ -759,6 +813,39 @@ mod tests {
             err,
             "config key `webhooks[0].secret_env`: environment variable COSTLINE_TEST_NO_SUCH_SECRET is not set"
         );
+    }
+
+    #[test]
+    fn librdkafka_secrets_come_from_the_environment_or_a_file_and_never_print() {
+        let file = std::env::temp_dir().join(format!("costline-config-test-{}", std::process::id()));
+        std::fs::write(&file, "from-file\nignored\n").unwrap();
+        let text = format!(
+            "[kafka.librdkafka]\n\"security.protocol\" = \"SASL_SSL\"\n\"ssl.key.password\" = \"inline-secret\"\n\
+             [kafka.librdkafka_secret_env]\n\"sasl.password\" = \"KAFKA_PW\"\n\
+             [kafka.librdkafka_secret_files]\n\"sasl.oauthbearer.client.secret\" = {:?}\n",
+            file.display().to_string()
+        );
+        let config = Config::from_parts(&text, "c.toml", &env(&[("KAFKA_PW", "from-env")])).unwrap();
+        let properties = config.kafka.client_properties();
+        for (name, value) in [
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.password", "from-env"),
+            ("sasl.oauthbearer.client.secret", "from-file"),
+        ] {
+            assert!(properties.contains(&(name.to_string(), value.to_string())), "{name} in {properties:?}");
+        }
+        let printed = toml::to_string_pretty(&config).unwrap();
+        for secret in ["inline-secret", "from-env", "from-file"] {
+            assert!(!printed.contains(secret), "{secret} printed:\n{printed}");
+        }
+        assert!(printed.contains("\"ssl.key.password\" = \"***\""), "{printed}");
+        assert!(printed.contains("SASL_SSL"), "{printed}");
+        let err = Config::from_parts(&text, "c.toml", &[]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "config key `kafka.librdkafka_secret_env.\"sasl.password\"`: environment variable KAFKA_PW is not set"
+        );
+        std::fs::remove_file(&file).unwrap();
     }
 
     #[test]

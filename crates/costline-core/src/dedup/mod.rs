@@ -18,7 +18,10 @@ mod line_table;
 
 use hashbrown::HashMap;
 use line_table::{Entry, LineTable};
-use xxhash_rust::xxh3::xxh3_128;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::OnceLock;
+
+use xxhash_rust::xxh3::xxh3_128_with_seed;
 
 /// How far record times may run backwards within a partition and still see every entry.
 pub const DEFAULT_GRACE_SECS: u32 = 600;
@@ -32,10 +35,29 @@ const SWEEP_EVERY_SECS: u32 = 60;
 pub struct RequestHash([u32; 3]);
 
 impl RequestHash {
+    /// The hash of a request id under this process's seed. Request ids come from producers:
+    /// with a fixed hash, ids crafted to share a slot could make every lookup walk a long
+    /// chain. Hashes are never stored (a restart rebuilds the memory from the ids), so the
+    /// seed can differ between processes.
     pub fn of(external_request_id: &[u8]) -> RequestHash {
-        let h = xxh3_128(external_request_id);
+        RequestHash::seeded(external_request_id, process_seed())
+    }
+
+    fn seeded(external_request_id: &[u8], seed: u64) -> RequestHash {
+        let h = xxh3_128_with_seed(external_request_id, seed);
         RequestHash([(h >> 96) as u32, (h >> 64) as u32, h as u32])
     }
+}
+
+/// A random seed, fixed for the life of the process (from the standard library's per-process
+/// random keys).
+fn process_seed() -> u64 {
+    static SEED: OnceLock<u64> = OnceLock::new();
+    *SEED.get_or_init(|| {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(0x636f_7374_6c69_6e65);
+        hasher.finish()
+    })
 }
 
 /// The identity of one attempt, hashed.
@@ -219,6 +241,14 @@ mod tests {
         }
         assert!(index.len() <= 200, "{} entries kept", index.len());
         assert!(index.memory_bytes() < 10_000 * 8);
+    }
+
+    #[test]
+    fn request_hashes_depend_on_a_per_process_seed() {
+        let id = b"checkout-7f3a";
+        assert_eq!(RequestHash::of(id), RequestHash::seeded(id, process_seed()));
+        assert_eq!(RequestHash::of(id), RequestHash::of(id), "fixed within the process");
+        assert_ne!(RequestHash::seeded(id, 1), RequestHash::seeded(id, 2));
     }
 
     #[test]
