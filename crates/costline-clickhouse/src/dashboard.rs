@@ -3,7 +3,10 @@
 use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
 
-use crate::sink::{ClickHouseTarget, SinkError};
+use crate::sink::{bounded, ClickHouseTarget, SinkError};
+
+/// Longest wait for one dashboard query.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Debug, Clone, Row, Serialize, Deserialize)]
 pub struct HourCost {
@@ -46,7 +49,7 @@ impl DashboardStore {
             "SELECT toUInt32(window_start) AS hour, toFloat64(sumMerge(cost_usd_state)) AS cost_usd FROM usage_hour_state \
              WHERE window_start >= toDateTime(?) AND {REAL_PROD} GROUP BY window_start ORDER BY window_start"
         );
-        Ok(self.client.query(&sql).bind(since).fetch_all().await?)
+        bounded(READ_TIMEOUT, self.client.query(&sql).bind(since).fetch_all()).await
     }
 
     /// Endpoints by cost from `since`.
@@ -57,7 +60,7 @@ impl DashboardStore {
              FROM usage_hour_state WHERE window_start >= toDateTime(?) AND {REAL_PROD} \
              GROUP BY endpoint_tag ORDER BY cost_usd DESC LIMIT ?"
         );
-        Ok(self.client.query(&sql).bind(since).bind(limit).fetch_all().await?)
+        bounded(READ_TIMEOUT, self.client.query(&sql).bind(since).bind(limit).fetch_all()).await
     }
 
     /// Prompt versions of `endpoint` from `since`.
@@ -70,6 +73,6 @@ impl DashboardStore {
              FROM usage_hour_state WHERE endpoint_tag = ? AND window_start >= toDateTime(?) AND {REAL_PROD} \
              GROUP BY prompt_version ORDER BY prompt_version"
         );
-        Ok(self.client.query(&sql).bind(endpoint).bind(since).fetch_all().await?)
+        bounded(READ_TIMEOUT, self.client.query(&sql).bind(endpoint).bind(since).fetch_all()).await
     }
 }

@@ -65,6 +65,18 @@ pub struct RememberedAttempt {
     pub record_secs: u32,
 }
 
+/// Awaits one ClickHouse call for at most `timeout`: a server that stops answering (a dropped
+/// route, a hung connection) must not hold its caller forever.
+pub(crate) async fn bounded<T>(
+    timeout: Duration,
+    call: impl std::future::Future<Output = clickhouse::error::Result<T>>,
+) -> Result<T, SinkError> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(answer) => Ok(answer?),
+        Err(_) => Err(SinkError::Timeout(timeout)),
+    }
+}
+
 /// Inserts ledger rows and reads progress. Every call is bounded by the insert timeout: a
 /// server that stops answering (a dropped route, a hung connection) must not hold a flush, a
 /// rebalance or a shutdown forever.
@@ -86,10 +98,7 @@ impl LedgerSink {
         &self,
         call: impl std::future::Future<Output = clickhouse::error::Result<T>>,
     ) -> Result<T, SinkError> {
-        match tokio::time::timeout(self.insert_timeout, call).await {
-            Ok(answer) => Ok(answer?),
-            Err(_) => Err(SinkError::Timeout(self.insert_timeout)),
-        }
+        bounded(self.insert_timeout, call).await
     }
 
     /// Writes all rows in one `INSERT` tagged `query_id`.

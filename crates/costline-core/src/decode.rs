@@ -20,9 +20,11 @@ use crate::reject::RejectReason;
 
 /// Messages larger than this are rejected unread (SPEC §2).
 pub const MAX_EVENT_BYTES: usize = 1 << 20;
-/// Upper bound for any token count: far above any real call, low enough that sums of billions
-/// of events still fit ClickHouse's `UInt64`.
-pub const MAX_TOKENS: u64 = 1_000_000_000_000;
+/// Upper bound for any token count: a hundred times the largest context window of any model,
+/// low enough that a rollup row's `UInt64` sums (ClickHouse sums `UInt64` into `UInt64`)
+/// hold 1.8 × 10¹⁰ events at this maximum: a day's row of one dimension set cannot wrap below
+/// ~213,000 such events per second for the whole day.
+pub const MAX_TOKENS: u64 = 1_000_000_000;
 /// A call that took longer than a day is a broken clock, not a slow model.
 pub const MAX_LATENCY_MS: u64 = 86_400_000;
 pub const MAX_ATTEMPT: u64 = 10_000;
