@@ -372,8 +372,7 @@ impl FlushWriter {
             let partitions: Vec<i32> = job.commits.iter().map(|&(p, _)| p).collect();
             let FlushJob { rows, epochs, dead_letters, commits } = job;
             let written = async {
-                let dead_letters = dead_letters.into_iter().filter(|d| self.owns(&epochs, d.partition)).collect();
-                self.deliver_dead_letters(dead_letters).await?;
+                self.deliver_dead_letters(dead_letters, &epochs).await?;
                 self.write_once(rows, &epochs).await
             }
             .await;
@@ -534,9 +533,18 @@ impl FlushWriter {
     /// never take (see [`is_permanent`]) is given up, counted and logged: its record stays in
     /// `rejected_events` with the reason, and in the source topic. Other failures are retried;
     /// meanwhile the lane reports the flush as stuck (`/readyz`).
-    async fn deliver_dead_letters(&mut self, mut dead_letters: Vec<DeadLetter>) -> anyhow::Result<()> {
+    async fn deliver_dead_letters(
+        &mut self,
+        mut dead_letters: Vec<DeadLetter>,
+        epochs: &HashMap<i32, u64>,
+    ) -> anyhow::Result<()> {
         let mut backoff = Duration::from_millis(100);
-        while !dead_letters.is_empty() {
+        loop {
+            // A lost partition's next owner publishes its dead letters again.
+            dead_letters.retain(|letter| self.owns(epochs, letter.partition));
+            if dead_letters.is_empty() {
+                break;
+            }
             let mut failed = Vec::new();
             let mut deliveries = Vec::new();
             for letter in dead_letters.drain(..) {
