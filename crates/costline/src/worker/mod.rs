@@ -127,7 +127,12 @@ pub async fn run(
             None => worker.flush(&source, Handover::IfRoom).await?,
             Some(Ok(message)) => {
                 worker.count(&message);
-                if worker.flush_now || worker.pending() >= worker.max_pending {
+                if worker.flush_now {
+                    // The replay reached the end of a flush a previous owner left half-applied:
+                    // its completion must be written before the partition counts one record
+                    // more (its row goes only to the tables that lack that flush).
+                    worker.flush(&source, Handover::Wait).await?;
+                } else if worker.pending() >= worker.max_pending {
                     worker.flush(&source, Handover::IfRoom).await?;
                 }
             }
