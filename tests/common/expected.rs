@@ -48,6 +48,16 @@ pub struct Expected {
 struct PriceRow {
     from_ms: i64,
     per_token_pico: [i128; 4], // input, cached, cache write, output
+    /// `(above_input_tokens, per_token_pico)`: a prompt longer than the threshold is priced
+    /// whole at the highest such tier.
+    tiers: Vec<(u64, [i128; 4])>,
+}
+
+/// A `[[price]]` row's or tier's four prices (a missing cache price is the input price).
+fn rates(row: &toml::Value) -> [i128; 4] {
+    let get = |k: &str| row.get(k).and_then(|v| v.as_str()).map(micro_usd);
+    let input = get("input").unwrap();
+    [input, get("cached_input").unwrap_or(input), get("cache_write").unwrap_or(input), get("output").unwrap()]
 }
 
 fn prices() -> HashMap<(String, String), Vec<PriceRow>> {
@@ -55,20 +65,16 @@ fn prices() -> HashMap<(String, String), Vec<PriceRow>> {
     let table: toml::Table = toml::from_str(&text).unwrap();
     let mut out: HashMap<(String, String), Vec<PriceRow>> = HashMap::new();
     for row in table["price"].as_array().unwrap() {
-        let get = |k: &str| row.get(k).and_then(|v| v.as_str()).map(micro_usd);
-        let input = get("input").unwrap();
         let date = row["effective_from"].as_str().unwrap();
         let from_ms = days_from_civil(date) * 86_400_000;
         out.entry((row["provider"].as_str().unwrap().to_lowercase(), row["model"].as_str().unwrap().to_string()))
             .or_default()
             .push(PriceRow {
                 from_ms,
-                per_token_pico: [
-                    input,
-                    get("cached_input").unwrap_or(input),
-                    get("cache_write").unwrap_or(input),
-                    get("output").unwrap(),
-                ],
+                per_token_pico: rates(row),
+                tiers: row.get("tier").and_then(|t| t.as_array()).map_or(Vec::new(), |tiers| {
+                    tiers.iter().map(|t| (t["above_input_tokens"].as_integer().unwrap() as u64, rates(t))).collect()
+                }),
             });
     }
     out
@@ -179,7 +185,8 @@ impl Expected {
                     .and_then(|rows| rows.iter().filter(|r| r.from_ms <= event_ms).max_by_key(|r| r.from_ms));
                 match row {
                     Some(row) => {
-                        let [p_in, p_cached, p_write, p_out] = row.per_token_pico;
+                        let tier = row.tiers.iter().rev().find(|(above, _)| input > *above);
+                        let [p_in, p_cached, p_write, p_out] = tier.map_or(row.per_token_pico, |(_, rates)| *rates);
                         m.cost_pico += i128::from(input - cached - write) * p_in
                             + i128::from(cached) * p_cached
                             + i128::from(write) * p_write

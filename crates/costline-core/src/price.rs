@@ -22,19 +22,19 @@ use serde::Deserialize;
 use crate::event::UsageEvent;
 use crate::money::{AmountError, PicoUsd};
 
-/// Per-token prices of one row, in pico-USD per token (= micro-USD per million tokens).
+/// Per-token prices, in pico-USD per token (= micro-USD per million tokens).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Price {
-    pub effective_from_ms: i64,
+pub struct Rates {
     pub input: i128,
     pub cached_input: i128,
     pub cache_write: i128,
     pub output: i128,
-    /// `<table version>:<provider>/<model>@<effective_from>`, stored with every attempt it priced.
+    /// `<table version>:<provider>/<model>@<effective_from>` (and `>N` for the tier above N
+    /// input tokens), stored with every attempt these rates priced.
     pub version: Arc<str>,
 }
 
-impl Price {
+impl Rates {
     /// `(input − cached − cache_write) × in + cached × cache_read + cache_write × write + output × out`.
     pub fn cost<S>(&self, event: &UsageEvent<S>) -> PicoUsd {
         let uncached = event.input_tokens - event.cached_input_tokens - event.cache_write_tokens;
@@ -44,6 +44,30 @@ impl Price {
                 + i128::from(event.cache_write_tokens) * self.cache_write
                 + i128::from(event.output_tokens) * self.output,
         )
+    }
+}
+
+/// One row of the table: the rates in force from a date, and its prompt-length tiers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Price {
+    pub effective_from_ms: i64,
+    /// The rates of prompts up to the first tier's threshold.
+    pub base: Rates,
+    /// `(above_input_tokens, rates)`, thresholds ascending. Providers bill a long prompt's
+    /// every token at the long-context rates, so the highest tier whose threshold an attempt's
+    /// `inputTokens` exceed prices the whole attempt.
+    pub tiers: Vec<(u64, Rates)>,
+}
+
+impl Price {
+    /// The rates that price an attempt with `input_tokens` prompt tokens.
+    pub fn rates_for(&self, input_tokens: u64) -> &Rates {
+        self.tiers.iter().rev().find(|(above, _)| input_tokens > *above).map_or(&self.base, |(_, rates)| rates)
+    }
+
+    /// The cost of one attempt at this row's rates.
+    pub fn cost<S>(&self, event: &UsageEvent<S>) -> PicoUsd {
+        self.rates_for(event.input_tokens).cost(event)
     }
 }
 
@@ -95,6 +119,50 @@ struct PriceRow {
     cached_input: Option<String>,
     cache_write: Option<String>,
     output: String,
+    /// Prompt-length tiers (`[[price.tier]]`).
+    #[serde(default)]
+    tier: Vec<TierRow>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TierRow {
+    /// The tier prices attempts with more input tokens than this.
+    above_input_tokens: u64,
+    input: String,
+    cached_input: Option<String>,
+    cache_write: Option<String>,
+    output: String,
+}
+
+/// A row's or a tier's prices as written: decimal USD per million tokens.
+struct RateTexts<'a> {
+    input: &'a str,
+    cached_input: Option<&'a str>,
+    cache_write: Option<&'a str>,
+    output: &'a str,
+}
+
+impl PriceRow {
+    fn rates(&self) -> RateTexts<'_> {
+        RateTexts {
+            input: &self.input,
+            cached_input: self.cached_input.as_deref(),
+            cache_write: self.cache_write.as_deref(),
+            output: &self.output,
+        }
+    }
+}
+
+impl TierRow {
+    fn rates(&self) -> RateTexts<'_> {
+        RateTexts {
+            input: &self.input,
+            cached_input: self.cached_input.as_deref(),
+            cache_write: self.cache_write.as_deref(),
+            output: &self.output,
+        }
+    }
 }
 
 /// All price rows, ready for lookup.
@@ -151,28 +219,32 @@ impl PriceTable {
                 .and_hms_opt(0, 0, 0)
                 .map(|t| t.and_utc().timestamp_millis())
                 .ok_or_else(|| row_error("effective_from", "is out of range".into()))?;
-            let per_token = |key: &'static str, text: &str| {
-                PicoUsd::parse_scaled(text, 6, false).map_err(|e: AmountError| row_error(key, e.to_string()))
+            let version = format!("{}:{}/{}@{}", file.version, provider, row.model, row.effective_from);
+            let rates = |texts: RateTexts, version: String| -> Result<Rates, PriceTableError> {
+                let per_token = |key: &'static str, text: &str| {
+                    PicoUsd::parse_scaled(text, 6, false).map_err(|e: AmountError| row_error(key, e.to_string()))
+                };
+                let input = per_token("input", texts.input)?;
+                let or_input = |key, text: Option<&str>| {
+                    text.map(|t| per_token(key, t)).transpose().map(|price| price.unwrap_or(input))
+                };
+                Ok(Rates {
+                    input,
+                    cached_input: or_input("cached_input", texts.cached_input)?,
+                    cache_write: or_input("cache_write", texts.cache_write)?,
+                    output: per_token("output", texts.output)?,
+                    version: version.into(),
+                })
             };
-            let input = per_token("input", &row.input)?;
-            let price = Price {
-                effective_from_ms,
-                input,
-                cached_input: row
-                    .cached_input
-                    .as_deref()
-                    .map(|t| per_token("cached_input", t))
-                    .transpose()?
-                    .unwrap_or(input),
-                cache_write: row
-                    .cache_write
-                    .as_deref()
-                    .map(|t| per_token("cache_write", t))
-                    .transpose()?
-                    .unwrap_or(input),
-                output: per_token("output", &row.output)?,
-                version: format!("{}:{}/{}@{}", file.version, provider, row.model, row.effective_from).into(),
-            };
+            let mut tiers = Vec::with_capacity(row.tier.len());
+            for tier in &row.tier {
+                if tiers.last().is_some_and(|&(above, _)| above >= tier.above_input_tokens) {
+                    return Err(row_error("tier", "thresholds must be given in increasing order, each once".into()));
+                }
+                let tier_version = format!("{version}>{}", tier.above_input_tokens);
+                tiers.push((tier.above_input_tokens, rates(tier.rates(), tier_version)?));
+            }
+            let price = Price { effective_from_ms, base: rates(row.rates(), version)?, tiers };
             let next_id = RowsId(self.rows.len() as u32);
             let id = *self.index.entry(provider.clone()).or_default().entry(row.model.clone()).or_insert(next_id);
             if id == next_id {
@@ -217,7 +289,10 @@ impl PriceTable {
             return (reported, Pricing::Reported);
         }
         match rows.and_then(|rows| self.row_in_force(rows, event_time_ms)) {
-            Some(price) => (price.cost(event), Pricing::Table(price.version.clone())),
+            Some(price) => {
+                let rates = price.rates_for(event.input_tokens);
+                (rates.cost(event), Pricing::Table(rates.version.clone()))
+            }
             None => (PicoUsd::ZERO, Pricing::Unpriced),
         }
     }
@@ -387,8 +462,8 @@ mod tests {
             )
             .unwrap();
         let price = table.price_at("openai", "gpt-4o", OCT_2025).unwrap();
-        assert_eq!((price.input, price.output), (1_000_000, 2_000_000));
-        assert_eq!(&*price.version, "mine:openai/gpt-4o@2024-10-01");
+        assert_eq!((price.base.input, price.base.output), (1_000_000, 2_000_000));
+        assert_eq!(&*price.base.version, "mine:openai/gpt-4o@2024-10-01");
         assert_eq!(table.model_count(), 2);
     }
 
@@ -455,5 +530,97 @@ mod tests {
         assert_eq!(strip_date_suffix("claude-3-5-haiku-20241022"), Some("claude-3-5-haiku"));
         assert_eq!(strip_date_suffix("gpt-4o"), None);
         assert_eq!(strip_date_suffix("mistral-large-2411"), None);
+    }
+
+    const TIERED: &str = r#"
+        version = "t2"
+        [[price]]
+        provider = "google"
+        model = "gemini-2.5-pro"
+        effective_from = "2025-06-17"
+        input = "1.25"
+        cached_input = "0.125"
+        output = "10"
+        [[price.tier]]
+        above_input_tokens = 200000
+        input = "2.50"
+        cached_input = "0.25"
+        output = "15"
+        [[price.tier]]
+        above_input_tokens = 1000000
+        input = "5"
+        output = "20"
+    "#;
+
+    /// USD per million tokens as decimal text → pico-USD per token, computed here on its own.
+    fn pico_per_token(usd_per_million: &str) -> i128 {
+        let (int, frac) = usd_per_million.split_once('.').unwrap_or((usd_per_million, ""));
+        let frac = format!("{frac:0<6}");
+        int.parse::<i128>().unwrap() * 1_000_000 + frac.parse::<i128>().unwrap()
+    }
+
+    #[test]
+    fn a_tier_prices_the_whole_attempt_once_its_threshold_is_passed() {
+        let table = PriceTable::from_toml(TIERED, "test").unwrap();
+        let mut e = event("google", "gemini-2.5-pro");
+        e.cache_write_tokens = 0;
+        let cases: [(u64, [&str; 3], &str); 6] = [
+            (200_000 - 1, ["1.25", "0.125", "10"], "t2:google/gemini-2.5-pro@2025-06-17"),
+            (200_000, ["1.25", "0.125", "10"], "t2:google/gemini-2.5-pro@2025-06-17"),
+            (200_001, ["2.50", "0.25", "15"], "t2:google/gemini-2.5-pro@2025-06-17>200000"),
+            (1_000_000, ["2.50", "0.25", "15"], "t2:google/gemini-2.5-pro@2025-06-17>200000"),
+            // A tier without a cache-read price bills cached tokens at its own input price.
+            (1_000_001, ["5", "5", "20"], "t2:google/gemini-2.5-pro@2025-06-17>1000000"),
+            (5_000_000, ["5", "5", "20"], "t2:google/gemini-2.5-pro@2025-06-17>1000000"),
+        ];
+        for (input_tokens, [input, cached, output], version) in cases {
+            e.input_tokens = input_tokens;
+            e.cached_input_tokens = input_tokens / 3;
+            let (cost, pricing) = table.price(&e, OCT_2025);
+            let want = i128::from(input_tokens - input_tokens / 3) * pico_per_token(input)
+                + i128::from(input_tokens / 3) * pico_per_token(cached)
+                + i128::from(e.output_tokens) * pico_per_token(output);
+            assert_eq!(cost, PicoUsd(want), "{input_tokens} input tokens");
+            assert_eq!(pricing, Pricing::Table(version.into()), "{input_tokens} input tokens");
+        }
+    }
+
+    #[test]
+    fn tiers_must_be_given_in_increasing_order() {
+        let text = TIERED.replace("above_input_tokens = 1000000", "above_input_tokens = 200000");
+        let err = PriceTable::from_toml(&text, "test").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "test: price[0] (google/gemini-2.5-pro) `tier` thresholds must be given in increasing order, each once"
+        );
+        let unknown = TIERED.replace("above_input_tokens = 1000000", "above_input_tokens = 1000000\nbogus = 1");
+        assert!(PriceTable::from_toml(&unknown, "test").unwrap_err().to_string().contains("bogus"));
+    }
+
+    proptest::proptest! {
+        /// Every token kind, on both sides of every threshold, costs exactly what a computation
+        /// from the decimal prices gives, to the pico-dollar.
+        #[test]
+        fn tiered_costs_are_exact(
+            input in 0u64..3_000_000, cached_share in 0u64..=100, write_share in 0u64..=100, output in 0u64..200_000,
+        ) {
+            let table = PriceTable::from_toml(TIERED, "test").unwrap();
+            let mut e = event("google", "gemini-2.5-pro");
+            e.input_tokens = input;
+            e.cached_input_tokens = input * cached_share / 100;
+            e.cache_write_tokens = (input - e.cached_input_tokens) * write_share / 100;
+            e.output_tokens = output;
+            let [p_in, p_cached, p_out] = match input {
+                0..=200_000 => ["1.25", "0.125", "10"],
+                200_001..=1_000_000 => ["2.50", "0.25", "15"],
+                _ => ["5", "5", "20"],
+            };
+            let uncached = input - e.cached_input_tokens - e.cache_write_tokens;
+            // No cache-write price anywhere: writes are billed at the input price.
+            let want = i128::from(uncached + e.cache_write_tokens) * pico_per_token(p_in)
+                + i128::from(e.cached_input_tokens) * pico_per_token(p_cached)
+                + i128::from(output) * pico_per_token(p_out);
+            proptest::prop_assert_eq!(table.price(&e, OCT_2025).0, PicoUsd(want));
+        }
     }
 }
