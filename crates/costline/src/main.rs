@@ -11,6 +11,7 @@ mod governance;
 mod http;
 mod ingest;
 mod metrics;
+mod price_coverage;
 mod pricing;
 mod produce;
 mod replay;
@@ -59,6 +60,12 @@ enum ConfigAction {
 }
 
 #[derive(Subcommand)]
+enum PricesAction {
+    /// Models seen in ClickHouse and what priced them; exits 3 when unpriced attempts exist.
+    Coverage(price_coverage::CoverageArgs),
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run a worker: consume usage events, write rollups, until SIGTERM/SIGINT.
     Run,
@@ -85,6 +92,9 @@ enum Command {
     /// Analyst shortcuts: aligned tables from ClickHouse, each with the SQL it ran.
     #[command(subcommand)]
     Report(report_cli::ReportCommand),
+    /// The price table: coverage of the models seen.
+    #[command(subcommand)]
+    Prices(PricesAction),
     /// Benchmark baseline: how fast a bare consumer reads the topic (counts records only).
     BaselineConsume(baseline::BaselineArgs),
 }
@@ -112,7 +122,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     match runtime.block_on(execute(cli.command, config)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("costline: {e:#}");
             std::process::ExitCode::FAILURE
@@ -120,7 +130,19 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
+async fn execute(command: Command, config: Config) -> anyhow::Result<std::process::ExitCode> {
+    if let Command::Prices(PricesAction::Coverage(args)) = &command {
+        let unpriced = price_coverage::run(&config, args).await?;
+        return Ok(if unpriced {
+            std::process::ExitCode::from(price_coverage::UNPRICED_EXIT_CODE)
+        } else {
+            std::process::ExitCode::SUCCESS
+        });
+    }
+    run_command(command, config).await.map(|()| std::process::ExitCode::SUCCESS)
+}
+
+async fn run_command(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Run => run_worker(config).await,
         Command::Migrate { print_sql: true, legacy_chaining } => {
@@ -146,6 +168,7 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
         Command::BaselineConsume(args) => baseline::run(&config, &args).await,
         Command::Report(command) => report_cli::run(&config, &command).await,
         Command::Replay(args) => replay::run(&config, &args).await,
+        Command::Prices(PricesAction::Coverage(args)) => price_coverage::run(&config, &args).await.map(|_| ()),
         Command::Config { action: None | Some(ConfigAction::Check) } => {
             print!("{}", toml::to_string_pretty(&config).context("rendering the configuration")?);
             println!(
