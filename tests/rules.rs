@@ -1,6 +1,8 @@
 //! Alert rules on real services: a retry storm, a config drift and a cost spike crafted into the
 //! topic fire (once each, whatever the number of evaluations), a drift and a spike with too short
-//! a history do not, and normal generated traffic spread over eight hours fires none of them.
+//! a history do not, and normal generated traffic spread over eight hours fires none of them. A
+//! burst of thousands of unknown model names is capped into a few alerts and stops no budget
+//! alert.
 
 mod common;
 
@@ -181,5 +183,92 @@ fn rules_stay_silent_on_normal_generated_traffic() {
     assert_eq!(noisy, "", "rules fired on normal traffic");
     let unpriced = setup.query("SELECT scope FROM alerts FINAL WHERE source = 'unpriced_model'");
     assert_eq!(unpriced.trim(), "model=acme/acme-llm-2", "the generator's unpriced model is reported");
+    assert_eq!(worker.stop(), 0);
+}
+
+#[test]
+fn a_burst_of_unknown_models_is_capped_and_budget_alerts_still_fire() {
+    common::clear_of_midnight(Duration::from_secs(300));
+    let receiver = Receiver::start(vec![]);
+    let mut setup = setup_with_rules("rules_unknown_models", &receiver);
+    // The rules' webhook, plus a budget crossed by the first priced call. The default cap
+    // (`alerts.max_alerts_per_rule`, 20) applies.
+    let mut config = std::fs::read_to_string(setup.config_file.as_ref().unwrap()).unwrap();
+    config.push_str(
+        r#"
+[[budgets]]
+id = "tiny"
+period = "day"
+limit_usd = "0.000001"
+thresholds = [100]
+webhooks = ["hook"]
+"#,
+    );
+    setup.use_config(&config);
+    // 8,000 distinct unknown models: their alert ids alone (38 bytes each) would make a query
+    // larger than ClickHouse's max_query_size of 256 KiB.
+    const MODELS: usize = 8_000;
+    let now = now_ms();
+    let mut lines = String::new();
+    for i in 0..MODELS {
+        let (_, payload, _) = event(
+            &format!("ghost-{i}"),
+            1,
+            "ghost.endpoint",
+            "openai",
+            &format!("ghost-model-{i:05}"),
+            "success",
+            now - 30_000,
+        );
+        lines.push_str(std::str::from_utf8(&payload).unwrap());
+        lines.push('\n');
+    }
+    for i in 0..20 {
+        let (_, payload, _) = costed(&format!("priced-{i}"), "priced.endpoint", 0.01, now - 20_000);
+        lines.push_str(std::str::from_utf8(&payload).unwrap());
+        lines.push('\n');
+    }
+    let file = setup.scratch_file("-ghosts.jsonl");
+    std::fs::write(&file, lines).unwrap();
+    let replay = setup.command(&["replay", "--file", file.to_str().unwrap()]).output().unwrap();
+    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+    let worker = setup.spawn_worker("unknown_models");
+    setup.wait_accounted(MODELS as u64 + 20, Duration::from_secs(120));
+
+    let delivered = |source: &str| {
+        setup
+            .try_query(&format!(
+                "SELECT count() FROM alerts FINAL WHERE source = '{source}' AND delivery_state = 'delivered'"
+            ))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while delivered("tiny") == 0 || delivered("unpriced_model") < 21 {
+        assert!(
+            Instant::now() < deadline,
+            "the budget alert or the capped unpriced-model alerts were not delivered; alerts by source:\n{}\nlog:\n{}",
+            setup.try_query("SELECT source, delivery_state, count() FROM alerts FINAL GROUP BY source, delivery_state FORMAT TSV").unwrap_or_default(),
+            worker.log().lines().filter(|l| l.contains("WARN")).take(5).collect::<Vec<_>>().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(3)); // ten more evaluations while all models are still unpriced
+    let scopes = setup.query("SELECT scope FROM alerts FINAL WHERE source = 'unpriced_model' ORDER BY scope");
+    let scopes: Vec<&str> = scopes.lines().collect();
+    assert_eq!(scopes.len(), 21, "20 models alerted on their own and one alert for the rest: {scopes:?}");
+    assert!(
+        scopes.iter().filter(|s| **s != "others").all(|s| s.starts_with("model=openai/ghost-model-")),
+        "{scopes:?}"
+    );
+    let others = setup.query(
+        "SELECT value, summary FROM alerts FINAL WHERE source = 'unpriced_model' AND scope = 'others' FORMAT TSV",
+    );
+    let (value, summary) = others.trim().split_once('\t').unwrap();
+    let more: f64 = value.parse().unwrap();
+    assert!((1.0..=(MODELS - 20) as f64).contains(&more), "{others}");
+    assert!(summary.contains(&format!("{more} more scopes beyond the 20")), "{summary}");
+    let (_, metrics) = worker.http_get("/metrics");
+    assert!(!metrics.contains("costline_alert_evaluations_total{result=\"failed\"}"), "{metrics}");
     assert_eq!(worker.stop(), 0);
 }

@@ -1,6 +1,6 @@
 //! A real HTTP webhook receiver on 127.0.0.1 for the alert tests: it records every request
-//! (headers and body), verifies nothing itself, and answers from a script (status codes or a
-//! hang longer than the sender's timeout), then 200 once the script is used up.
+//! (headers and body), verifies nothing itself, and answers from a script (status codes, a
+//! redirect, or a hang longer than the sender's timeout), then 200 once the script is used up.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -11,6 +11,8 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub enum Reply {
     Status(u16),
+    /// `302 Found` to this URL.
+    Redirect(String),
     Hang(Duration),
 }
 
@@ -70,14 +72,16 @@ impl Receiver {
                     reader.read_exact(&mut body).ok();
                     log.lock().unwrap().push(Received { headers, body: String::from_utf8_lossy(&body).into_owned() });
                     let reply = script.lock().unwrap().pop_front().unwrap_or(Reply::Status(200));
-                    let status = match reply {
-                        Reply::Status(status) => status,
+                    let (status, extra) = match reply {
+                        Reply::Status(status) => (status, String::new()),
+                        Reply::Redirect(to) => (302, format!("location: {to}\r\n")),
                         Reply::Hang(duration) => {
                             std::thread::sleep(duration);
-                            200
+                            (200, String::new())
                         }
                     };
-                    let _ = write!(stream, "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                    let _ =
+                        write!(stream, "HTTP/1.1 {status} X\r\n{extra}content-length: 0\r\nconnection: close\r\n\r\n");
                 });
             }
         });

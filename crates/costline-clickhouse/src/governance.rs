@@ -41,6 +41,10 @@ pub struct AlertRow {
     pub version: u64,
 }
 
+/// Most alert ids one query looks up: with ids of 35 bytes, about 40 KB of query text, far
+/// below ClickHouse's `max_query_size` (256 KiB by default).
+const IDS_PER_QUERY: usize = 1_000;
+
 /// Reads for governance and the `alerts` table.
 #[derive(Clone)]
 pub struct GovernanceStore {
@@ -197,30 +201,32 @@ impl GovernanceStore {
         Ok(rows.into_iter().map(|r| ((r.provider, r.model), r.unpriced)).collect())
     }
 
-    /// Which of `alert_ids` were already fired.
+    /// Which of `alert_ids` were already fired. The ids are sent in chunks of
+    /// [`IDS_PER_QUERY`], so that no query grows with their number.
     pub async fn fired(&self, alert_ids: &[String]) -> Result<BTreeSet<String>, SinkError> {
-        if alert_ids.is_empty() {
-            return Ok(BTreeSet::new());
+        let mut fired = BTreeSet::new();
+        for chunk in alert_ids.chunks(IDS_PER_QUERY) {
+            let rows: Vec<String> = self
+                .client
+                .query("SELECT DISTINCT alert_id FROM alerts WHERE has(?, alert_id)")
+                .bind(chunk)
+                .fetch_all()
+                .await?;
+            fired.extend(rows);
         }
+        Ok(fired)
+    }
+
+    /// The scopes `rule` fired for at or after `since` (epoch seconds): those cooling down.
+    pub async fn fired_scopes(&self, rule: &str, since: i64) -> Result<BTreeSet<String>, SinkError> {
         let rows: Vec<String> = self
             .client
-            .query("SELECT DISTINCT alert_id FROM alerts WHERE has(?, alert_id)")
-            .bind(alert_ids)
+            .query("SELECT DISTINCT scope FROM alerts WHERE kind = 'rule' AND source = ? AND fired_at >= toDateTime(?)")
+            .bind(rule)
+            .bind(since)
             .fetch_all()
             .await?;
         Ok(rows.into_iter().collect())
-    }
-
-    /// When a rule last fired for a scope (epoch seconds), if ever.
-    pub async fn last_fired(&self, rule: &str, scope: &str) -> Result<Option<u32>, SinkError> {
-        let last: u32 = self
-            .client
-            .query("SELECT toUInt32(max(fired_at)) FROM alerts WHERE kind = 'rule' AND source = ? AND scope = ?")
-            .bind(rule)
-            .bind(scope)
-            .fetch_one()
-            .await?;
-        Ok((last > 0).then_some(last))
     }
 
     /// Writes new versions of alert rows.
@@ -236,13 +242,29 @@ impl GovernanceStore {
         Ok(())
     }
 
-    /// Deliveries still pending whose next attempt is due at `now`.
-    pub async fn due(&self, now: u32) -> Result<Vec<AlertRow>, SinkError> {
+    /// Up to `limit` pending deliveries to `webhook` whose next attempt is due at `now`, the
+    /// longest due first.
+    pub async fn due(&self, webhook: &str, now: u32, limit: usize) -> Result<Vec<AlertRow>, SinkError> {
         let sql = format!(
-            "SELECT {ALERT_COLUMNS} FROM alerts FINAL WHERE delivery_state = 'pending' \
-             AND next_attempt_at <= toDateTime(?) ORDER BY fired_at"
+            "SELECT {ALERT_COLUMNS} FROM alerts FINAL WHERE delivery_state = 'pending' AND webhook = ? \
+             AND next_attempt_at <= toDateTime(?) ORDER BY next_attempt_at, fired_at LIMIT ?"
         );
-        Ok(self.client.query(&sql).bind(now).fetch_all::<AlertRow>().await?)
+        Ok(self.client.query(&sql).bind(webhook).bind(now).bind(limit as u64).fetch_all::<AlertRow>().await?)
+    }
+
+    /// Up to `limit` pending deliveries to webhooks other than `configured` (removed from the
+    /// configuration since the alert fired).
+    pub async fn orphaned(&self, configured: &[String], limit: usize) -> Result<Vec<AlertRow>, SinkError> {
+        // An empty array literal has no element type on ClickHouse 18.16: leave the filter out.
+        let filter = if configured.is_empty() { "" } else { " AND NOT has(?, webhook)" };
+        let sql = format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts FINAL WHERE delivery_state = 'pending'{filter} ORDER BY fired_at LIMIT ?"
+        );
+        let mut query = self.client.query(&sql);
+        if !configured.is_empty() {
+            query = query.bind(configured);
+        }
+        Ok(query.bind(limit as u64).fetch_all::<AlertRow>().await?)
     }
 }
 

@@ -162,6 +162,59 @@ pub fn unpriced_models(unpriced: &BTreeMap<(String, String), u64>) -> Vec<Findin
         .collect()
 }
 
+/// Scope of the alert that stands for the findings of a rule beyond its cap. Every other scope
+/// is `key=value`, so it cannot collide with one.
+pub const OTHERS_SCOPE: &str = "others";
+
+/// How many of the capped scopes an aggregate alert names as examples, and how many characters
+/// of each: the scopes are values senders choose, and the alert must stay small.
+const OTHERS_EXAMPLES: usize = 5;
+const EXAMPLE_CHARS: usize = 120;
+
+/// Caps one rule's findings. Scopes are often values the senders choose (a model name, an
+/// endpoint tag), so a burst of new ones must neither page once per value nor make the
+/// evaluation's queries grow with their number.
+///
+/// `cooling`: the scopes of this rule that fired within the cooldown (possibly
+/// [`OTHERS_SCOPE`]); they stay quiet, and each one but `others` uses up one of the `max`
+/// alerts of its own the rule may have per cooldown. The remaining room goes to the findings
+/// with the highest values (then by scope, so that the choice is stable); the findings beyond
+/// it are counted in one finding with scope [`OTHERS_SCOPE`] (value: how many), unless that
+/// one is cooling down too.
+pub fn cap(findings: Vec<Finding>, cooling: &BTreeSet<String>, max: usize) -> Vec<Finding> {
+    let Some(rule) = findings.first().map(|f| f.rule) else { return findings };
+    let used = cooling.iter().filter(|scope| *scope != OTHERS_SCOPE).count();
+    let mut fresh: Vec<Finding> = findings.into_iter().filter(|f| !cooling.contains(&f.scope)).collect();
+    fresh.sort_by(|a, b| b.value.total_cmp(&a.value).then_with(|| a.scope.cmp(&b.scope)));
+    let rest = fresh.split_off(max.saturating_sub(used).min(fresh.len()));
+    if rest.is_empty() || cooling.contains(OTHERS_SCOPE) {
+        return fresh;
+    }
+    let examples: Vec<String> = rest
+        .iter()
+        .take(OTHERS_EXAMPLES)
+        .map(|f| {
+            let mut scope: String = f.scope.chars().take(EXAMPLE_CHARS).collect();
+            if scope.len() < f.scope.len() {
+                scope.push('…');
+            }
+            scope
+        })
+        .collect();
+    fresh.push(Finding {
+        rule,
+        scope: OTHERS_SCOPE.to_string(),
+        value: rest.len() as f64,
+        limit: max as f64,
+        summary: format!(
+            "{rule}: {} more scopes beyond the {max} alerted on their own per cooldown, e.g. {}",
+            rest.len(),
+            examples.join(", ")
+        ),
+    });
+    fresh
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +275,37 @@ mod tests {
         let findings = ConfigDrift { min_history_hours: 6 }.evaluate(&recent, &known);
         assert_eq!(findings.len(), 1);
         assert_eq!(findings[0].scope, "endpoint=e,prompt_version=v1,model=anthropic/claude");
+    }
+
+    #[test]
+    fn findings_beyond_the_cap_are_counted_in_one() {
+        let seen: BTreeMap<(String, String), u64> =
+            (0..5_000u64).map(|i| (("acme".to_string(), format!("m{i:04}")), 1 + i % 7)).collect();
+        let findings = cap(unpriced_models(&seen), &BTreeSet::new(), 3);
+        let scopes: Vec<_> = findings.iter().map(|f| f.scope.as_str()).collect();
+        // The highest counts first (7 is the most, for m0006, m0013, …), then the aggregate.
+        assert_eq!(scopes, ["model=acme/m0006", "model=acme/m0013", "model=acme/m0020", "others"]);
+        let others = &findings[3];
+        assert_eq!((others.rule, others.value, others.limit), ("unpriced_model", 4_997.0, 3.0));
+        assert!(others.summary.starts_with("unpriced_model: 4997 more scopes beyond the 3"), "{}", others.summary);
+        assert_eq!(others.summary.matches("model=acme/").count(), 5, "{}", others.summary);
+
+        // Two scopes alerted within the cooldown leave room for one more; `others` cooling down
+        // stays quiet.
+        let cooling: BTreeSet<String> = ["model=acme/m0006".into(), "model=acme/m0013".into()].into();
+        let scopes: Vec<_> = cap(unpriced_models(&seen), &cooling, 3).into_iter().map(|f| f.scope).collect();
+        assert_eq!(scopes, ["model=acme/m0020", "others"]);
+        let cooling: BTreeSet<String> = cooling.into_iter().chain(["model=x".into(), OTHERS_SCOPE.into()]).collect();
+        assert!(cap(unpriced_models(&seen), &cooling, 3).is_empty());
+
+        // Under the cap nothing is aggregated; long scopes are cut in the examples.
+        let long: BTreeMap<(String, String), u64> = [(("p".into(), "x".repeat(10_000)), 1)].into();
+        assert_eq!(cap(unpriced_models(&long), &BTreeSet::new(), 1).len(), 1);
+        let two: BTreeMap<(String, String), u64> =
+            [(("p".into(), "a".into()), 2), (("p".into(), "é".repeat(10_000)), 1)].into();
+        let capped = cap(unpriced_models(&two), &BTreeSet::new(), 1);
+        assert_eq!(capped[1].scope, OTHERS_SCOPE);
+        assert!(capped[1].summary.len() < 600, "{}", capped[1].summary.len());
     }
 
     #[test]

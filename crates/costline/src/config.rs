@@ -48,6 +48,15 @@ pub struct AlertsConfig {
     pub retry_max_ms: u64,
     /// Give up on a delivery after this many attempts (it stays in `alerts` as `failed`).
     pub max_attempts: u32,
+    /// Each webhook is delivered to by its own loop, which takes at most this many due
+    /// deliveries from the outbox at a time…
+    pub delivery_batch: usize,
+    /// …and has at most this many attempts in flight (a slow receiver holds up only itself).
+    pub delivery_concurrency: usize,
+    /// At most this many scopes of one rule (models, endpoints, drift combinations: values the
+    /// senders choose) get an alert of their own per `cooldown_secs`; the rest are counted in one
+    /// alert of that rule with scope `others`.
+    pub max_alerts_per_rule: usize,
     pub retry_storm: RetryStormConfig,
     pub cost_spike: CostSpikeConfig,
     pub config_drift: ConfigDriftConfig,
@@ -64,6 +73,9 @@ impl Default for AlertsConfig {
             retry_initial_ms: 500,
             retry_max_ms: 60_000,
             max_attempts: 50,
+            delivery_batch: 100,
+            delivery_concurrency: 4,
+            max_alerts_per_rule: 20,
             retry_storm: RetryStormConfig::default(),
             cost_spike: CostSpikeConfig::default(),
             config_drift: ConfigDriftConfig::default(),
@@ -188,11 +200,14 @@ pub struct WebhookConfig {
     pub id: String,
     /// Where alerts are POSTed.
     pub url: String,
-    /// Name of the environment variable holding the HMAC secret (required).
+    /// Name of the environment variable holding the HMAC secret (required, not empty).
     pub secret_env: String,
     /// Per-attempt timeout.
     #[serde(default = "default_webhook_timeout_ms")]
     pub timeout_ms: u64,
+    /// The secret, read from `secret_env` when the configuration is loaded.
+    #[serde(skip)]
+    pub secret: Option<Secret>,
 }
 
 fn default_webhook_timeout_ms() -> u64 {
@@ -509,6 +524,7 @@ impl Config {
             .map_err(|e| anyhow::anyhow!("{source} (with COSTLINE_* overrides): {}", e.to_string().trim()))?;
         config.clickhouse.password = load_password(&config.clickhouse, env)?;
         config.kafka.librdkafka_secrets = load_librdkafka_secrets(&config.kafka, env)?;
+        load_webhook_secrets(&mut config.webhooks, env)?;
         config.validate()?;
         Ok(config)
     }
@@ -626,9 +642,23 @@ impl Config {
             if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
                 bail!("config key `webhooks[{i}].url` must start with http:// or https://");
             }
-            if std::env::var_os(&hook.secret_env).is_none() {
-                bail!("config key `webhooks[{i}].secret_env`: environment variable {} is not set", hook.secret_env);
+            // The parser's message never quotes the URL, which may hold a token.
+            if let Err(e) = reqwest::Url::parse(&hook.url) {
+                bail!("config key `webhooks[{i}].url` is not a valid URL: {e}");
             }
+            if hook.timeout_ms == 0 {
+                bail!("config key `webhooks[{i}].timeout_ms` must be at least 1");
+            }
+        }
+        if self.alerts.delivery_batch == 0 {
+            bail!("config key `alerts.delivery_batch` must be at least 1");
+        }
+        if !(1..=64).contains(&self.alerts.delivery_concurrency) {
+            bail!("config key `alerts.delivery_concurrency` must be between 1 and 64");
+        }
+        // Bounded so that one evaluation's alert ids stay far below ClickHouse's query size.
+        if !(1..=1_000).contains(&self.alerts.max_alerts_per_rule) {
+            bail!("config key `alerts.max_alerts_per_rule` must be between 1 and 1000");
         }
         let check_hooks = |key: String, hooks: &[String]| -> anyhow::Result<()> {
             match hooks.iter().find(|h| !webhook_ids.contains(h.as_str())) {
@@ -722,6 +752,25 @@ fn load_librdkafka_secrets(config: &KafkaConfig, env: &[(String, String)]) -> an
         bail!("config key `kafka.librdkafka.\"{property}\"` is also given as a secret; give it once");
     }
     Ok(secrets)
+}
+
+/// Each webhook's HMAC secret from the environment variable its `secret_env` names. A missing
+/// or empty secret is refused: an empty HMAC key lets anyone forge a valid signature.
+fn load_webhook_secrets(webhooks: &mut [WebhookConfig], env: &[(String, String)]) -> anyhow::Result<()> {
+    for (i, hook) in webhooks.iter_mut().enumerate() {
+        let Some((_, value)) = env.iter().find(|(name, _)| *name == hook.secret_env) else {
+            bail!("config key `webhooks[{i}].secret_env`: environment variable {} is not set", hook.secret_env);
+        };
+        if value.is_empty() {
+            bail!(
+                "config key `webhooks[{i}].secret_env`: environment variable {} is empty; an empty HMAC secret \
+                 would let anyone sign alerts",
+                hook.secret_env
+            );
+        }
+        hook.secret = Some(Secret::new(value.clone()));
+    }
+    Ok(())
 }
 
 fn load_password(config: &ClickHouseConfig, env: &[(String, String)]) -> anyhow::Result<Option<Secret>> {
@@ -846,6 +895,28 @@ mod tests {
             "config key `kafka.librdkafka_secret_env.\"sasl.password\"`: environment variable KAFKA_PW is not set"
         );
         std::fs::remove_file(&file).unwrap();
+    }
+
+    #[test]
+    fn an_empty_webhook_secret_is_refused() {
+        let text = "[[webhooks]]\nid = \"oncall\"\nurl = \"http://127.0.0.1:9/x\"\nsecret_env = \"HOOK_SECRET\"\n";
+        let err = Config::from_parts(text, "c.toml", &env(&[("HOOK_SECRET", "")])).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "config key `webhooks[0].secret_env`: environment variable HOOK_SECRET is empty; an empty HMAC secret \
+             would let anyone sign alerts"
+        );
+        let config = Config::from_parts(text, "c.toml", &env(&[("HOOK_SECRET", "s3cret")])).unwrap();
+        assert_eq!(config.webhooks[0].secret.as_ref().map(Secret::expose), Some("s3cret"));
+        assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn a_bad_webhook_url_is_named_without_its_text() {
+        let text = "[[webhooks]]\nid = \"oncall\"\nurl = \"http://user:tok3n@[::1/x\"\nsecret_env = \"HOOK_SECRET\"\n";
+        let err = Config::from_parts(text, "c.toml", &env(&[("HOOK_SECRET", "s")])).unwrap_err().to_string();
+        assert!(err.starts_with("config key `webhooks[0].url` is not a valid URL"), "{err}");
+        assert!(!err.contains("tok3n"), "{err}");
     }
 
     #[test]

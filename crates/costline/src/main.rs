@@ -206,12 +206,16 @@ async fn run_worker(config: Config) -> anyhow::Result<()> {
     );
     let api = governance::api::router(governance.clone(), token).merge(ingest).merge(dashboard);
     let server = tokio::spawn(http::serve(listen, health.clone(), api, shutdown.clone()));
-    tokio::spawn(governance.clone().run(shutdown.clone()));
+    let alerts = tokio::spawn(governance.clone().run(shutdown.clone()));
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     info!(models = prices.model_count(), budgets = config.budgets.len(), http = %listen, "costline worker starting");
     let result = worker::run(&config, prices, health, governance.evaluator.clone(), shutdown.clone()).await;
     shutdown.cancel();
     let _ = server.await;
+    // Deliveries in flight stop here and stay pending in the outbox.
+    if let Err(e) = alerts.await {
+        tracing::warn!(error = %e, "the alert tasks ended abnormally");
+    }
     result
 }
 

@@ -34,6 +34,7 @@ pub struct Metrics {
     pub window_keys: IntGauge,
     pub alert_deliveries: IntCounterVec,
     pub alerts_fired: IntCounterVec,
+    pub alert_evaluations: IntCounterVec,
 }
 
 impl Metrics {
@@ -163,6 +164,12 @@ impl Metrics {
                 "alerts_fired_total",
                 "Alerts fired, by kind",
                 &["kind"],
+                r
+            )?,
+            alert_evaluations: register_int_counter_vec_with_registry!(
+                "alert_evaluations_total",
+                "Evaluation passes of budgets and rules, by result (ok, failed)",
+                &["result"],
                 r
             )?,
             registry,

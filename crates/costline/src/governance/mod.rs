@@ -8,14 +8,21 @@
 //!
 //! Each alert has a stable id (budget: budget + period start + threshold; rule: rule + scope +
 //! the minute it fired). Before firing, the evaluator looks the id up in `alerts`, so a
-//! threshold fires once per period whatever the restarts, replays or hand-overs. `alerts` is
-//! also the outbox: a delivery is recorded `pending` before the first attempt, every attempt
-//! writes a new version of the row, and whichever worker evaluates resumes what is pending.
+//! threshold fires once per period whatever the restarts, replays or hand-overs. Rule scopes
+//! are mostly values the senders choose (model names, endpoint tags), so each rule has at most
+//! `alerts.max_alerts_per_rule` alerts of its own per cooldown and counts the rest in one
+//! (`rules::cap`): a burst of new names can neither page once per name nor grow a query.
+//!
+//! `alerts` is also the outbox: a delivery is recorded `pending` before the first attempt,
+//! every attempt writes a new version of the row as soon as it ends, and whichever worker
+//! evaluates resumes what is pending. Deliveries run apart from evaluation, one loop per
+//! webhook, so that a receiver that hangs until the timeout delays neither the evaluations
+//! (budget alerts keep firing on time) nor the other webhooks.
 
 pub mod api;
 pub mod webhook;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,11 +34,14 @@ use costline_clickhouse::ClickHouseTarget;
 use costline_core::budget::{AlertId, Budget, BudgetState};
 use costline_core::rules::{self, ConfigDrift, CostSpike, Finding, RetryStorm};
 use costline_core::PicoUsd;
+use futures_util::StreamExt;
 use serde_json::json;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{AlertsConfig, Config, Secret};
+use crate::config::{AlertsConfig, Config};
 use crate::metrics::Metrics;
 use webhook::{Attempt, Webhook};
 
@@ -66,11 +76,14 @@ pub struct Governance {
     store: GovernanceStore,
     topic: String,
     budgets: Vec<Budget>,
-    webhooks: HashMap<String, Webhook>,
+    webhooks: BTreeMap<String, Arc<Webhook>>,
     config: AlertsConfig,
     /// Set while this worker owns partition 0.
     pub evaluator: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
+    /// Bumped when an evaluation recorded new deliveries: wakes the delivery loops at once
+    /// rather than at their next tick.
+    recorded: watch::Sender<u64>,
 }
 
 fn now_secs() -> i64 {
@@ -84,12 +97,14 @@ fn usd(amount: PicoUsd) -> String {
 impl Governance {
     pub fn new(config: &Config, target: &ClickHouseTarget, metrics: Arc<Metrics>) -> anyhow::Result<Governance> {
         let budgets = (0..config.budgets.len()).map(|i| config.budget(i)).collect::<anyhow::Result<Vec<_>>>()?;
-        let mut webhooks = HashMap::new();
+        let mut webhooks = BTreeMap::new();
         for hook in &config.webhooks {
-            let secret = std::env::var(&hook.secret_env)
-                .with_context(|| format!("webhook {}: environment variable {} is not set", hook.id, hook.secret_env))?;
-            let webhook = Webhook::new(hook.url.clone(), Secret::new(secret), Duration::from_millis(hook.timeout_ms))?;
-            webhooks.insert(hook.id.clone(), webhook);
+            let secret = hook.secret.clone().with_context(|| {
+                format!("webhook {}: its secret (environment variable {}) was not loaded", hook.id, hook.secret_env)
+            })?;
+            let webhook = Webhook::new(&hook.url, secret, Duration::from_millis(hook.timeout_ms))
+                .with_context(|| format!("webhook {}", hook.id))?;
+            webhooks.insert(hook.id.clone(), Arc::new(webhook));
         }
         Ok(Governance {
             store: GovernanceStore::new(target),
@@ -99,11 +114,29 @@ impl Governance {
             config: config.alerts.clone(),
             evaluator: Arc::new(AtomicBool::new(false)),
             metrics,
+            recorded: watch::Sender::new(0),
         })
     }
 
-    /// Evaluates and delivers while this worker is the evaluator, until `shutdown`.
+    /// Evaluates and delivers while this worker is the evaluator, until `shutdown`: one task
+    /// evaluates, one per webhook delivers. Returns once all of them have stopped; deliveries in
+    /// flight are dropped and stay pending in the outbox.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tasks = JoinSet::new();
+        tasks.spawn(self.clone().evaluate_loop(shutdown.clone()));
+        for (id, hook) in &self.webhooks {
+            tasks.spawn(self.clone().deliver_loop(id.clone(), hook.clone(), shutdown.clone()));
+        }
+        while let Some(ended) = tasks.join_next().await {
+            if let Err(e) = ended {
+                warn!(error = %e, "an alert task ended abnormally");
+            }
+        }
+    }
+
+    /// Every `alerts.evaluate_interval_ms`: budgets, then rules, then deliveries to webhooks
+    /// no longer configured. A failing part does not hold up the others.
+    async fn evaluate_loop(self: Arc<Self>, shutdown: CancellationToken) {
         let mut ticker = tokio::time::interval(Duration::from_millis(self.config.evaluate_interval_ms));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -115,11 +148,57 @@ impl Governance {
             if !self.evaluator.load(Ordering::Relaxed) {
                 continue;
             }
-            if let Err(e) = self.evaluate().await {
+            let pass = async {
+                let budgets = self.evaluate_budgets().await.context("budgets");
+                let rules = self.evaluate_rules().await.context("rules");
+                let orphans = self.fail_orphans().await.context("deliveries to removed webhooks");
+                [budgets, rules, orphans]
+            };
+            let results = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                results = pass => results,
+            };
+            let mut ok = true;
+            for e in results.into_iter().filter_map(Result::err) {
+                ok = false;
                 warn!(error = format!("{e:#}"), "alert evaluation failed; will retry");
             }
-            if let Err(e) = self.deliver_due().await {
-                warn!(error = format!("{e:#}"), "alert delivery pass failed; will retry");
+            self.metrics.alert_evaluations.with_label_values(&[if ok { "ok" } else { "failed" }]).inc();
+        }
+    }
+
+    /// Delivers what is due to one webhook, at its tick or as soon as an evaluation recorded
+    /// something new, until nothing is due.
+    async fn deliver_loop(self: Arc<Self>, id: String, hook: Arc<Webhook>, shutdown: CancellationToken) {
+        let mut ticker = tokio::time::interval(Duration::from_millis(self.config.evaluate_interval_ms));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut recorded = self.recorded.subscribe();
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+                Ok(()) = recorded.changed() => {}
+            }
+            if !self.evaluator.load(Ordering::Relaxed) {
+                continue;
+            }
+            loop {
+                let batch = tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => return,
+                    batch = self.deliver_batch(&id, &hook) => batch,
+                };
+                match batch {
+                    // A full batch: more may be due.
+                    Ok(taken) if taken == self.config.delivery_batch => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        warn!(webhook = %id, url = %hook.origin(), error = format!("{e:#}"), "alert delivery pass failed; will retry");
+                        break;
+                    }
+                }
             }
         }
     }
@@ -144,7 +223,7 @@ impl Governance {
         Ok(out)
     }
 
-    async fn evaluate(&self) -> anyhow::Result<()> {
+    async fn evaluate_budgets(&self) -> anyhow::Result<()> {
         let mut alerts = Vec::new();
         for status in self.statuses().await? {
             let budget = &status.budget;
@@ -183,12 +262,12 @@ impl Governance {
                 });
             }
         }
+        self.fire(alerts).await
+    }
+
+    async fn evaluate_rules(&self) -> anyhow::Result<()> {
+        let mut alerts = Vec::new();
         for finding in self.rule_findings().await? {
-            if let Some(last) = self.store.last_fired(finding.rule, &finding.scope).await? {
-                if now_secs() - i64::from(last) < i64::from(self.config.cooldown_secs) {
-                    continue;
-                }
-            }
             let minute = now_secs() / 60 * 60;
             let id = AlertId::rule(finding.rule, &finding.scope, minute);
             let body = json!({
@@ -215,6 +294,7 @@ impl Governance {
         self.fire(alerts).await
     }
 
+    /// Every rule's findings, each rule's capped to `alerts.max_alerts_per_rule` per cooldown.
     async fn rule_findings(&self) -> anyhow::Result<Vec<Finding>> {
         let now = now_secs();
         let c = &self.config;
@@ -224,7 +304,7 @@ impl Governance {
             let window = self.store.retries_by_endpoint(since).await?;
             let rule =
                 RetryStorm { max_ratio: c.retry_storm.max_retry_ratio, min_requests: c.retry_storm.min_requests };
-            findings.extend(rule.evaluate(&window, u64::from(c.retry_storm.window_secs)));
+            findings.extend(self.capped(rule.evaluate(&window, u64::from(c.retry_storm.window_secs)), now).await?);
         }
         if c.cost_spike.enabled {
             let last_hour = now / 3600 * 3600 - 3600;
@@ -234,7 +314,7 @@ impl Governance {
                 min_cost_usd: c.cost_spike.min_cost_usd,
                 min_history_hours: c.cost_spike.min_history_hours,
             };
-            findings.extend(rule.evaluate(&hours));
+            findings.extend(self.capped(rule.evaluate(&hours), now).await?);
         }
         if c.config_drift.enabled {
             let recent_start = now / 3600 * 3600 - 3600;
@@ -242,13 +322,23 @@ impl Governance {
             let known = self.store.model_uses(known_start, recent_start).await?;
             let recent = self.store.model_uses(recent_start, now + 3600).await?;
             let rule = ConfigDrift { min_history_hours: c.config_drift.min_history_hours };
-            findings.extend(rule.evaluate(recent.keys(), &known));
+            findings.extend(self.capped(rule.evaluate(recent.keys(), &known), now).await?);
         }
         if c.unpriced_model.enabled {
             let since = now - i64::from(c.unpriced_model.window_secs);
-            findings.extend(rules::unpriced_models(&self.store.unpriced_models(since).await?));
+            let unpriced = rules::unpriced_models(&self.store.unpriced_models(since).await?);
+            findings.extend(self.capped(unpriced, now).await?);
         }
         Ok(findings)
+    }
+
+    /// One rule's findings less the scopes cooling down, capped ([`rules::cap`]).
+    async fn capped(&self, findings: Vec<Finding>, now: i64) -> anyhow::Result<Vec<Finding>> {
+        let Some(rule) = findings.first().map(|f| f.rule) else { return Ok(findings) };
+        // Cooling down: fired less than `cooldown_secs` ago.
+        let since = now - i64::from(self.config.cooldown_secs) + 1;
+        let cooling = self.store.fired_scopes(rule, since).await.with_context(|| format!("rule {rule}"))?;
+        Ok(rules::cap(findings, &cooling, self.config.max_alerts_per_rule))
     }
 
     /// Records alerts not fired before, one pending delivery per webhook.
@@ -285,53 +375,83 @@ impl Governance {
                 });
             }
         }
-        Ok(self.store.record(&rows).await?)
+        self.store.record(&rows).await.context("recording fired alerts")?;
+        if rows.iter().any(|row| row.delivery_state == "pending") {
+            self.recorded.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        Ok(())
     }
 
-    /// Attempts every delivery that is due, recording the outcome of each.
-    async fn deliver_due(&self) -> anyhow::Result<()> {
+    /// Attempts up to `alerts.delivery_batch` due deliveries to webhook `id`, at most
+    /// `alerts.delivery_concurrency` at a time, each outcome recorded as soon as it is known.
+    /// Returns how many it took.
+    async fn deliver_batch(&self, id: &str, hook: &Webhook) -> anyhow::Result<usize> {
+        let due = self
+            .store
+            .due(id, now_secs() as u32, self.config.delivery_batch)
+            .await
+            .context("reading due deliveries")?;
+        let taken = due.len();
+        let outcomes: Vec<anyhow::Result<()>> = futures_util::stream::iter(due)
+            .map(|row| self.attempt(hook, row))
+            .buffer_unordered(self.config.delivery_concurrency)
+            .collect()
+            .await;
+        outcomes.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+        Ok(taken)
+    }
+
+    /// One attempt of one delivery, and its new version in the outbox.
+    async fn attempt(&self, hook: &Webhook, mut row: AlertRow) -> anyhow::Result<()> {
+        row.attempts += 1;
+        let attempt = hook.deliver(&row.alert_id, &row.body, now_secs()).await;
         let now = now_secs();
-        let mut updates = Vec::new();
-        for mut row in self.store.due(now as u32).await? {
-            let Some(hook) = self.webhooks.get(&row.webhook) else {
-                row.delivery_state = "failed".into();
-                row.last_error = format!("webhook {:?} is no longer configured", row.webhook);
-                updates.push(row);
-                continue;
-            };
-            row.attempts += 1;
-            let attempt = hook.deliver(&row.alert_id, &row.body, now).await;
-            let result = match &attempt {
-                Attempt::Delivered => "delivered",
-                Attempt::Refused(_) => "refused",
-                Attempt::Retry(_) if row.attempts >= self.config.max_attempts => "gave_up",
-                Attempt::Retry(_) => "retry",
-            };
-            self.metrics.alert_deliveries.with_label_values(&[result]).inc();
-            match attempt {
-                Attempt::Delivered => {
-                    row.delivery_state = "delivered".into();
-                    row.last_error.clear();
-                }
-                Attempt::Refused(reason) => {
-                    row.delivery_state = "failed".into();
-                    row.last_error = reason;
-                }
-                Attempt::Retry(reason) if row.attempts >= self.config.max_attempts => {
-                    row.delivery_state = "failed".into();
-                    row.last_error = format!("gave up after {} attempts: {reason}", row.attempts);
-                }
-                Attempt::Retry(reason) => {
-                    row.next_attempt_at = (now + self.backoff_secs(row.attempts)) as u32;
-                    row.last_error = reason;
-                }
+        let result = match &attempt {
+            Attempt::Delivered => "delivered",
+            Attempt::Refused(_) => "refused",
+            Attempt::Retry(_) if row.attempts >= self.config.max_attempts => "gave_up",
+            Attempt::Retry(_) => "retry",
+        };
+        self.metrics.alert_deliveries.with_label_values(&[result]).inc();
+        match attempt {
+            Attempt::Delivered => {
+                row.delivery_state = "delivered".into();
+                row.last_error.clear();
             }
-            info!(alert_id = %row.alert_id, webhook = %row.webhook, attempt = row.attempts, state = %row.delivery_state, error = %row.last_error, "alert delivery");
-            row.updated_at = now as u32;
-            row.version += 1;
-            updates.push(row);
+            Attempt::Refused(reason) => {
+                row.delivery_state = "failed".into();
+                row.last_error = reason;
+            }
+            Attempt::Retry(reason) if row.attempts >= self.config.max_attempts => {
+                row.delivery_state = "failed".into();
+                row.last_error = format!("gave up after {} attempts: {reason}", row.attempts);
+            }
+            Attempt::Retry(reason) => {
+                row.next_attempt_at = (now + self.backoff_secs(row.attempts)) as u32;
+                row.last_error = reason;
+            }
         }
-        Ok(self.store.record(&updates).await?)
+        info!(alert_id = %row.alert_id, webhook = %row.webhook, url = %hook.origin(), attempt = row.attempts, state = %row.delivery_state, error = %row.last_error, "alert delivery");
+        row.updated_at = now as u32;
+        row.version += 1;
+        self.store
+            .record(std::slice::from_ref(&row))
+            .await
+            .with_context(|| format!("recording the delivery of {} to {}", row.alert_id, row.webhook))
+    }
+
+    /// Marks pending deliveries to webhooks no longer configured as failed (a batch a pass).
+    async fn fail_orphans(&self) -> anyhow::Result<()> {
+        let configured: Vec<String> = self.webhooks.keys().cloned().collect();
+        let mut orphans = self.store.orphaned(&configured, self.config.delivery_batch).await?;
+        let now = now_secs() as u32;
+        for row in &mut orphans {
+            row.delivery_state = "failed".into();
+            row.last_error = format!("webhook {:?} is no longer configured", row.webhook);
+            row.updated_at = now;
+            row.version += 1;
+        }
+        Ok(self.store.record(&orphans).await?)
     }
 
     /// Exponential backoff with ±25 % jitter, in whole seconds (at least 1).
