@@ -13,7 +13,11 @@ use costline_core::budget::{Scope, TagMatch};
 use costline_core::rules::{HourlyCost, ModelUse};
 use costline_core::PicoUsd;
 
-use crate::sink::{ClickHouseTarget, SinkError};
+use crate::sink::{bounded, ClickHouseTarget, SinkError};
+
+/// Longest wait for one ClickHouse call of the evaluator, the outbox or the budget API: a hung
+/// server must not stall evaluation or delivery for good.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// One row of `alerts` (one alert and one webhook, one version of its delivery state).
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
@@ -73,21 +77,20 @@ impl GovernanceStore {
         for value in values {
             query = query.bind(value);
         }
-        Ok(PicoUsd(query.fetch_one::<i128>().await?))
+        Ok(PicoUsd(bounded(READ_TIMEOUT, query.fetch_one::<i128>()).await?))
     }
 
     /// Event time up to which every partition of `topic` has been flushed: the oldest of the
     /// partitions' newest flushed record times (epoch seconds; 0 if nothing was flushed).
     pub async fn as_of(&self, topic: &str) -> Result<u32, SinkError> {
-        Ok(self
+        let query = self
             .client
             .query(
                 "SELECT toUInt32(min(newest)) FROM (SELECT max(newest_record_time) AS newest FROM flushes \
                  WHERE kafka_topic = ? GROUP BY kafka_partition)",
             )
-            .bind(topic)
-            .fetch_one()
-            .await?)
+            .bind(topic);
+        bounded(READ_TIMEOUT, query.fetch_one()).await
     }
 
     /// Endpoint → (requests, retries) of real prod traffic with event times from `since`.
@@ -98,16 +101,15 @@ impl GovernanceStore {
             requests: u64,
             attempts: u64,
         }
-        let rows = self
+        let query = self
             .client
             .query(
                 "SELECT endpoint_tag, sumMerge(requests_state) AS requests, sumMerge(attempts_state) AS attempts \
                  FROM usage_minute_state WHERE window_start >= toDateTime(?) AND endpoint_tag != '' \
                  AND data_mode = 'real' AND environment = 'prod' GROUP BY endpoint_tag",
             )
-            .bind(since)
-            .fetch_all::<R>()
-            .await?;
+            .bind(since);
+        let rows = bounded(READ_TIMEOUT, query.fetch_all::<R>()).await?;
         Ok(rows.into_iter().map(|r| (r.endpoint_tag, (r.requests, r.attempts.saturating_sub(r.requests)))).collect())
     }
 
@@ -126,7 +128,7 @@ impl GovernanceStore {
             trailing: f64,
             hours: u64,
         }
-        let rows = self
+        let query = self
             .client
             .query(
                 "SELECT endpoint_tag, \
@@ -140,9 +142,8 @@ impl GovernanceStore {
             .bind(hour_start)
             .bind(hour_start)
             .bind(hour_start - trailing_hours * 3600)
-            .bind(hour_start)
-            .fetch_all::<R>()
-            .await?;
+            .bind(hour_start);
+        let rows = bounded(READ_TIMEOUT, query.fetch_all::<R>()).await?;
         Ok(rows
             .into_iter()
             .map(|r| {
@@ -167,7 +168,7 @@ impl GovernanceStore {
             model: String,
             hours: Vec<u32>,
         }
-        let rows = self
+        let query = self
             .client
             .query(
                 "SELECT endpoint_tag, prompt_version, provider, model, groupUniqArray(window_start) AS hours \
@@ -175,9 +176,8 @@ impl GovernanceStore {
                  AND endpoint_tag != '' AND data_mode = 'real' GROUP BY endpoint_tag, prompt_version, provider, model",
             )
             .bind(start)
-            .bind(end)
-            .fetch_all::<R>()
-            .await?;
+            .bind(end);
+        let rows = bounded(READ_TIMEOUT, query.fetch_all::<R>()).await?;
         Ok(rows.into_iter().map(|r| ((r.endpoint_tag, r.prompt_version, r.provider, r.model), r.hours)).collect())
     }
 
@@ -189,15 +189,14 @@ impl GovernanceStore {
             model: String,
             unpriced: u64,
         }
-        let rows = self
+        let query = self
             .client
             .query(
                 "SELECT provider, model, sumMerge(unpriced_attempts_state) AS unpriced FROM usage_minute_state \
                  WHERE window_start >= toDateTime(?) AND endpoint_tag != '' GROUP BY provider, model HAVING unpriced > 0",
             )
-            .bind(since)
-            .fetch_all::<R>()
-            .await?;
+            .bind(since);
+        let rows = bounded(READ_TIMEOUT, query.fetch_all::<R>()).await?;
         Ok(rows.into_iter().map(|r| ((r.provider, r.model), r.unpriced)).collect())
     }
 
@@ -206,12 +205,8 @@ impl GovernanceStore {
     pub async fn fired(&self, alert_ids: &[String]) -> Result<BTreeSet<String>, SinkError> {
         let mut fired = BTreeSet::new();
         for chunk in alert_ids.chunks(IDS_PER_QUERY) {
-            let rows: Vec<String> = self
-                .client
-                .query("SELECT DISTINCT alert_id FROM alerts WHERE has(?, alert_id)")
-                .bind(chunk)
-                .fetch_all()
-                .await?;
+            let query = self.client.query("SELECT DISTINCT alert_id FROM alerts WHERE has(?, alert_id)").bind(chunk);
+            let rows: Vec<String> = bounded(READ_TIMEOUT, query.fetch_all()).await?;
             fired.extend(rows);
         }
         Ok(fired)
@@ -219,13 +214,12 @@ impl GovernanceStore {
 
     /// The scopes `rule` fired for at or after `since` (epoch seconds): those cooling down.
     pub async fn fired_scopes(&self, rule: &str, since: i64) -> Result<BTreeSet<String>, SinkError> {
-        let rows: Vec<String> = self
+        let query = self
             .client
             .query("SELECT DISTINCT scope FROM alerts WHERE kind = 'rule' AND source = ? AND fired_at >= toDateTime(?)")
             .bind(rule)
-            .bind(since)
-            .fetch_all()
-            .await?;
+            .bind(since);
+        let rows: Vec<String> = bounded(READ_TIMEOUT, query.fetch_all()).await?;
         Ok(rows.into_iter().collect())
     }
 
@@ -234,7 +228,8 @@ impl GovernanceStore {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut insert = self.client.insert::<AlertRow>("alerts").await?;
+        let mut insert =
+            self.client.insert::<AlertRow>("alerts").await?.with_timeouts(Some(READ_TIMEOUT), Some(READ_TIMEOUT));
         for row in rows {
             insert.write(row).await?;
         }
@@ -249,7 +244,8 @@ impl GovernanceStore {
             "SELECT {ALERT_COLUMNS} FROM alerts FINAL WHERE delivery_state = 'pending' AND webhook = ? \
              AND next_attempt_at <= toDateTime(?) ORDER BY next_attempt_at, fired_at LIMIT ?"
         );
-        Ok(self.client.query(&sql).bind(webhook).bind(now).bind(limit as u64).fetch_all::<AlertRow>().await?)
+        let query = self.client.query(&sql).bind(webhook).bind(now).bind(limit as u64);
+        bounded(READ_TIMEOUT, query.fetch_all::<AlertRow>()).await
     }
 
     /// Up to `limit` pending deliveries to webhooks other than `configured` (removed from the
@@ -264,7 +260,7 @@ impl GovernanceStore {
         if !configured.is_empty() {
             query = query.bind(configured);
         }
-        Ok(query.bind(limit as u64).fetch_all::<AlertRow>().await?)
+        bounded(READ_TIMEOUT, query.bind(limit as u64).fetch_all::<AlertRow>()).await
     }
 }
 

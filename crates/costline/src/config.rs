@@ -198,7 +198,9 @@ pub struct ScopeConfig {
 pub struct WebhookConfig {
     /// Id that budgets and `alerts.webhooks` refer to.
     pub id: String,
-    /// Where alerts are POSTed.
+    /// Where alerts are POSTed. Its user info, path and query may hold a token (Slack's do):
+    /// `config check` prints only `scheme://host:port/…`.
+    #[serde(serialize_with = "serialize_url_origin")]
     pub url: String,
     /// Name of the environment variable holding the HMAC secret (required, not empty).
     pub secret_env: String,
@@ -253,6 +255,13 @@ pub struct KafkaConfig {
     /// The values of `librdkafka_secret_env` and `librdkafka_secret_files`, loaded at start.
     #[serde(skip)]
     pub librdkafka_secrets: BTreeMap<String, Secret>,
+}
+
+fn serialize_url_origin<S: serde::Serializer>(url: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    match reqwest::Url::parse(url) {
+        Ok(parsed) => serializer.serialize_str(&format!("{}…", crate::governance::webhook::origin(&parsed))),
+        Err(_) => serializer.serialize_str("(not a valid URL)"),
+    }
 }
 
 /// Whether a librdkafka property holds a secret.
@@ -889,6 +898,13 @@ mod tests {
         }
         assert!(printed.contains("\"ssl.key.password\" = \"***\""), "{printed}");
         assert!(printed.contains("SASL_SSL"), "{printed}");
+        let hook = "[[webhooks]]\nid = \"slack\"\nurl = \"https://hooks.example.com/services/T0/B0/s3cr3t?token=x\"\nsecret_env = \"H\"\n";
+        let config = Config::from_parts(hook, "c.toml", &env(&[("H", "k")])).unwrap();
+        let printed = toml::to_string_pretty(&config).unwrap();
+        assert!(
+            printed.contains("url = \"https://hooks.example.com:443/…\"") && !printed.contains("s3cr3t"),
+            "{printed}"
+        );
         let err = Config::from_parts(&text, "c.toml", &[]).unwrap_err().to_string();
         assert_eq!(
             err,
