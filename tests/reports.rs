@@ -1,5 +1,6 @@
 //! The analyst shortcuts on real data: each `costline report …` prints an aligned table with
-//! rows and the SQL it ran, and `costline config check` prints the effective configuration.
+//! rows and the SQL it ran, `costline prices coverage` names the unpriced models and fails
+//! while they exist, and `costline config check` prints the effective configuration.
 
 mod common;
 
@@ -38,6 +39,25 @@ fn analyst_shortcuts_print_tables_and_their_sql() {
         assert!(stdout.contains("-- SQL: SELECT"), "{args:?} does not show its SQL:\n{stdout}");
         assert!(stdout.lines().any(|l| l.starts_with("---")), "{args:?} has no table rule:\n{stdout}");
     }
+
+    // The generated traffic has an unpriced model and costUsd-priced attempts.
+    let output = setup.command(&["prices", "coverage", "--days", "36500"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "unpriced attempts exist:\n{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let unpriced: u64 =
+        setup.query("SELECT count() FROM usage_events WHERE price_version = ''").trim().parse().unwrap();
+    assert!(unpriced > 0 && stdout.contains(&format!("unpriced attempts: {unpriced}\n")), "{stdout}");
+    let models = setup
+        .query("SELECT DISTINCT concat(provider, '/', model) FROM usage_events WHERE price_version = '' FORMAT TSV");
+    for model in models.lines() {
+        assert!(stdout.contains(model), "{model} missing from:\n{stdout}");
+    }
+    assert!(stdout.contains("costUsd (reported)"), "{stdout}");
 
     let output = setup.command(&["config", "check"]).env("COSTLINE_CLICKHOUSE_PASSWORD", "hunter2").output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
