@@ -5,8 +5,8 @@
 -- Each flush adds one progress row per partition: endpoint_tag '' (never a valid tag),
 -- prompt_version = topic, tenant = partition, and the flush's next offset in
 -- flush_offset_state; its window_start is the flush's earliest window, so that it lands in a
--- month partition the flush writes anyway (databases from before 2026-11-25 hold such rows at
--- window_start 0: readers look at every window). It lands in the same block as the flush's rollups, so it tells whether
+-- month partition the flush writes anyway (older databases may hold such rows at window_start
+-- 0: readers look at every window). It lands in the same block as the flush's rollups, so it tells whether
 -- this table received a flush even when ClickHouse failed half-way through the fan-out. The
 -- analyst view leaves these rows out.
 --

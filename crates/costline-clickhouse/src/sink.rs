@@ -3,7 +3,8 @@
 //! A flush is one `INSERT` of ledger rows, tagged with a query id. When an insert fails, the
 //! worker does not know whether the server applied it (a timeout, a dropped connection). It
 //! then cancels that query id on the server and re-reads progress before writing again, so a
-//! flush is never applied twice: see `docs` in the worker's flush loop.
+//! flush is never applied twice: see the module doc of the worker's flush loop
+//! (`crates/costline/src/worker/flush.rs`) and `docs/design.md`.
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -600,6 +600,13 @@ impl Config {
         require(self.pipeline.flush_interval_ms >= 100, "pipeline.flush_interval_ms", "must be at least 100")?;
         require(self.pipeline.max_pending_records >= 1, "pipeline.max_pending_records", "must be at least 1")?;
         require(self.pipeline.dedup_horizon_secs >= 1, "pipeline.dedup_horizon_secs", "must be at least 1")?;
+        // A restart rebuilds the dedup memory from `usage_events` as far back as an entry is kept.
+        let kept_secs = u64::from(self.pipeline.dedup_horizon_secs) + u64::from(self.pipeline.dedup_grace_secs);
+        require(
+            self.clickhouse.retention_days == 0 || u64::from(self.clickhouse.retention_days) * 86_400 > kept_secs,
+            "clickhouse.retention_days",
+            "must be 0 (keep everything) or cover pipeline.dedup_horizon_secs + pipeline.dedup_grace_secs",
+        )?;
         // A record time bounded at now + skew is followed by true ones up to the skew earlier:
         // the grace must cover that much running backwards.
         require(
