@@ -80,7 +80,8 @@ USER 10001:10001
 # Metrics, /healthz and /readyz. The built-in default is loopback (127.0.0.1:9464), which is
 # unreachable from outside a container, so the image listens on all interfaces. Environment
 # variables override the config file: to move the port, set COSTLINE_HTTP__LISTEN, not
-# http.listen in the file.
+# http.listen in the file. On this address `costline run` needs a token (COSTLINE_HTTP_TOKEN
+# or http.token_file) for the API and ingest, or http.allow_unauthenticated = true.
 ENV COSTLINE_HTTP__LISTEN=0.0.0.0:9464
 EXPOSE 9464
 

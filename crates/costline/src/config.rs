@@ -443,17 +443,48 @@ pub struct PricingConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Address of `/metrics`, `/healthz`, `/readyz`, the budget API and HTTP ingest.
-    /// Loopback by default.
+    /// Loopback by default; any other address needs a token (or `allow_unauthenticated`).
     pub listen: String,
     /// Largest request body `POST /v1/events` accepts.
     pub max_body_bytes: usize,
     /// Most events in one `POST /v1/events` batch.
     pub max_batch_events: usize,
+    /// File holding the bearer token of the API, ingest and dashboard data (first line).
+    /// Alternatively set `COSTLINE_HTTP_TOKEN`.
+    pub token_file: Option<PathBuf>,
+    /// Serve without a token on an address other than loopback (127.0.0.0/8, ::1).
+    pub allow_unauthenticated: bool,
+    /// Longest wait for a request's headers, and for the next request on an idle connection;
+    /// the connection is then closed.
+    pub header_timeout_ms: u64,
+    /// Longest pause while a request body arrives; the request is then answered 408.
+    pub body_timeout_ms: u64,
+    /// Longest time from a request's headers to its answer, body included; then 408.
+    pub request_timeout_ms: u64,
+    /// Most requests to the token-protected endpoints handled at once; more are answered 503
+    /// at once. `/metrics`, `/healthz`, `/readyz` and the dashboard page are not counted.
+    pub max_concurrent_requests: usize,
+    /// After SIGTERM, how long requests under way may still finish before the server stops.
+    pub shutdown_grace_ms: u64,
+    #[serde(skip)]
+    pub token: Option<Secret>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: "127.0.0.1:9464".into(), max_body_bytes: 10 << 20, max_batch_events: 10_000 }
+        HttpConfig {
+            listen: "127.0.0.1:9464".into(),
+            max_body_bytes: 10 << 20,
+            max_batch_events: 10_000,
+            token_file: None,
+            allow_unauthenticated: false,
+            header_timeout_ms: 5_000,
+            body_timeout_ms: 10_000,
+            request_timeout_ms: 30_000,
+            max_concurrent_requests: 256,
+            shutdown_grace_ms: 5_000,
+            token: None,
+        }
     }
 }
 
@@ -534,6 +565,7 @@ impl Config {
         config.clickhouse.password = load_password(&config.clickhouse, env)?;
         config.kafka.librdkafka_secrets = load_librdkafka_secrets(&config.kafka, env)?;
         load_webhook_secrets(&mut config.webhooks, env)?;
+        config.http.token = load_http_token(&config.http, env)?;
         config.validate()?;
         Ok(config)
     }
@@ -619,6 +651,21 @@ impl Config {
             "http.listen",
             "must be an address like 127.0.0.1:9464",
         )?;
+        let http = &self.http;
+        for (key, value) in [
+            ("http.header_timeout_ms", http.header_timeout_ms),
+            ("http.body_timeout_ms", http.body_timeout_ms),
+            ("http.request_timeout_ms", http.request_timeout_ms),
+        ] {
+            require((100..=3_600_000).contains(&value), key, "must be between 100 and 3600000")?;
+        }
+        require(http.shutdown_grace_ms <= 600_000, "http.shutdown_grace_ms", "must be at most 600000")?;
+        require(
+            (1..=65_536).contains(&http.max_concurrent_requests),
+            "http.max_concurrent_requests",
+            "must be between 1 and 65536",
+        )?;
+        require(http.max_body_bytes >= 1, "http.max_body_bytes", "must be at least 1")?;
         require(matches!(self.log.format.as_str(), "text" | "json"), "log.format", "must be `text` or `json`")?;
         self.validate_governance()?;
         if let Some(path) = &self.pricing.override_file {
@@ -633,6 +680,23 @@ impl Config {
 }
 
 impl Config {
+    /// A worker serves the API and ingest on `http.listen`: on an address other than loopback
+    /// (127.0.0.0/8, ::1) it needs a token, unless `http.allow_unauthenticated` says so.
+    /// Checked by `run` and `config check`, not at every load: one-shot commands (`migrate`,
+    /// `produce`) serve nothing, and the container image listens on all interfaces.
+    pub fn validate_http_exposure(&self) -> anyhow::Result<()> {
+        let listen: SocketAddr =
+            self.http.listen.parse().with_context(|| format!("config key `http.listen`: {:?}", self.http.listen))?;
+        if listen.ip().is_loopback() || self.http.token.is_some() || self.http.allow_unauthenticated {
+            return Ok(());
+        }
+        bail!(
+            "config key `http.listen` is {listen}, not a loopback address, and no token is set: set \
+             COSTLINE_HTTP_TOKEN or `http.token_file`, or `http.allow_unauthenticated = true` to serve the API and \
+             ingest to anyone who can reach it"
+        )
+    }
+
     fn validate_governance(&self) -> anyhow::Result<()> {
         self.alerts.time_zone.parse::<chrono_tz::Tz>().map_err(|_| {
             anyhow::anyhow!("config key `alerts.time_zone` must be an IANA time zone (got {:?})", self.alerts.time_zone)
@@ -789,6 +853,21 @@ fn load_webhook_secrets(webhooks: &mut [WebhookConfig], env: &[(String, String)]
     Ok(())
 }
 
+/// The bearer token from `http.token_file` (its first line) or `COSTLINE_HTTP_TOKEN`; an empty
+/// one from the environment counts as unset, an empty file is an error.
+fn load_http_token(config: &HttpConfig, env: &[(String, String)]) -> anyhow::Result<Option<Secret>> {
+    if let Some(path) = &config.token_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("config key `http.token_file`: cannot read {}", path.display()))?;
+        let token = text.lines().next().unwrap_or_default().trim();
+        if token.is_empty() {
+            bail!("config key `http.token_file`: the first line of {} is empty", path.display());
+        }
+        return Ok(Some(Secret(token.to_string())));
+    }
+    Ok(env.iter().find(|(name, v)| name == "COSTLINE_HTTP_TOKEN" && !v.is_empty()).map(|(_, v)| Secret(v.clone())))
+}
+
 fn load_password(config: &ClickHouseConfig, env: &[(String, String)]) -> anyhow::Result<Option<Secret>> {
     if let Some(path) = &config.password_file {
         let text = std::fs::read_to_string(path)
@@ -940,6 +1019,78 @@ mod tests {
         let err = Config::from_parts(text, "c.toml", &env(&[("HOOK_SECRET", "s")])).unwrap_err().to_string();
         assert!(err.starts_with("config key `webhooks[0].url` is not a valid URL"), "{err}");
         assert!(!err.contains("tok3n"), "{err}");
+    }
+
+    #[test]
+    fn http_limits_name_the_key() {
+        let err = |toml: &str| Config::from_parts(toml, "c.toml", &[]).unwrap_err().to_string();
+        assert_eq!(
+            err("[http]\nrequest_timeout_ms = 0\n"),
+            "config key `http.request_timeout_ms` must be between 100 and 3600000"
+        );
+        assert_eq!(
+            err("[http]\nheader_timeout_ms = 50\n"),
+            "config key `http.header_timeout_ms` must be between 100 and 3600000"
+        );
+        assert_eq!(
+            err("[http]\nbody_timeout_ms = 0\n"),
+            "config key `http.body_timeout_ms` must be between 100 and 3600000"
+        );
+        assert_eq!(
+            err("[http]\nmax_concurrent_requests = 0\n"),
+            "config key `http.max_concurrent_requests` must be between 1 and 65536"
+        );
+        assert_eq!(
+            err("[http]\nshutdown_grace_ms = 900000\n"),
+            "config key `http.shutdown_grace_ms` must be at most 600000"
+        );
+        let defaults = Config::from_parts("", "c.toml", &[]).unwrap().http;
+        assert_eq!(
+            (defaults.header_timeout_ms, defaults.request_timeout_ms, defaults.max_concurrent_requests),
+            (5_000, 30_000, 256)
+        );
+    }
+
+    #[test]
+    fn a_reachable_listen_address_needs_a_token() {
+        let load = |toml: &str, pairs: &[(&str, &str)]| Config::from_parts(toml, "c.toml", &env(pairs)).unwrap();
+        for loopback in ["127.0.0.1:9464", "127.1.2.3:9464", "[::1]:9464"] {
+            let config = load(&format!("[http]\nlisten = \"{loopback}\"\n"), &[]);
+            assert!(config.validate_http_exposure().is_ok(), "{loopback}");
+        }
+        for exposed in ["0.0.0.0:9464", "10.0.0.7:9464", "[::]:9464", "[::ffff:127.0.0.1]:9464"] {
+            let config = load("", &[("COSTLINE_HTTP__LISTEN", exposed)]);
+            let err = config.validate_http_exposure().unwrap_err().to_string();
+            assert!(err.starts_with("config key `http.listen` is "), "{err}");
+            assert!(err.contains("http.allow_unauthenticated"), "{err}");
+            let empty_token = load("", &[("COSTLINE_HTTP__LISTEN", exposed), ("COSTLINE_HTTP_TOKEN", "")]);
+            assert!(empty_token.validate_http_exposure().is_err(), "{exposed}: an empty token is no token");
+            let with_token = load("", &[("COSTLINE_HTTP__LISTEN", exposed), ("COSTLINE_HTTP_TOKEN", "t0k3n")]);
+            assert!(with_token.validate_http_exposure().is_ok(), "{exposed}");
+            let allowed = load("[http]\nallow_unauthenticated = true\n", &[("COSTLINE_HTTP__LISTEN", exposed)]);
+            assert!(allowed.validate_http_exposure().is_ok(), "{exposed}");
+        }
+    }
+
+    #[test]
+    fn the_http_token_comes_from_a_file_or_the_environment_and_never_prints() {
+        let path = std::env::temp_dir().join(format!("costline-config-test-token-{}", std::process::id()));
+        std::fs::write(&path, "from-file\nignored\n").unwrap();
+        let toml = format!("[http]\nlisten = \"0.0.0.0:1\"\ntoken_file = {:?}\n", path.display().to_string());
+        let config = Config::from_parts(&toml, "c.toml", &env(&[("COSTLINE_HTTP_TOKEN", "from-env")])).unwrap();
+        assert_eq!(config.http.token.as_ref().map(Secret::expose), Some("from-file"));
+        assert!(config.validate_http_exposure().is_ok());
+        assert!(!format!("{config:?}").contains("from-file"));
+        assert!(!toml::to_string(&config).unwrap().contains("from-file"));
+        std::fs::write(&path, "\n").unwrap();
+        let err = Config::from_parts(&toml, "c.toml", &[]).unwrap_err().to_string();
+        assert!(err.starts_with("config key `http.token_file`: the first line of"), "{err}");
+        std::fs::remove_file(&path).unwrap();
+        let err = Config::from_parts(&toml, "c.toml", &[]).unwrap_err().to_string();
+        assert!(err.starts_with("config key `http.token_file`: cannot read"), "{err}");
+        let config = Config::from_parts("", "c.toml", &env(&[("COSTLINE_HTTP_TOKEN", "from-env")])).unwrap();
+        assert_eq!(config.http.token.as_ref().map(Secret::expose), Some("from-env"));
+        assert!(!format!("{config:?}").contains("from-env"));
     }
 
     #[test]

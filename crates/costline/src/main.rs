@@ -101,7 +101,16 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let config = match Config::load(cli.config.as_deref()) {
+    // `run` serves HTTP, and `config check` tells whether `run` would start.
+    let serves_http = matches!(cli.command, Command::Run | Command::Config { .. });
+    let loaded = Config::load(cli.config.as_deref()).and_then(|config| {
+        if serves_http {
+            config.validate_http_exposure().map(|()| config)
+        } else {
+            Ok(config)
+        }
+    });
+    let config = match loaded {
         Ok(mut config) => {
             if cli.log_json {
                 config.log.format = "json".into();
@@ -175,6 +184,7 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<()> {
                 "# clickhouse password: {}",
                 if config.clickhouse.password.is_some() { "set (***)" } else { "not set" }
             );
+            println!("# http token: {}", if config.http.token.is_some() { "set (***)" } else { "not set" });
             Ok(())
         }
     }
@@ -185,33 +195,46 @@ async fn run_worker(config: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(metrics::Metrics::new().context("registering metrics")?);
     let health = Arc::new(http::Health { metrics, ready: AtomicBool::new(false) });
     let shutdown = CancellationToken::new();
-    let listen = config.http.listen.parse().context("config key `http.listen`")?;
     let target = worker::clickhouse_target(&config);
     let governance = Arc::new(governance::Governance::new(&config, &target, health.metrics.clone())?);
-    let token = std::env::var("COSTLINE_HTTP_TOKEN").ok().filter(|t| !t.is_empty());
     let extra = config.kafka.producer_properties();
     let ingest_producer = costline_kafka::RecordProducer::connect(&config.kafka.brokers, &extra)
         .context("creating the ingest producer")?;
     let ingest = ingest::router(
         ingest_producer,
         config.kafka.topic.clone(),
-        token.clone(),
         config.http.max_body_bytes,
         config.http.max_batch_events,
     );
-    let dashboard = dashboard::router(
-        costline_clickhouse::dashboard::DashboardStore::new(&target),
-        governance.clone(),
-        token.clone(),
-    );
-    let api = governance::api::router(governance.clone(), token).merge(ingest).merge(dashboard);
-    let server = tokio::spawn(http::serve(listen, health.clone(), api, shutdown.clone()));
+    let dashboard_data =
+        dashboard::router(costline_clickhouse::dashboard::DashboardStore::new(&target), governance.clone());
+    let routes = http::Routes {
+        open: dashboard::page(),
+        protected: governance::api::router(governance.clone()).merge(ingest).merge(dashboard_data),
+    };
+    let http_config = config.http.clone();
+    let server = tokio::spawn({
+        let (health, shutdown) = (health.clone(), shutdown.clone());
+        async move {
+            if let Err(e) = http::serve(&http_config, health, routes, shutdown).await {
+                tracing::error!(error = format!("{e:#}"), "the HTTP server stopped");
+            }
+        }
+    });
     let alerts = tokio::spawn(governance.clone().run(shutdown.clone()));
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    info!(models = prices.model_count(), budgets = config.budgets.len(), http = %listen, "costline worker starting");
+    info!(
+        models = prices.model_count(),
+        budgets = config.budgets.len(),
+        http = %config.http.listen,
+        http_token = config.http.token.is_some(),
+        "costline worker starting"
+    );
     let result = worker::run(&config, prices, health, governance.evaluator.clone(), shutdown.clone()).await;
     shutdown.cancel();
-    let _ = server.await;
+    if let Err(e) = server.await {
+        tracing::error!(error = %e, "the HTTP server task failed");
+    }
     // Deliveries in flight stop here and stay pending in the outbox.
     if let Err(e) = alerts.await {
         tracing::warn!(error = %e, "the alert tasks ended abnormally");
