@@ -6,7 +6,8 @@
 //! at once; and after SIGTERM a request still under way is cut off after the shutdown grace.
 //!
 //! The clients are raw `TcpStream`s, so that each test controls exactly which bytes are sent
-//! and when.
+//! and when. The bounds on how soon the server acts leave seconds of slack for a loaded
+//! machine; without the guards under test the server does not act within the waits at all.
 
 mod common;
 
@@ -60,9 +61,10 @@ fn post_head(content_type: Option<&str>, authorization: Option<&str>, content_le
     head + "\r\n"
 }
 
-/// What the server sent within `limit`: the status of its answer (`None` if it closed the
-/// connection without one, or sent nothing in time), the rest of the response head and body
-/// read so far, and whether the connection was closed or the wait ran out.
+/// What the server sent within a wait: the status of its answer (`None` if it closed the
+/// connection without one, or sent nothing in time), everything received, whether the server
+/// closed the connection, and when the reading stopped.
+#[derive(Debug)]
 struct Answer {
     status: Option<u16>,
     text: String,
@@ -134,7 +136,7 @@ fn slow_clients_are_cut_off_within_the_timeouts() {
     let writer = dribble(&stream, head.into_bytes(), Duration::from_millis(200));
     let got = answer(&mut stream.try_clone().unwrap(), Duration::from_secs(15));
     assert!(
-        got.closed && got.after < Duration::from_secs(4),
+        got.closed && got.after < Duration::from_secs(6),
         "slow headers were not cut off: {:?} after {:?}",
         got.text,
         got.after
@@ -148,7 +150,7 @@ fn slow_clients_are_cut_off_within_the_timeouts() {
     let got = answer(&mut stream, Duration::from_secs(15));
     assert_eq!(got.status, Some(408), "a stalled body: {:?} after {:?}", got.text, got.after);
     assert!(got.text.contains("http.body_timeout_ms"), "{}", got.text);
-    assert!(got.after < Duration::from_millis(2_500), "the stalled body was cut after {:?}", got.after);
+    assert!(got.after < Duration::from_secs(6), "the stalled body was cut after {:?}", got.after);
 
     // A body that keeps dribbling (never pausing as long as the body timeout): 408 at the
     // request timeout.
@@ -157,7 +159,7 @@ fn slow_clients_are_cut_off_within_the_timeouts() {
     let writer = dribble(&stream, vec![b' '; 1000], Duration::from_millis(200));
     let got = answer(&mut stream.try_clone().unwrap(), Duration::from_secs(15));
     assert_eq!(got.status, Some(408), "a dribbling body: {:?} after {:?}", got.text, got.after);
-    assert!(got.after < Duration::from_secs(5), "the dribbling body was cut after {:?}", got.after);
+    assert!(got.after < Duration::from_secs(8), "the dribbling body was cut after {:?}", got.after);
     drop(stream);
     writer.join().unwrap();
 
@@ -184,7 +186,7 @@ fn requests_without_the_token_are_refused_before_the_body_is_read() {
                 got.text,
                 got.after
             );
-            assert!(got.after < Duration::from_secs(2), "answered after {:?}", got.after);
+            assert!(got.after < Duration::from_secs(5), "answered after {:?}", got.after);
             assert!(got.text.to_lowercase().contains("www-authenticate: bearer"), "{}", got.text);
         }
     }
@@ -262,16 +264,25 @@ fn requests_over_the_concurrency_limit_are_answered_503_at_once() {
     let mut held = connect(&worker);
     held.write_all(post_head(Some("application/json"), Some(&auth), body.len()).as_bytes()).unwrap();
     held.write_all(first_part.as_bytes()).unwrap();
+    // No other request until it is under way: one sent at the same moment could take the slot
+    // first, and the held one would be the one shed.
+    std::thread::sleep(Duration::from_millis(500));
 
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let started = Instant::now();
         let (status, text) = get(&worker, "/v1/budgets", Some(&auth));
         if status == Some(503) && text.contains("http.max_concurrent_requests") {
-            assert!(started.elapsed() < Duration::from_secs(2), "shed only after {:?}", started.elapsed());
+            assert!(started.elapsed() < Duration::from_secs(5), "shed only after {:?}", started.elapsed());
             break;
         }
-        assert!(Instant::now() < deadline, "a second request was never shed; last answer: {text}");
+        if Instant::now() > deadline {
+            let held = answer(&mut held, Duration::from_secs(1));
+            panic!(
+                "a second request was never shed; last answer: {text}\nthe held request: {held:?}\n{}",
+                worker.log()
+            );
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(get(&worker, "/healthz", None).0, Some(200), "health checks do not count");
@@ -299,6 +310,6 @@ fn shutdown_cuts_off_requests_still_under_way_after_the_grace() {
     worker.signal("TERM");
     let got = answer(&mut held, Duration::from_secs(20));
     assert!(got.closed, "the held request's connection stayed open: {:?}", got.text);
-    assert!(got.after < Duration::from_secs(4), "cut off only after {:?}", got.after);
+    assert!(got.after < Duration::from_secs(8), "cut off only after {:?}", got.after);
     assert_eq!(worker.stop(), 0);
 }
