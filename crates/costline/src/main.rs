@@ -1,6 +1,7 @@
 //! `costline`: LLM cost attribution from Kafka to ClickHouse.
 //!
-//! One binary: `run` (a worker), `migrate`, `produce` (realistic load), `demo`, `config`.
+//! One binary: `run` (a worker), `migrate`, `produce` (realistic load), `demo`, `config`,
+//! `prices import` (a community catalog → a price file).
 //! This file only parses the command line and wires the pieces; each lives in its module.
 
 mod baseline;
@@ -11,6 +12,8 @@ mod governance;
 mod http;
 mod ingest;
 mod metrics;
+mod prices_cli;
+mod prices_import;
 mod pricing;
 mod produce;
 mod replay;
@@ -87,6 +90,9 @@ enum Command {
     Report(report_cli::ReportCommand),
     /// Benchmark baseline: how fast a bare consumer reads the topic (counts records only).
     BaselineConsume(baseline::BaselineArgs),
+    /// Price table tools: `costline prices import --from litellm FILE`.
+    #[command(subcommand)]
+    Prices(prices_cli::PricesCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -146,6 +152,7 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
         Command::BaselineConsume(args) => baseline::run(&config, &args).await,
         Command::Report(command) => report_cli::run(&config, &command).await,
         Command::Replay(args) => replay::run(&config, &args).await,
+        Command::Prices(command) => prices_cli::run(&config, &command).await,
         Command::Config { action: None | Some(ConfigAction::Check) } => {
             print!("{}", toml::to_string_pretty(&config).context("rendering the configuration")?);
             println!(
