@@ -344,8 +344,9 @@ impl PriceCache {
     }
 }
 
-/// `name-20250929` or `name-2024-08-06` → `name`.
-fn strip_date_suffix(model: &str) -> Option<&str> {
+/// `name-20250929` or `name-2024-08-06` → `name`: the id whose rows price a dated snapshot
+/// that has none of its own.
+pub fn strip_date_suffix(model: &str) -> Option<&str> {
     let is_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
     let bytes = model.as_bytes();
     if model.len() > 9 && bytes[model.len() - 9] == b'-' && is_digits(&model[model.len() - 8..]) {

@@ -1,6 +1,7 @@
 //! `costline`: LLM cost attribution from Kafka to ClickHouse.
 //!
-//! One binary: `run` (a worker), `migrate`, `produce` (realistic load), `demo`, `config`.
+//! One binary: `run` (a worker), `migrate`, `produce` (realistic load), `demo`, `config`,
+//! `prices import` (a community catalog → a price file).
 //! This file only parses the command line and wires the pieces; each lives in its module.
 
 mod baseline;
@@ -12,6 +13,8 @@ mod http;
 mod ingest;
 mod metrics;
 mod price_coverage;
+mod prices_cli;
+mod prices_import;
 mod pricing;
 mod produce;
 mod replay;
@@ -60,12 +63,6 @@ enum ConfigAction {
 }
 
 #[derive(Subcommand)]
-enum PricesAction {
-    /// Models seen in ClickHouse and what priced them; exits 3 when unpriced attempts exist.
-    Coverage(price_coverage::CoverageArgs),
-}
-
-#[derive(Subcommand)]
 enum Command {
     /// Run a worker: consume usage events, write rollups, until SIGTERM/SIGINT.
     Run,
@@ -92,11 +89,11 @@ enum Command {
     /// Analyst shortcuts: aligned tables from ClickHouse, each with the SQL it ran.
     #[command(subcommand)]
     Report(report_cli::ReportCommand),
-    /// The price table: coverage of the models seen.
-    #[command(subcommand)]
-    Prices(PricesAction),
     /// Benchmark baseline: how fast a bare consumer reads the topic (counts records only).
     BaselineConsume(baseline::BaselineArgs),
+    /// Price table tools: `prices import --from litellm FILE`, `prices coverage`.
+    #[command(subcommand)]
+    Prices(prices_cli::PricesCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -140,13 +137,8 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn execute(command: Command, config: Config) -> anyhow::Result<std::process::ExitCode> {
-    if let Command::Prices(PricesAction::Coverage(args)) = &command {
-        let unpriced = price_coverage::run(&config, args).await?;
-        return Ok(if unpriced {
-            std::process::ExitCode::from(price_coverage::UNPRICED_EXIT_CODE)
-        } else {
-            std::process::ExitCode::SUCCESS
-        });
+    if let Command::Prices(command) = &command {
+        return prices_cli::run(&config, command).await;
     }
     run_command(command, config).await.map(|()| std::process::ExitCode::SUCCESS)
 }
@@ -177,7 +169,7 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<()> {
         Command::BaselineConsume(args) => baseline::run(&config, &args).await,
         Command::Report(command) => report_cli::run(&config, &command).await,
         Command::Replay(args) => replay::run(&config, &args).await,
-        Command::Prices(PricesAction::Coverage(args)) => price_coverage::run(&config, &args).await.map(|_| ()),
+        Command::Prices(command) => prices_cli::run(&config, &command).await.map(|_| ()),
         Command::Config { action: None | Some(ConfigAction::Check) } => {
             print!("{}", toml::to_string_pretty(&config).context("rendering the configuration")?);
             println!(

@@ -8,8 +8,13 @@ use crate::config::PricingConfig;
 
 const BUILTIN: &str = include_str!("../../../schemas/prices.toml");
 
+/// The built-in table alone.
+pub fn builtin() -> anyhow::Result<PriceTable> {
+    PriceTable::from_toml(BUILTIN, "built-in schemas/prices.toml").context("built-in price table")
+}
+
 pub fn load(config: &PricingConfig) -> anyhow::Result<PriceTable> {
-    let mut table = PriceTable::from_toml(BUILTIN, "built-in schemas/prices.toml").context("built-in price table")?;
+    let mut table = builtin()?;
     if let Some(path) = &config.override_file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("config key `pricing.override_file`: cannot read {}", path.display()))?;
