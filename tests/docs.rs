@@ -1,5 +1,6 @@
-//! The docs lead somewhere: every relative link in the repository's Markdown files names a
-//! file or folder that exists, so a newcomer can follow README → docs without a dead end.
+//! The docs lead somewhere and say what the code does: every relative link in the
+//! repository's Markdown files names a file or folder that exists, so a newcomer can follow
+//! README → docs without a dead end, and the configuration reference is the one the code makes.
 
 mod common;
 
@@ -70,6 +71,22 @@ fn every_relative_link_in_the_markdown_files_resolves() {
     }
     assert!(checked > 10, "only {checked} relative links found: is the scan broken?");
     assert!(dead.is_empty(), "dead or out-of-repository links:\n{}", dead.join("\n"));
+}
+
+#[test]
+fn the_configuration_reference_is_the_one_the_code_makes() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_costline"))
+        .args(["config", "reference"])
+        .output()
+        .expect("running costline config reference");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let generated = String::from_utf8(output.stdout).expect("UTF-8 reference");
+    let path = common::repo_root().join("docs/configuration.md");
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "docs/configuration.md is stale: run `costline config reference > docs/configuration.md`"
+    );
 }
 
 #[test]

@@ -11,12 +11,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "COSTLINE_";
 
-#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub kafka: KafkaConfig,
@@ -32,7 +33,7 @@ pub struct Config {
     pub webhooks: Vec<WebhookConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertsConfig {
     /// How often budgets and rules are evaluated (by the worker that owns partition 0).
@@ -43,15 +44,17 @@ pub struct AlertsConfig {
     pub cooldown_secs: u32,
     /// Webhooks that rule alerts go to.
     pub webhooks: Vec<String>,
-    /// Delivery retries: first backoff, doubling (with ±25 % jitter) up to the maximum.
+    /// First backoff of a failed webhook delivery; it doubles (with ±25 % jitter) per attempt.
     pub retry_initial_ms: u64,
+    /// Longest backoff between two attempts of a webhook delivery.
     pub retry_max_ms: u64,
     /// Give up on a delivery after this many attempts (it stays in `alerts` as `failed`).
     pub max_attempts: u32,
-    /// Each webhook is delivered to by its own loop, which takes at most this many due
-    /// deliveries from the outbox at a time…
+    /// Due deliveries one webhook's delivery loop takes from the outbox at a time (each webhook
+    /// has its own loop).
     pub delivery_batch: usize,
-    /// …and has at most this many attempts in flight (a slow receiver holds up only itself).
+    /// Attempts one webhook's delivery loop has in flight at once (a slow receiver holds up
+    /// only itself).
     pub delivery_concurrency: usize,
     /// At most this many scopes of one rule (models, endpoints, drift combinations: values the
     /// senders choose) get an alert of their own per `cooldown_secs`; the rest are counted in one
@@ -84,15 +87,16 @@ impl Default for AlertsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryStormConfig {
+    /// Whether the retry-storm rule runs (retry ratio of an endpoint over a limit).
     pub enabled: bool,
-    /// Sliding window (event time).
+    /// Sliding window of the rule (event time).
     pub window_secs: u32,
-    /// Fires above this retries/requests ratio…
+    /// The rule fires above this retries/requests ratio of an endpoint in the window.
     pub max_retry_ratio: f64,
-    /// …with at least this many requests in the window.
+    /// The rule judges an endpoint only with at least this many requests in the window.
     pub min_requests: u64,
 }
 
@@ -102,18 +106,20 @@ impl Default for RetryStormConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct CostSpikeConfig {
+    /// Whether the cost-spike rule runs (an endpoint's last complete hour against its average).
     pub enabled: bool,
-    /// Fires when the last complete hour costs more than `factor` × the trailing hourly average…
+    /// The rule fires when the last complete hour costs more than this × the trailing hourly
+    /// average (above 1).
     pub factor: f64,
-    /// …over this many hours (hours without traffic are not averaged in)…
+    /// Hours the trailing average covers (hours without traffic are not averaged in).
     pub trailing_hours: u32,
-    /// …and at least this much…
+    /// The rule fires only for an hour that cost at least this much (USD).
     pub min_cost_usd: f64,
-    /// …once at least this many of the trailing hours had traffic (the first, partial hours of
-    /// a new endpoint or a fresh deployment would make a low average).
+    /// The rule judges an endpoint once at least this many of the trailing hours had traffic
+    /// (the first, partial hours of a new endpoint would make a low average).
     pub min_history_hours: u32,
 }
 
@@ -123,14 +129,16 @@ impl Default for CostSpikeConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConfigDriftConfig {
+    /// Whether the config-drift rule runs (a new provider/model under an endpoint + prompt
+    /// version).
     pub enabled: bool,
-    /// Combinations seen in this many hours before the current one are "known"…
+    /// Combinations seen in this many hours before the current one are "known".
     pub lookback_hours: u32,
-    /// …and an endpoint + prompt version is judged once it had traffic in this many of them
-    /// (with less history, an occasional model such as a fallback may not have shown up yet).
+    /// An endpoint + prompt version is judged once it had traffic in this many of the lookback
+    /// hours (with less history, an occasional model such as a fallback may not have shown up).
     pub min_history_hours: u32,
 }
 
@@ -140,9 +148,10 @@ impl Default for ConfigDriftConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct UnpricedModelConfig {
+    /// Whether the unpriced-model rule runs (attempts of a model without a price row).
     pub enabled: bool,
     /// Looks back this far for unpriced attempts.
     pub window_secs: u32,
@@ -154,7 +163,7 @@ impl Default for UnpricedModelConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetConfig {
     /// Unique id, used in alert ids and the budget API (`/v1/budgets/{id}`).
@@ -181,19 +190,26 @@ fn default_thresholds() -> Vec<u32> {
 
 /// What a budget covers. Unset keys match anything; `environment` defaults to `prod` and
 /// `data_mode` to `real` (`"*"` matches any). `endpoint_tag` may end in `*` (prefix).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScopeConfig {
+    /// The tenant (`userId`) covered; unset or `"*"`: any.
     pub tenant: Option<String>,
+    /// The endpoint tag covered, exact or a prefix ending in `*` (`checkout.*`); unset: any.
     pub endpoint_tag: Option<String>,
+    /// The prompt version covered (`""` is untagged traffic); unset: any.
     pub prompt_version: Option<String>,
+    /// The provider covered (compared lower-case); unset or `"*"`: any.
     pub provider: Option<String>,
+    /// The model covered; unset or `"*"`: any.
     pub model: Option<String>,
+    /// The environment covered; unset: `prod`, `"*"`: any.
     pub environment: Option<String>,
+    /// The data mode covered (`real`, `test`, `demo`); unset: `real`, `"*"`: any.
     pub data_mode: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// Id that budgets and `alerts.webhooks` refer to.
@@ -216,7 +232,7 @@ fn default_webhook_timeout_ms() -> u64 {
     5_000
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
     /// Bootstrap brokers, comma-separated `host:port`.
@@ -299,7 +315,7 @@ impl Default for KafkaConfig {
 
 /// librdkafka's partitioners (`partitioner`). The `_random` forms send keyless records to a
 /// random partition; keyed records go where the named hash puts them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Partitioner {
     /// Java's `murmur2` (Kafka's default in the Java, Go (sarama's compatible mode) and most
@@ -357,7 +373,7 @@ impl KafkaConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClickHouseConfig {
     /// HTTP endpoint of ClickHouse.
@@ -376,7 +392,8 @@ pub struct ClickHouseConfig {
     /// ClickHouse has idle cores (BENCHMARKS.md, Latency).
     pub insert_streams: usize,
     /// Days of `usage_events` and `rejected_events` kept (whole UTC days / months are dropped);
-    /// 0 keeps everything. Must cover the dedup horizon: restarts rebuild it from `usage_events`.
+    /// 0 keeps everything. Must cover `pipeline.dedup_horizon_secs` + `dedup_grace_secs`:
+    /// restarts rebuild the dedup memory from `usage_events`.
     pub retention_days: u32,
     #[serde(skip)]
     pub password: Option<Secret>,
@@ -397,7 +414,7 @@ impl Default for ClickHouseConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
     /// How often pending rollups and events are written to ClickHouse.
@@ -431,7 +448,7 @@ impl Default for PipelineConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PricingConfig {
     /// Your own price file (same format as `schemas/prices.toml`): its rows replace built-in
@@ -439,7 +456,7 @@ pub struct PricingConfig {
     pub override_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Address of `/metrics`, `/healthz`, `/readyz`, the budget API and HTTP ingest.
@@ -488,7 +505,7 @@ impl Default for HttpConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// `text` (for terminals) or `json`.

@@ -6,6 +6,7 @@
 
 mod baseline;
 mod config;
+mod config_reference;
 mod dashboard;
 mod demo;
 mod governance;
@@ -60,6 +61,8 @@ struct Cli {
 enum ConfigAction {
     /// Validate and print the effective configuration (the default).
     Check,
+    /// Print the configuration reference (Markdown): every key, its type, default and meaning.
+    Reference,
 }
 
 #[derive(Subcommand)]
@@ -170,6 +173,10 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Report(command) => report_cli::run(&config, &command).await,
         Command::Replay(args) => replay::run(&config, &args).await,
         Command::Prices(command) => prices_cli::run(&config, &command).await.map(|_| ()),
+        Command::Config { action: Some(ConfigAction::Reference) } => {
+            print!("{}", config_reference::markdown());
+            Ok(())
+        }
         Command::Config { action: None | Some(ConfigAction::Check) } => {
             print!("{}", toml::to_string_pretty(&config).context("rendering the configuration")?);
             println!(
