@@ -70,15 +70,6 @@ pub enum Period {
 }
 
 impl Period {
-    pub fn parse(text: &str) -> Option<Period> {
-        match text {
-            "day" => Some(Period::Day),
-            "week" => Some(Period::Week),
-            "month" => Some(Period::Month),
-            _ => None,
-        }
-    }
-
     /// `[start, end)` of the period holding `at`, in UTC instants. Weeks start on Monday.
     pub fn bounds(self, at: DateTime<Utc>, zone: Tz) -> (DateTime<Utc>, DateTime<Utc>) {
         let local = at.with_timezone(&zone).date_naive();

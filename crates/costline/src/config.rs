@@ -168,8 +168,8 @@ impl Default for UnpricedModelConfig {
 pub struct BudgetConfig {
     /// Unique id, used in alert ids and the budget API (`/v1/budgets/{id}`).
     pub id: String,
-    /// `day`, `week` (from Monday) or `month`, calendar periods in the time zone.
-    pub period: String,
+    /// Calendar periods in the budget's time zone (weeks start on Monday).
+    pub period: BudgetPeriod,
     /// The limit in USD, a decimal string (`"500.00"`).
     pub limit_usd: String,
     /// Percent of the limit that fire an alert once per period.
@@ -182,6 +182,26 @@ pub struct BudgetConfig {
     pub time_zone: Option<String>,
     #[serde(default)]
     pub scope: ScopeConfig,
+}
+
+/// A budget's calendar period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetPeriod {
+    Day,
+    /// Monday to Sunday.
+    Week,
+    Month,
+}
+
+/// The form of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable, for terminals.
+    Text,
+    /// One JSON object per line, for log collectors (also `--log-json`).
+    Json,
 }
 
 fn default_thresholds() -> Vec<u32> {
@@ -508,15 +528,15 @@ impl Default for HttpConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// `text` (for terminals) or `json`.
-    pub format: String,
+    /// How log lines are written.
+    pub format: LogFormat,
     /// A tracing filter, e.g. `info` or `costline=debug,rdkafka=warn`.
     pub level: String,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: "text".into(), level: "info".into() }
+        LogConfig { format: LogFormat::Text, level: "info".into() }
     }
 }
 
@@ -683,7 +703,6 @@ impl Config {
             "must be between 1 and 65536",
         )?;
         require(http.max_body_bytes >= 1, "http.max_body_bytes", "must be at least 1")?;
-        require(matches!(self.log.format.as_str(), "text" | "json"), "log.format", "must be `text` or `json`")?;
         self.validate_governance()?;
         if let Some(path) = &self.pricing.override_file {
             require(
@@ -779,8 +798,11 @@ impl Config {
     pub fn budget(&self, i: usize) -> anyhow::Result<costline_core::budget::Budget> {
         use costline_core::budget::{Budget, Period, Scope, TagMatch};
         let b = &self.budgets[i];
-        let period = Period::parse(&b.period)
-            .ok_or_else(|| anyhow::anyhow!("config key `budgets[{i}].period` must be day, week or month"))?;
+        let period = match b.period {
+            BudgetPeriod::Day => Period::Day,
+            BudgetPeriod::Week => Period::Week,
+            BudgetPeriod::Month => Period::Month,
+        };
         let zone_name = b.time_zone.as_deref().unwrap_or(&self.alerts.time_zone);
         let zone = zone_name
             .parse::<chrono_tz::Tz>()
@@ -954,6 +976,20 @@ mod tests {
             alerts("[alerts.config_drift]\nmin_history_hours = 0\n").unwrap_err(),
             "config key `alerts.config_drift.min_history_hours` must be between 1 and `alerts.config_drift.lookback_hours`"
         );
+    }
+
+    #[test]
+    fn closed_sets_are_enums_whose_errors_name_the_key() {
+        let text = "[[budgets]]\nid = \"b\"\nperiod = \"yearly\"\nlimit_usd = \"5\"\n";
+        let err = Config::from_parts(text, "c.toml", &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("line 3") && err.contains("unknown variant `yearly`, expected one of `day`, `week`, `month`"),
+            "{err}"
+        );
+        let err = Config::from_parts("[log]\nformat = \"xml\"\n", "c.toml", &[]).unwrap_err().to_string();
+        assert!(err.contains("unknown variant `xml`, expected `text` or `json`"), "{err}");
+        let json = Config::from_parts("", "c.toml", &env(&[("COSTLINE_LOG__FORMAT", "json")])).unwrap();
+        assert_eq!(json.log.format, LogFormat::Json);
     }
 
     #[test]

@@ -113,7 +113,7 @@ fn main() -> std::process::ExitCode {
     let config = match loaded {
         Ok(mut config) => {
             if cli.log_json {
-                config.log.format = "json".into();
+                config.log.format = config::LogFormat::Json;
             }
             config
         }
@@ -261,7 +261,7 @@ fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if config.log.format == "json" {
+    if config.log.format == config::LogFormat::Json {
         builder.json().init();
     } else {
         builder.init();

@@ -120,7 +120,7 @@ pub fn reports(command: &ReportCommand, config: &Config) -> anyhow::Result<Vec<R
                         && scope.prompt_version.is_none()
                         && scope.provider.is_none()
                         && scope.model.is_none();
-                    let tenant = scope.tenant.clone().filter(|_| b.period == "month" && tenant_only)?;
+                    let tenant = scope.tenant.clone().filter(|_| b.period == crate::config::BudgetPeriod::Month && tenant_only)?;
                     Some((tenant, b.limit_usd.clone()))
                 })
                 .collect();
