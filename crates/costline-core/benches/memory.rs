@@ -2,6 +2,9 @@
 //! the dedup horizon (`cargo bench -p costline-core --bench memory`). Heap bytes are counted by
 //! a wrapping global allocator, so the figures are exact for this build, not RSS estimates.
 
+// A `GlobalAlloc` is unsafe to implement; this one only forwards to `System`.
+#![allow(unsafe_code)]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 

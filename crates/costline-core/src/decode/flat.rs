@@ -17,6 +17,9 @@
 //! every event) needs no pass for; and it cuts the texts it hands out without index checks
 //! ([`token`], the one `unsafe` function here, with its argument).
 
+// `token` and its three callers: the only unsafe code of the decoder.
+#![allow(unsafe_code)]
+
 use wide::u8x16;
 
 use super::{Field, RawFields, RawValue, FIELD_COUNT};
@@ -61,7 +64,8 @@ pub(super) fn scan<'a>(message: &'a [u8], fields: &mut RawFields<'a>, order: &mu
                     if scanner.next_token()? != b':' {
                         return None;
                     }
-                    let field = Field::from_key(token(message, key.0 + 1, key.1 - 1));
+                    // SAFETY: inside a string the scanner found between two quote bits.
+                    let field = Field::from_key(unsafe { token(message, key.0 + 1, key.1 - 1) });
                     order.learn(after, field);
                     field
                 }
@@ -192,20 +196,22 @@ fn quote_bits(block: &[u8; 64], seen: &mut Seen) -> u64 {
 }
 
 /// `message[start..end]` as text, without the index and UTF-8 checks, which cost the scanner
-/// ~6 % of the counting path's instructions and ~2.5 % of its time (BENCHMARKS.md, ninth
-/// sitting).
+/// ~6 % of the counting path's instructions.
+///
+/// # Safety
+///
+/// `message` must be UTF-8, and `start <= end <= message.len()` must both fall on character
+/// boundaries. The scanner meets this by reading a message only once it is known to be UTF-8
+/// (all ASCII, or checked in full) and cutting it only at, or just after, a byte it has read
+/// or found in its quote bits (which mark `"` bytes of the message only): quotes, digits,
+/// signs, `.`, `e`/`E` and the letters of `true`/`false`/`null`, ASCII, hence whole
+/// characters. `tests::text_around_non_ascii_characters_is_cut_at_boundaries` puts multi-byte
+/// characters next to every cut (the debug assertion checks each one).
 #[inline(always)]
-#[allow(unsafe_code)]
-fn token(message: &[u8], start: usize, end: usize) -> &str {
+unsafe fn token(message: &[u8], start: usize, end: usize) -> &str {
     debug_assert!(std::str::from_utf8(message)
         .is_ok_and(|text| start <= end && text.is_char_boundary(start) && text.is_char_boundary(end)));
-    // SAFETY: `scan` reads a message only once it is known to be UTF-8 (all ASCII, or checked
-    // in full), and cuts it only at, or just after, a byte it has read or found in its quote
-    // bits (which mark `"` bytes of the message only): quotes, digits, signs, `.`, `e`/`E` and
-    // the letters of `true`/`false`/`null`, ASCII, hence whole characters. So
-    // `start <= end <= message.len()`, and the cut is UTF-8 too.
-    // `tests::text_around_non_ascii_characters_is_cut_at_boundaries` puts multi-byte
-    // characters next to every cut (the debug assertion above checks each one).
+    // SAFETY: the caller's promise above.
     unsafe { std::str::from_utf8_unchecked(message.get_unchecked(start..end)) }
 }
 
@@ -272,7 +278,8 @@ impl<'a> Scanner<'a, '_> {
             b'n' => self.literal(b"null")?,
             _ => return None,
         };
-        Some(RawValue::Json(token(self.bytes, start, end)))
+        // SAFETY: a string between quote bits, or a literal whose ASCII letters were compared.
+        Some(RawValue::Json(unsafe { token(self.bytes, start, end) }))
     }
 
     fn literal(&mut self, word: &[u8]) -> Option<(usize, usize)> {
@@ -315,7 +322,8 @@ impl<'a> Scanner<'a, '_> {
         // 19 digits cannot overflow a u64.
         Some(match !negative && integer_end == self.at && self.at - start <= 19 {
             true => RawValue::Count(count),
-            false => RawValue::Json(token(self.bytes, start, self.at)),
+            // SAFETY: a number's ASCII signs, digits, `.` and exponent, each one read.
+            false => RawValue::Json(unsafe { token(self.bytes, start, self.at) }),
         })
     }
 
