@@ -44,9 +44,11 @@ impl Serialize for SymbolColumn {
     }
 }
 
-/// The tables a ledger row is fanned out to, as bits of `flush_ledger.targets`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Targets(pub u8);
+/// The tables a ledger row is fanned out to, as bits of `flush_ledger.targets` (written as
+/// that `UInt8`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(transparent)]
+pub struct Targets(u8);
 
 impl Targets {
     pub const EVENTS: Targets = Targets(1);
@@ -69,6 +71,11 @@ impl Targets {
     pub fn with(self, other: Targets) -> Targets {
         Targets(self.0 | other.0)
     }
+
+    /// The bits, as `flush_ledger.targets` and the logs show them.
+    pub fn bits(self) -> u8 {
+        self.0
+    }
 }
 
 /// A row of `flush_ledger` (see `schemas/clickhouse/001_ledger.sql`).
@@ -82,7 +89,8 @@ pub struct LedgerRow {
     pub duplicate_count: u64,
     pub worker: String,
     pub flushed_at: u32,
-    pub targets: u8,
+    /// The tables this row is still for.
+    pub targets: Targets,
 
     pub ev_offset: Vec<u64>,
     pub ev_record_time: Vec<u32>,
@@ -158,7 +166,7 @@ impl LedgerRow {
             duplicate_count: batch.duplicates,
             worker: worker.to_string(),
             flushed_at,
-            targets: Targets::ALL.0,
+            targets: Targets::ALL,
             ..row
         };
         // In a month the batch writes anyway, so that the marker adds no part of its own.
@@ -334,10 +342,5 @@ impl LedgerRow {
         self.ru_latency_buckets.push(Vec::new());
         self.ru_latency_counts.push(Vec::new());
         self.ru_flush_offset.push(self.next_offset);
-    }
-
-    /// The tables that have something to receive from this row.
-    pub fn targets(&self) -> Targets {
-        Targets(self.targets)
     }
 }

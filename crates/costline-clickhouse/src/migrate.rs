@@ -54,7 +54,7 @@ pub fn statements(database: &str, chain: ChainStyle) -> Vec<Statement> {
                 let expanded = text
                     .replace("{rollup}", rollup)
                     .replace("{bucket}", bucket)
-                    .replace("{target_bit}", &bit.0.to_string());
+                    .replace("{target_bit}", &bit.bits().to_string());
                 out.extend(split(&expanded).map(|sql| Statement { file, sql }));
             }
         } else {

@@ -289,7 +289,7 @@ impl FlushQueue {
             let mut row =
                 LedgerRow::from_batch(counter.take_batch(), topic, partition as u32, &self.worker_id, flushed_at);
             if let Some(flush) = completing {
-                row.targets = Targets::ALL.without(flush.holding).0;
+                row.targets = Targets::ALL.without(flush.holding);
                 unfinished.remove(&partition);
             }
             rows[lane].push(row);
@@ -498,22 +498,22 @@ impl FlushWriter {
                     next_offset = row.next_offset,
                     "another writer advanced this partition past the failed flush; dropped, not retried"
                 );
-                row.targets = Targets::NONE.0;
+                row.targets = Targets::NONE;
                 fenced.push(row.kafka_partition as i32);
                 continue;
             }
-            let remaining = row.targets().without(landed);
-            if remaining != row.targets() {
+            let remaining = row.targets.without(landed);
+            if remaining != row.targets {
                 warn!(
                     partition = row.kafka_partition,
                     next_offset = row.next_offset,
-                    landed = landed.0,
+                    landed = landed.bits(),
                     "the failed flush reached some tables; the retry writes only the others"
                 );
             }
-            row.targets = remaining.0;
+            row.targets = remaining;
         }
-        rows.retain(|row| row.targets != Targets::NONE.0);
+        rows.retain(|row| row.targets != Targets::NONE);
         Ok(())
     }
 

@@ -145,7 +145,7 @@ impl PartitionChanges {
                     partition,
                     start,
                     next_offset,
-                    holding = holding.0,
+                    holding = holding.bits(),
                     "a previous owner left a flush half-applied; the replay completes it"
                 );
                 Some(UnfinishedFlush { next_offset, holding })
