@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
-use serde_json::value::RawValue as JsonText;
+use serde_json::value::RawValue;
 
 use crate::event::{DataMode, DecodedEvent};
 use crate::money::{AmountError, PicoUsd};
@@ -78,7 +78,7 @@ fields! {
 
 /// A known field's value as a walk found it.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum RawValue<'a> {
+enum FieldValue<'a> {
     /// The JSON text as written (a string with its quotes).
     Json(&'a str),
     /// A JSON integer the fast path read on its way: digits only, at most 19.
@@ -87,7 +87,7 @@ enum RawValue<'a> {
 
 /// The value of each known field, in `Field` order.
 struct RawFields<'a> {
-    values: [Option<RawValue<'a>>; FIELD_COUNT],
+    values: [Option<FieldValue<'a>>; FIELD_COUNT],
     /// No string of the message has an escape or a control character (the fast path's pass
     /// found no backslash, C0 control, DEL or C1 control in the whole message).
     clean_text: bool,
@@ -100,8 +100,8 @@ impl<'a> RawFields<'a> {
 
     /// A present, non-null value. `null` counts as absent.
     #[inline(always)]
-    fn get(&self, field: Field) -> Option<RawValue<'a>> {
-        self.values[field as usize].filter(|raw| !matches!(raw, RawValue::Json("null")))
+    fn get(&self, field: Field) -> Option<FieldValue<'a>> {
+        self.values[field as usize].filter(|raw| !matches!(raw, FieldValue::Json("null")))
     }
 }
 
@@ -186,7 +186,7 @@ impl<'de> Visitor<'de> for Walk<'_, 'de> {
                     map.next_value::<IgnoredAny>()?;
                 }
                 known => match &mut self.fields.values[known as usize] {
-                    slot @ None => *slot = Some(RawValue::Json(map.next_value::<&'de JsonText>()?.get())),
+                    slot @ None => *slot = Some(FieldValue::Json(map.next_value::<&'de RawValue>()?.get())),
                     // Read on to the end, so that a syntax error later still wins over the duplicate.
                     Some(_) => {
                         duplicate.get_or_insert(known.name());
@@ -314,7 +314,7 @@ fn build_event<'a>(raw: &RawFields<'a>) -> Result<DecodedEvent<'a>, RejectReason
 fn required<'a, T>(
     raw: &RawFields<'a>,
     field: Field,
-    read: impl FnOnce(&'static str, RawValue<'a>) -> Result<T, RejectReason>,
+    read: impl FnOnce(&'static str, FieldValue<'a>) -> Result<T, RejectReason>,
 ) -> Result<T, RejectReason> {
     match raw.get(field) {
         Some(value) => read(field.name(), value),
@@ -326,7 +326,7 @@ fn required<'a, T>(
 fn optional<'a, T>(
     raw: &RawFields<'a>,
     field: Field,
-    read: impl FnOnce(&'static str, RawValue<'a>) -> Result<T, RejectReason>,
+    read: impl FnOnce(&'static str, FieldValue<'a>) -> Result<T, RejectReason>,
 ) -> Result<Option<T>, RejectReason> {
     raw.get(field).map(|value| read(field.name(), value)).transpose()
 }
@@ -351,13 +351,13 @@ fn lower_case(text: Cow<'_, str>) -> Cow<'_, str> {
 #[inline(always)]
 fn text<'a>(
     field: &'static str,
-    raw: RawValue<'a>,
+    raw: FieldValue<'a>,
     min: usize,
     max: usize,
     clean: bool,
 ) -> Result<Cow<'a, str>, RejectReason> {
     let raw = match raw {
-        RawValue::Json(raw) if raw.starts_with('"') => raw,
+        FieldValue::Json(raw) if raw.starts_with('"') => raw,
         _ => return Err(RejectReason::WrongType { field, expected: "a string" }),
     };
     let inner = &raw[1..raw.len() - 1];
@@ -401,12 +401,12 @@ fn text<'a>(
 
 /// A JSON integer (no fraction, no exponent) in `min..=max`.
 #[inline(always)]
-fn integer(field: &'static str, raw: RawValue<'_>, min: u64, max: u64) -> Result<u64, RejectReason> {
+fn integer(field: &'static str, raw: FieldValue<'_>, min: u64, max: u64) -> Result<u64, RejectReason> {
     let out_of_range = || RejectReason::OutOfRange { field, rule: format!("must be between {min} and {max}") };
     let raw = match raw {
-        RawValue::Count(count) if (min..=max).contains(&count) => return Ok(count),
-        RawValue::Count(_) => return Err(out_of_range()),
-        RawValue::Json(raw) => raw,
+        FieldValue::Count(count) if (min..=max).contains(&count) => return Ok(count),
+        FieldValue::Count(_) => return Err(out_of_range()),
+        FieldValue::Json(raw) => raw,
     };
     let digits = raw.strip_prefix('-');
     let body = digits.unwrap_or(raw);
@@ -438,8 +438,8 @@ fn fold_digits(digits: &str, step: impl Fn(u64, u64) -> u64) -> Option<u64> {
 }
 
 /// RFC 3339 text or epoch milliseconds.
-fn timestamp(field: &'static str, raw: RawValue<'_>, clean: bool) -> Result<i64, RejectReason> {
-    let millis = if matches!(raw, RawValue::Json(text) if text.starts_with('"')) {
+fn timestamp(field: &'static str, raw: FieldValue<'_>, clean: bool) -> Result<i64, RejectReason> {
+    let millis = if matches!(raw, FieldValue::Json(text) if text.starts_with('"')) {
         let value = text(field, raw, 1, 64, clean)?;
         match utc_millis(value.as_bytes()) {
             Some(millis) => millis,
@@ -500,10 +500,10 @@ fn utc_millis(text: &[u8]) -> Option<i64> {
 }
 
 /// A non-negative JSON number, rounded half-to-even to 12 decimals.
-fn cost(field: &'static str, raw: RawValue<'_>) -> Result<PicoUsd, RejectReason> {
+fn cost(field: &'static str, raw: FieldValue<'_>) -> Result<PicoUsd, RejectReason> {
     let raw = match raw {
-        RawValue::Count(dollars) => &dollars.to_string(),
-        RawValue::Json(raw) => raw,
+        FieldValue::Count(dollars) => &dollars.to_string(),
+        FieldValue::Json(raw) => raw,
     };
     if !raw.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
         return Err(RejectReason::WrongType { field, expected: "a number" });

@@ -22,7 +22,7 @@
 
 use wide::u8x16;
 
-use super::{Field, RawFields, RawValue, FIELD_COUNT};
+use super::{Field, FieldValue, RawFields, FIELD_COUNT};
 use crate::symbols::same_bytes;
 
 /// Words of quote bits kept on the stack, 64 bytes of message each: messages up to 2 KiB take
@@ -268,7 +268,7 @@ impl<'a> Scanner<'a, '_> {
     }
 
     /// A scalar value, after any whitespace.
-    fn value(&mut self) -> Option<RawValue<'a>> {
+    fn value(&mut self) -> Option<FieldValue<'a>> {
         self.skip_space();
         let (start, end) = match self.peek()? {
             b'"' => self.string()?,
@@ -279,7 +279,7 @@ impl<'a> Scanner<'a, '_> {
             _ => return None,
         };
         // SAFETY: a string between quote bits, or a literal whose ASCII letters were compared.
-        Some(RawValue::Json(unsafe { token(self.bytes, start, end) }))
+        Some(FieldValue::Json(unsafe { token(self.bytes, start, end) }))
     }
 
     fn literal(&mut self, word: &[u8]) -> Option<(usize, usize)> {
@@ -292,7 +292,7 @@ impl<'a> Scanner<'a, '_> {
 
     /// JSON's number grammar: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`. Counts
     /// (the common case) are read here, while their digits are at hand.
-    fn number(&mut self) -> Option<RawValue<'a>> {
+    fn number(&mut self) -> Option<FieldValue<'a>> {
         let start = self.at;
         let negative = self.peek() == Some(b'-');
         if negative {
@@ -321,9 +321,9 @@ impl<'a> Scanner<'a, '_> {
         }
         // 19 digits cannot overflow a u64.
         Some(match !negative && integer_end == self.at && self.at - start <= 19 {
-            true => RawValue::Count(count),
+            true => FieldValue::Count(count),
             // SAFETY: a number's ASCII signs, digits, `.` and exponent, each one read.
-            false => RawValue::Json(unsafe { token(self.bytes, start, self.at) }),
+            false => FieldValue::Json(unsafe { token(self.bytes, start, self.at) }),
         })
     }
 

@@ -171,9 +171,9 @@ fn sql_looking_tags_are_plain_data() {
 type RawTexts = Vec<Option<String>>;
 
 fn texts(fields: &RawFields<'_>) -> RawTexts {
-    let text = |value: &RawValue<'_>| match value {
-        RawValue::Json(text) => text.to_string(),
-        RawValue::Count(count) => count.to_string(),
+    let text = |value: &FieldValue<'_>| match value {
+        FieldValue::Json(text) => text.to_string(),
+        FieldValue::Count(count) => count.to_string(),
     };
     fields.values.iter().map(|value| value.as_ref().map(text)).collect()
 }
@@ -206,15 +206,15 @@ fn both_walks_after(before: &str, text: &str) -> Option<(RawTexts, Result<RawTex
 #[test]
 fn fast_path_reads_counts_and_leaves_other_numbers_as_text() {
     let cases = [
-        ("1200", RawValue::Count(1200)),
-        ("0", RawValue::Count(0)),
-        ("9999999999999999999", RawValue::Count(9_999_999_999_999_999_999)),
-        ("18446744073709551616", RawValue::Json("18446744073709551616")),
-        ("-0", RawValue::Json("-0")),
-        ("-5", RawValue::Json("-5")),
-        ("12.5", RawValue::Json("12.5")),
-        ("1e3", RawValue::Json("1e3")),
-        ("\"12\"", RawValue::Json("\"12\"")),
+        ("1200", FieldValue::Count(1200)),
+        ("0", FieldValue::Count(0)),
+        ("9999999999999999999", FieldValue::Count(9_999_999_999_999_999_999)),
+        ("18446744073709551616", FieldValue::Json("18446744073709551616")),
+        ("-0", FieldValue::Json("-0")),
+        ("-5", FieldValue::Json("-5")),
+        ("12.5", FieldValue::Json("12.5")),
+        ("1e3", FieldValue::Json("1e3")),
+        ("\"12\"", FieldValue::Json("\"12\"")),
     ];
     for (written, read) in cases {
         let text = GOOD.replace("1200", written);
