@@ -1,12 +1,14 @@
 //! Broker faults, injected with librdkafka's mock cluster (a Kafka-protocol broker in this test
 //! process): the broker goes down and comes back, and fetch, commit and produce requests fail
-//! for a while. The worker waits and resumes; ClickHouse (real) ends with exact totals.
+//! for a while, while records are still being published and consumed (the test checks that
+//! the worker had not finished when the broker went down). The worker waits and resumes;
+//! ClickHouse (real) ends with exact totals.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{assert_totals_exact, Setup};
+use common::{assert_totals_exact, wait_producer, Setup};
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
@@ -17,13 +19,19 @@ fn broker_down_and_request_errors_lose_and_double_nothing() {
     setup.brokers = cluster.bootstrap_servers();
     cluster.create_topic(&setup.topic, 4, 1).expect("creating the topic on the mock cluster");
     let record_file = setup.scratch_file(".jsonl");
+    // Published while the faults happen, so that they hit a worker in the middle of its work.
     // The mock keeps at most ~5 MiB per partition: stay well under it.
-    let output =
-        setup.produce_command(20_000, 0, 5, 1_790_000_000_000, &record_file).arg("--no-create-topic").output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let producer = setup
+        .produce_command(20_000, 1_500, 5, 1_790_000_000_000, &record_file)
+        .arg("--no-create-topic")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("starting costline produce");
 
     let worker = setup.spawn_worker("faults");
-    setup.wait_started(1, &worker);
+    setup.wait_started(1_000, &worker);
+    let at_fault = setup.records_accounted();
+    assert!(at_fault < 20_000, "everything was written before the broker went down: the fault would prove nothing");
     cluster.broker_down(1).unwrap();
     std::thread::sleep(Duration::from_secs(6));
     cluster.broker_up(1).unwrap();
@@ -33,7 +41,9 @@ fn broker_down_and_request_errors_lose_and_double_nothing() {
     cluster.request_errors(RDKafkaApiKey::OffsetCommit, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 10]);
     cluster.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 5]);
 
+    wait_producer(producer, Duration::from_secs(120));
     assert_totals_exact(&setup, &record_file);
+    eprintln!("{at_fault} of 20,000 records were accounted for when the broker went down");
     let dead_letters = worker.http_get("/metrics").1;
     assert!(dead_letters.contains("costline_dead_letters_total"), "{dead_letters}");
     assert_eq!(worker.stop(), 0);
