@@ -10,13 +10,26 @@ use common::Setup;
 
 #[test]
 fn analyst_shortcuts_print_tables_and_their_sql() {
-    let setup = Setup::new("reports");
+    let mut setup = Setup::new("reports");
     let record_file = setup.scratch_file(".jsonl");
     // 2026-09-21: inside the period the reports are asked about.
     setup.produce(5_000, 4, 1_790_000_000_000, &record_file);
+    // And traffic of this month, for the tenants report.
+    common::clear_of_midnight(Duration::from_secs(300));
+    setup.produce(2_000, 9, common::now_ms() - 120_000, &setup.scratch_file("-now.jsonl"));
     let worker = setup.spawn_worker("reports");
-    setup.wait_accounted(5_000, Duration::from_secs(60));
+    setup.wait_accounted(7_000, Duration::from_secs(60));
     assert_eq!(worker.stop(), 0);
+    // 18.16 compares a Date with a DateTime as plain numbers: make the month start a DateTime.
+    let this_month = "FROM usage_day WHERE window_start >= toDateTime(toStartOfMonth(now())) \
+                      AND data_mode = 'real' AND environment = 'prod'";
+    let top_tenant = setup.query(&format!(
+        "SELECT tenant {this_month} AND tenant != '' GROUP BY tenant ORDER BY sum(cost_usd) DESC LIMIT 1"
+    ));
+    let top_tenant = top_tenant.trim();
+    setup.use_config(&format!(
+        "[[budgets]]\nid = \"tenant\"\nperiod = \"month\"\nlimit_usd = \"2.5\"\n[budgets.scope]\ntenant = \"{top_tenant}\"\n"
+    ));
 
     let period = ["--from", "2026-09-01", "--to", "2026-10-01"];
     let cases: Vec<(Vec<&str>, &str)> = vec![
@@ -29,7 +42,6 @@ fn analyst_shortcuts_print_tables_and_their_sql() {
         ([&["report", "model-mix"][..], &period].concat(), "gpt-4o-mini"),
         // A `?` or a quote in a value is bound as a value, not read as SQL or a placeholder.
         ([&["report", "model-mix", "--endpoint", "what?'s this"][..], &period].concat(), "total_attempts"),
-        (vec!["report", "tenants"], "spend_usd"),
     ];
     for (args, expected) in cases {
         let output = setup.command(&args).output().unwrap();
@@ -38,6 +50,31 @@ fn analyst_shortcuts_print_tables_and_their_sql() {
         assert!(stdout.contains(expected), "{args:?} printed:\n{stdout}");
         assert!(stdout.contains("-- SQL: SELECT"), "{args:?} does not show its SQL:\n{stdout}");
         assert!(stdout.lines().any(|l| l.starts_with("---")), "{args:?} has no table rule:\n{stdout}");
+    }
+
+    // The tenants report: the spend this month of each of the top tenants (it prints 50; the
+    // first 40 are compared, clear of ties at its cut), and the monthly budget of one.
+    let output = setup.command(&["report", "tenants"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let spends = setup.query(&format!(
+        "SELECT if(tenant = '', '(none)', tenant), toString(toDecimal64(sum(cost_usd), 4)) {this_month} \
+         GROUP BY tenant ORDER BY sum(cost_usd) DESC LIMIT 40 FORMAT TSV"
+    ));
+    assert!(spends.lines().count() >= 2, "this month's traffic has tenants: {spends}");
+    for line in spends.lines() {
+        let (tenant, spend) = line.split_once('\t').unwrap();
+        let printed = stdout.lines().find(|l| l.split_whitespace().next() == Some(tenant));
+        let fields: Vec<&str> =
+            printed.unwrap_or_else(|| panic!("{tenant} missing:\n{stdout}")).split_whitespace().collect();
+        assert_eq!(fields[1], spend, "spend of {tenant}");
+        if tenant == top_tenant {
+            let percent: f64 = fields[3].parse().unwrap();
+            let expected = (spend.parse::<f64>().unwrap() / 2.5 * 1000.0).round() / 10.0;
+            assert_eq!((fields[2], percent), ("2.500000", expected), "budget of {tenant}");
+        } else {
+            assert_eq!(fields[2], "0.000000", "{tenant} has no budget");
+        }
     }
 
     // The generated traffic has an unpriced model and costUsd-priced attempts.

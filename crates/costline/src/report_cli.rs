@@ -124,13 +124,16 @@ pub fn reports(command: &ReportCommand, config: &Config) -> anyhow::Result<Vec<R
                     Some((tenant, b.limit_usd.clone()))
                 })
                 .collect();
-            let names = vec!["?"; budgets.len()].join(", ");
-            let limits = budgets.iter().map(|(_, l)| format!("toDecimal64({l}, 6)")).collect::<Vec<_>>().join(", ");
+            let placeholders = vec!["?"; budgets.len()].join(", ");
+            // Limits go through strings: ClickHouse 18.16's `transform` takes no Decimal arrays.
             let budget = if budgets.is_empty() {
                 "toDecimal64(0, 6)".to_string()
             } else {
-                format!("transform(tenant, [{names}], [{limits}], toDecimal64(0, 6))")
+                format!("toDecimal64(transform(tenant, [{placeholders}], [{placeholders}], '0'), 6)")
             };
+            // `{budget}` appears three times, each with its tenants, then their limits.
+            let (tenants, limits): (Vec<String>, Vec<String>) = budgets.into_iter().unzip();
+            let budget_params = [tenants, limits].concat();
             vec![Report {
                 title: "Spend per tenant this month against monthly tenant budgets (0 = no budget)",
                 sql: format!(
@@ -140,8 +143,7 @@ pub fn reports(command: &ReportCommand, config: &Config) -> anyhow::Result<Vec<R
                      FROM usage_day WHERE window_start >= toDateTime('{month} 00:00:00', 'UTC') \
                      AND data_mode = 'real' AND environment = 'prod' GROUP BY tenant ORDER BY sum(cost_usd) DESC LIMIT 50"
                 ),
-                // `{budget}` appears three times, its tenant names with it.
-                params: [&budgets[..], &budgets, &budgets].concat().into_iter().map(|(tenant, _)| tenant).collect(),
+                params: [&budget_params[..], &budget_params, &budget_params].concat(),
             }]
         }
         ReportCommand::ModelMix { period, endpoint } => {
