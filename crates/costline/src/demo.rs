@@ -12,7 +12,7 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::http::Health;
+use crate::http::Telemetry;
 use crate::metrics::Metrics;
 use crate::produce::ProduceArgs;
 
@@ -37,7 +37,7 @@ pub async fn run(mut config: Config, args: &DemoArgs) -> anyhow::Result<()> {
         config.kafka.topic, target.database, target.url
     );
     let prices = crate::pricing::load(&config.pricing)?;
-    let health = Arc::new(Health { metrics: Arc::new(Metrics::new()?), ready: AtomicBool::new(false) });
+    let telemetry = Arc::new(Telemetry { metrics: Arc::new(Metrics::new()?), ready: AtomicBool::new(false) });
     let shutdown = CancellationToken::new();
 
     let span_ms = 2 * 3600 * 1000;
@@ -55,10 +55,10 @@ pub async fn run(mut config: Config, args: &DemoArgs) -> anyhow::Result<()> {
     // The topic must exist before the worker subscribes.
     costline_kafka::ensure_topic(&config.kafka.brokers, &config.kafka.topic, produce.partitions).await?;
     let worker = {
-        let (config, health, shutdown) = (config.clone(), health.clone(), shutdown.clone());
+        let (config, telemetry, shutdown) = (config.clone(), telemetry.clone(), shutdown.clone());
         tokio::spawn(async move {
             let evaluator = Arc::new(AtomicBool::new(false));
-            crate::worker::run(&config, prices, health, evaluator, shutdown).await
+            crate::worker::run(&config, prices, telemetry, evaluator, shutdown).await
         })
     };
     let started = Instant::now();
@@ -71,7 +71,7 @@ pub async fn run(mut config: Config, args: &DemoArgs) -> anyhow::Result<()> {
         published.invalid,
         started.elapsed().as_secs_f64()
     );
-    let metrics = health.metrics.clone();
+    let metrics = telemetry.metrics.clone();
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
     while !(metrics.records_consumed.get() >= published.total() && metrics.pending_records.get() == 0) {
         if worker.is_finished() || Instant::now() > deadline {

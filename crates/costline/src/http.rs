@@ -48,8 +48,9 @@ use tracing::{debug, warn};
 use crate::config::{HttpConfig, Secret};
 use crate::metrics::Metrics;
 
-/// What the endpoints report.
-pub struct Health {
+/// A worker's metrics and readiness: written by the worker's parts, read by `/metrics` and
+/// `/readyz`.
+pub struct Telemetry {
     pub metrics: Arc<Metrics>,
     pub ready: AtomicBool,
 }
@@ -66,7 +67,7 @@ pub struct Routes {
 /// requests under way finish for at most `config.shutdown_grace_ms`.
 pub async fn serve(
     config: &HttpConfig,
-    health: Arc<Health>,
+    telemetry: Arc<Telemetry>,
     routes: Routes,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -77,7 +78,7 @@ pub async fn serve(
             Duration::from_millis(config.request_timeout_ms),
         ))
         .layer(RequestBodyTimeoutLayer::new(Duration::from_millis(config.body_timeout_ms)))
-        .service(router(config, health, routes));
+        .service(router(config, telemetry, routes));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen} (http.listen)"))?;
@@ -123,7 +124,7 @@ pub async fn serve(
 
 /// The routes with their guards: the token check around the protected routes, and inside it
 /// the concurrency limit, so that requests without the token never take a slot.
-fn router(config: &HttpConfig, health: Arc<Health>, routes: Routes) -> Router {
+fn router(config: &HttpConfig, telemetry: Arc<Telemetry>, routes: Routes) -> Router {
     let limit = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|e: BoxError| async move { overloaded(&e) }))
         .load_shed()
@@ -133,11 +134,11 @@ fn router(config: &HttpConfig, health: Arc<Health>, routes: Routes) -> Router {
         .route_layer(limit)
         .route_layer(middleware::from_fn_with_state(Auth::new(config.token.as_ref()), require_token));
     Router::new()
-        .route("/metrics", get(|State(h): State<Arc<Health>>| async move { h.metrics.render() }))
+        .route("/metrics", get(|State(h): State<Arc<Telemetry>>| async move { h.metrics.render() }))
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",
-            get(|State(h): State<Arc<Health>>| async move {
+            get(|State(h): State<Arc<Telemetry>>| async move {
                 if h.ready.load(Ordering::Relaxed) {
                     (StatusCode::OK, "ready\n")
                 } else {
@@ -148,7 +149,7 @@ fn router(config: &HttpConfig, health: Arc<Health>, routes: Routes) -> Router {
                 }
             }),
         )
-        .with_state(health)
+        .with_state(telemetry)
         .merge(routes.open)
         .merge(protected)
 }
@@ -218,8 +219,8 @@ mod tests {
 
     fn test_app(config: &HttpConfig, protected: Router) -> Router {
         let metrics = Arc::new(Metrics::new().expect("metrics"));
-        let health = Arc::new(Health { metrics, ready: AtomicBool::new(true) });
-        router(config, health, Routes { open: Router::new().route("/page", get(|| async { "page" })), protected })
+        let telemetry = Arc::new(Telemetry { metrics, ready: AtomicBool::new(true) });
+        router(config, telemetry, Routes { open: Router::new().route("/page", get(|| async { "page" })), protected })
     }
 
     async fn status(app: &Router, path: &str, authorization: Option<&str>) -> StatusCode {
@@ -271,7 +272,7 @@ mod tests {
             assert!(tokio::time::Instant::now() < deadline, "the limit never filled");
             tokio::task::yield_now().await;
         }
-        assert_eq!(status(&app, "/healthz", None).await, StatusCode::OK, "health is not counted");
+        assert_eq!(status(&app, "/healthz", None).await, StatusCode::OK, "telemetry is not counted");
         release.notify_one();
         assert_eq!(first.await.expect("first request"), StatusCode::OK);
         assert_eq!(status(&app, "/data", None).await, StatusCode::OK, "the slot is free again");

@@ -192,10 +192,10 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<()> {
 async fn run_worker(config: Config) -> anyhow::Result<()> {
     let prices = pricing::load(&config.pricing)?;
     let metrics = Arc::new(metrics::Metrics::new().context("registering metrics")?);
-    let health = Arc::new(http::Health { metrics, ready: AtomicBool::new(false) });
+    let telemetry = Arc::new(http::Telemetry { metrics, ready: AtomicBool::new(false) });
     let shutdown = CancellationToken::new();
     let target = worker::clickhouse_target(&config);
-    let governance = Arc::new(governance::Governance::new(&config, &target, health.metrics.clone())?);
+    let governance = Arc::new(governance::Governance::new(&config, &target, telemetry.metrics.clone())?);
     let extra = config.kafka.producer_properties();
     let ingest_producer = costline_kafka::RecordProducer::connect(&config.kafka.brokers, &extra)
         .context("creating the ingest producer")?;
@@ -213,9 +213,9 @@ async fn run_worker(config: Config) -> anyhow::Result<()> {
     };
     let http_config = config.http.clone();
     let server = tokio::spawn({
-        let (health, shutdown) = (health.clone(), shutdown.clone());
+        let (telemetry, shutdown) = (telemetry.clone(), shutdown.clone());
         async move {
-            if let Err(e) = http::serve(&http_config, health, routes, shutdown).await {
+            if let Err(e) = http::serve(&http_config, telemetry, routes, shutdown).await {
                 tracing::error!(error = format!("{e:#}"), "the HTTP server stopped");
             }
         }
@@ -229,7 +229,7 @@ async fn run_worker(config: Config) -> anyhow::Result<()> {
         http_token = config.http.token.is_some(),
         "costline worker starting"
     );
-    let result = worker::run(&config, prices, health, governance.evaluator.clone(), shutdown.clone()).await;
+    let result = worker::run(&config, prices, telemetry, governance.evaluator.clone(), shutdown.clone()).await;
     shutdown.cancel();
     if let Err(e) = server.await {
         tracing::error!(error = %e, "the HTTP server task failed");

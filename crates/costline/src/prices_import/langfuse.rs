@@ -33,7 +33,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{
-    costline_provider, per_million_text, usd_per_token, Candidate, CatalogRates, CatalogRow, NotImported, ParsedCatalog,
+    costline_provider, per_million_text, usd_per_token, Candidate, CatalogRates, CatalogRow, Field, NotImported,
+    ParsedCatalog,
 };
 
 #[derive(Deserialize)]
@@ -263,14 +264,6 @@ fn flags_allowed(flags: &ast::Flags) -> Result<(), String> {
     } else {
         Err("regex flags other than (?i)".into())
     }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Field {
-    Input,
-    CacheRead,
-    CacheWrite,
-    Output,
 }
 
 /// Usage keys that name the same tokens.

@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use serde_json::value::RawValue;
 
 use super::{
-    costline_model, costline_provider, per_million_text, usd_per_token, Candidate, CatalogRates, CatalogRow,
+    costline_model, costline_provider, per_million_text, usd_per_token, Candidate, CatalogRates, CatalogRow, Field,
     NotImported, ParsedCatalog,
 };
 
@@ -78,14 +78,6 @@ fn text_field(entry: &Entry, key: &str) -> Result<Option<String>, String> {
         }
         _ => Ok(None),
     }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Field {
-    Input,
-    CacheRead,
-    CacheWrite,
-    Output,
 }
 
 const FIELDS: [(&str, Field); 4] = [

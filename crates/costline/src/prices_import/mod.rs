@@ -56,6 +56,15 @@ pub use render::{render_summary, render_toml};
 use costline_core::money::AmountError;
 use costline_core::PicoUsd;
 
+/// The four prices of a price row, as the catalogs' keys are sorted into them.
+#[derive(Debug, Clone, Copy)]
+enum Field {
+    Input,
+    CacheRead,
+    CacheWrite,
+    Output,
+}
+
 /// A row's or a tier's prices in micro-USD per million tokens (= pico-USD per token, the core's
 /// unit). `None`: the catalog gives no such price, the price file omits it, and those tokens
 /// are billed at the input price.

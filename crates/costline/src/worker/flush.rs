@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
 use crate::config::Config;
-use crate::http::Health;
+use crate::http::Telemetry;
 use crate::worker::ownership::Ownership;
 use crate::worker::partitions::UnfinishedFlush;
 
@@ -139,7 +139,7 @@ pub struct FlushQueue {
     dead_letter_max_payload_bytes: usize,
     ownership: Arc<Ownership>,
     worker_id: String,
-    health: Arc<Health>,
+    telemetry: Arc<Telemetry>,
 }
 
 /// One writer lane, as the consumer sees it.
@@ -185,7 +185,7 @@ impl FlushQueue {
         sink: LedgerSink,
         dead_letter_producer: RecordProducer,
         config: &Config,
-        health: Arc<Health>,
+        telemetry: Arc<Telemetry>,
         partitions: (Arc<InFlight>, Arc<Ownership>),
         shutdown: CancellationToken,
     ) -> FlushQueue {
@@ -207,7 +207,7 @@ impl FlushQueue {
                     flush_seq: 0,
                     failing: false,
                     failing_lanes: failing_lanes.clone(),
-                    health: health.clone(),
+                    telemetry: telemetry.clone(),
                     shutdown: shutdown.clone(),
                     in_flight: in_flight.clone(),
                     ownership: ownership.clone(),
@@ -225,7 +225,7 @@ impl FlushQueue {
             dead_letter_max_payload_bytes: config.kafka.dead_letter_max_payload_bytes,
             ownership,
             worker_id,
-            health,
+            telemetry,
         }
     }
 
@@ -238,7 +238,7 @@ impl FlushQueue {
         reason_code: &'static str,
         reason: String,
     ) {
-        self.health.metrics.events_rejected.with_label_values(&[reason_code]).inc();
+        self.telemetry.metrics.events_rejected.with_label_values(&[reason_code]).inc();
         let kept = &payload[..payload.len().min(self.dead_letter_max_payload_bytes)];
         self.dead_letters.push(DeadLetter {
             partition,
@@ -358,7 +358,7 @@ struct FlushWriter {
     failing: bool,
     /// Lanes whose last insert failed: `/readyz` is ready when none.
     failing_lanes: Arc<AtomicUsize>,
-    health: Arc<Health>,
+    telemetry: Arc<Telemetry>,
     shutdown: CancellationToken,
     in_flight: Arc<InFlight>,
     ownership: Arc<Ownership>,
@@ -378,7 +378,7 @@ impl FlushWriter {
             .await;
             self.in_flight.remove(partitions.into_iter());
             let fenced = written?;
-            let metrics = &self.health.metrics;
+            let metrics = &self.telemetry.metrics;
             metrics.flushes.inc();
             metrics.flush_seconds.observe(started.elapsed().as_secs_f64());
             let commits: Vec<(i32, u64)> = commits.into_iter().filter(|(p, _)| !fenced.contains(p)).collect();
@@ -403,7 +403,7 @@ impl FlushWriter {
             let owned = self.owns(epochs, partition);
             if !owned {
                 fenced.push(partition);
-                self.health.metrics.fenced_flushes.inc();
+                self.telemetry.metrics.fenced_flushes.inc();
                 warn!(
                     partition,
                     first_offset = row.first_offset,
@@ -449,11 +449,11 @@ impl FlushWriter {
             let query_id = format!("{}-{}-{}-{}", self.worker_id, self.lane, self.flush_seq, attempt);
             let insert_started = Instant::now();
             let written = self.sink.write(&rows, &query_id).await;
-            self.health.metrics.insert_seconds.observe(insert_started.elapsed().as_secs_f64());
+            self.telemetry.metrics.insert_seconds.observe(insert_started.elapsed().as_secs_f64());
             match written {
                 Ok(()) => break,
                 Err(e) => {
-                    self.health.metrics.sink_errors.inc();
+                    self.telemetry.metrics.sink_errors.inc();
                     self.set_failing(true);
                     warn!(error = %e, attempt, lane = self.lane, rows = rows.len(), "flush insert failed; will retry");
                     unsure = Some(query_id);
@@ -476,7 +476,7 @@ impl FlushWriter {
                 self.failing_lanes.fetch_sub(1, Ordering::SeqCst);
             }
         }
-        self.health.ready.store(self.failing_lanes.load(Ordering::SeqCst) == 0, Ordering::SeqCst);
+        self.telemetry.ready.store(self.failing_lanes.load(Ordering::SeqCst) == 0, Ordering::SeqCst);
     }
 
     /// After a failed insert: make sure it cannot land later, then find, table by table, what
@@ -491,7 +491,7 @@ impl FlushWriter {
             let overtaken = !landed.contains(Targets::PROGRESS)
                 && progress.get(&row.kafka_partition).is_some_and(|p| p.next_offset > row.first_offset);
             if overtaken {
-                self.health.metrics.fenced_flushes.inc();
+                self.telemetry.metrics.fenced_flushes.inc();
                 error!(
                     partition = row.kafka_partition,
                     first_offset = row.first_offset,
@@ -556,9 +556,9 @@ impl FlushWriter {
             for (delivery, letter) in deliveries {
                 match delivered(delivery).await {
                     Ok(_) => {
-                        self.health.metrics.dead_letters.inc();
+                        self.telemetry.metrics.dead_letters.inc();
                         if letter.truncated() {
-                            self.health.metrics.dead_letters_truncated.inc();
+                            self.telemetry.metrics.dead_letters_truncated.inc();
                         }
                     }
                     Err(e) => self.dead_letter_failed(letter, &e, &mut failed),
@@ -593,7 +593,7 @@ impl FlushWriter {
 
     /// Sorts a failed dead letter: given up when no retry can succeed, else kept for the next try.
     fn dead_letter_failed(&self, letter: DeadLetter, error: &KafkaError, retry: &mut Vec<DeadLetter>) {
-        let metrics = &self.health.metrics;
+        let metrics = &self.telemetry.metrics;
         if is_permanent(error) {
             metrics.dead_letters_undeliverable.inc();
             error!(

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::http::Health;
+use crate::http::Telemetry;
 use flush::{FlushQueue, Handover, InFlight};
 use ownership::Ownership;
 use partitions::{PartitionChange, PartitionChanges, UnfinishedFlush};
@@ -50,7 +50,7 @@ fn set_transparent_huge_pages(enabled: bool) {
 pub async fn run(
     config: &Config,
     prices: PriceTable,
-    health: Arc<Health>,
+    telemetry: Arc<Telemetry>,
     evaluator: Arc<std::sync::atomic::AtomicBool>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -73,7 +73,7 @@ pub async fn run(
         &config.pipeline,
         evaluator,
         (in_flight.clone(), ownership.clone()),
-        health.metrics.clone(),
+        telemetry.metrics.clone(),
         shutdown.clone(),
     ));
     let settings = SourceSettings {
@@ -86,7 +86,7 @@ pub async fn run(
     };
     let source = Arc::new(KafkaSource::connect(&settings, changes.clone()).context("creating the Kafka consumer")?);
     let _ = consumer.set(Arc::downgrade(&source));
-    health.ready.store(true, Ordering::Relaxed);
+    telemetry.ready.store(true, Ordering::Relaxed);
     info!(topic = %settings.topic, group = %settings.group_id, "worker started");
 
     let mut worker = Worker {
@@ -100,12 +100,12 @@ pub async fn run(
             sink.clone(),
             dead_letters,
             config,
-            health.clone(),
+            telemetry.clone(),
             (in_flight, ownership),
             shutdown.clone(),
         ),
         fetching_paused: false,
-        health,
+        telemetry,
         max_pending: config.pipeline.max_pending_records,
         max_clock_skew_secs: config.pipeline.max_clock_skew_secs,
         record_time_bound_ms: record_time_bound_ms(config.pipeline.max_clock_skew_secs),
@@ -137,7 +137,7 @@ pub async fn run(
                 }
             }
             Some(Err(e)) => {
-                worker.health.metrics.consume_errors.inc();
+                worker.telemetry.metrics.consume_errors.inc();
                 warn!(error = %e, "Kafka consumer error; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -209,7 +209,7 @@ struct Worker {
     /// Whether fetching is paused because `max_pending` records wait for a writer lane.
     fetching_paused: bool,
     flusher: FlushQueue,
-    health: Arc<Health>,
+    telemetry: Arc<Telemetry>,
     max_pending: u64,
     max_clock_skew_secs: u32,
     /// [`record_time_bound_ms`], refreshed for every counter at every flush (at least every
@@ -241,11 +241,11 @@ impl Worker {
                 }
             }
         }
-        self.health.metrics.assigned_partitions.set(self.partitions.len() as i64);
+        self.telemetry.metrics.assigned_partitions.set(self.partitions.len() as i64);
     }
 
     fn count(&mut self, message: &rdkafka::message::BorrowedMessage<'_>) {
-        let metrics = &self.health.metrics;
+        let metrics = &self.telemetry.metrics;
         metrics.records_consumed.inc();
         let partition = message.partition();
         let Some(counter) = self.partitions.get_mut(&partition) else {
@@ -308,7 +308,7 @@ impl Worker {
                 warn!(error = %e, "offset commit failed (ClickHouse holds the progress; harmless)");
             }
         }
-        let metrics = &self.health.metrics;
+        let metrics = &self.telemetry.metrics;
         self.pending = self.partitions.values().map(PartitionCounter::pending_records).sum();
         metrics.pending_records.set(self.pending as i64);
         let held_back = self.pending >= self.max_pending;
