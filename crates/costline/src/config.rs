@@ -409,7 +409,7 @@ pub struct ClickHouseConfig {
     /// Writer lanes: each partition held is written by one lane, its flushes in order; lanes
     /// insert concurrently. One lane sends ClickHouse fewer, larger inserts, which keeps the
     /// latency down while ClickHouse is busy; more lanes catch a backlog up faster where
-    /// ClickHouse has idle cores (BENCHMARKS.md, Latency).
+    /// ClickHouse has idle cores (BENCHMARKS.md, "What sets the pace").
     pub insert_streams: usize,
     /// Days of `usage_events` and `rejected_events` kept (whole UTC days / months are dropped);
     /// 0 keeps everything. Must cover `pipeline.dedup_horizon_secs` + `dedup_grace_secs`:
