@@ -60,22 +60,29 @@ fn rates(row: &toml::Value) -> [i128; 4] {
     [input, get("cached_input").unwrap_or(input), get("cache_write").unwrap_or(input), get("output").unwrap()]
 }
 
-fn prices() -> HashMap<(String, String), Vec<PriceRow>> {
-    let text = std::fs::read_to_string(super::repo_root().join("schemas/prices.toml")).unwrap();
-    let table: toml::Table = toml::from_str(&text).unwrap();
+/// The rows of `schemas/prices.toml`, then of each file of `extra`: a row replaces the one of
+/// the same provider, model and date (as `pricing.override_file` does).
+fn prices(extra: &[&Path]) -> HashMap<(String, String), Vec<PriceRow>> {
     let mut out: HashMap<(String, String), Vec<PriceRow>> = HashMap::new();
-    for row in table["price"].as_array().unwrap() {
-        let date = row["effective_from"].as_str().unwrap();
-        let from_ms = days_from_civil(date) * 86_400_000;
-        out.entry((row["provider"].as_str().unwrap().to_lowercase(), row["model"].as_str().unwrap().to_string()))
-            .or_default()
-            .push(PriceRow {
+    let builtin = super::repo_root().join("schemas/prices.toml");
+    for path in std::iter::once(builtin.as_path()).chain(extra.iter().copied()) {
+        let text = std::fs::read_to_string(path).unwrap();
+        let table: toml::Table = toml::from_str(&text).unwrap();
+        for row in table["price"].as_array().unwrap() {
+            let date = row["effective_from"].as_str().unwrap();
+            let from_ms = days_from_civil(date) * 86_400_000;
+            let rows = out
+                .entry((row["provider"].as_str().unwrap().to_lowercase(), row["model"].as_str().unwrap().to_string()))
+                .or_default();
+            rows.retain(|r| r.from_ms != from_ms);
+            rows.push(PriceRow {
                 from_ms,
                 per_token_pico: rates(row),
                 tiers: row.get("tier").and_then(|t| t.as_array()).map_or(Vec::new(), |tiers| {
                     tiers.iter().map(|t| (t["above_input_tokens"].as_integer().unwrap() as u64, rates(t))).collect()
                 }),
             });
+        }
     }
     out
 }
@@ -131,7 +138,12 @@ impl Expected {
     /// Recomputes the totals from a `--record` file. `--record` lines are in publish order, which
     /// is each partition's order (all copies of a request share its key, hence its partition).
     pub fn from_record_file(path: &Path) -> Expected {
-        let prices = prices();
+        Expected::from_record_file_priced(path, &[])
+    }
+
+    /// [`Expected::from_record_file`] with the rows of `extra` price files over the built-in ones.
+    pub fn from_record_file_priced(path: &Path, extra: &[&Path]) -> Expected {
+        let prices = prices(extra);
         let mut expected = Expected::default();
         let mut identities: HashSet<(String, u64)> = HashSet::new();
         let mut requests: HashSet<String> = HashSet::new();

@@ -439,7 +439,7 @@ pub fn assert_events_sum_to_minutes(setup: &Setup, expected: &expected::Expected
 }
 
 /// `got` holds exactly the `want` rows (first mismatches shown), and no others.
-fn assert_same_rows<'a>(
+pub fn assert_same_rows<'a>(
     what: &str,
     want: impl Iterator<Item = (&'a expected::Dims, expected::Measures)>,
     got: &std::collections::BTreeMap<expected::Dims, expected::Measures>,

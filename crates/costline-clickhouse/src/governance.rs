@@ -265,7 +265,7 @@ impl GovernanceStore {
 }
 
 /// ` AND column = ?…` for every dimension the scope fixes, and the values to bind.
-fn scope_filter(scope: &Scope) -> (String, Vec<String>) {
+pub(crate) fn scope_filter(scope: &Scope) -> (String, Vec<String>) {
     let mut filter = String::new();
     let mut values = Vec::new();
     let mut exact = |column: &str, value: &Option<String>| {

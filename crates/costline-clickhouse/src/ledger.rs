@@ -57,6 +57,9 @@ impl Targets {
     pub const HOUR: Targets = Targets(8);
     pub const DAY: Targets = Targets(16);
     pub const PROGRESS: Targets = Targets(32);
+    /// `cost_corrections`: only in `reprice_ledger.targets`, whose rollup bits are these.
+    pub const CORRECTIONS: Targets = Targets(64);
+    /// Every table of a `flush_ledger` row.
     pub const ALL: Targets = Targets(63);
     pub const NONE: Targets = Targets(0);
 
@@ -68,7 +71,7 @@ impl Targets {
         Targets(self.0 & !other.0)
     }
 
-    pub fn with(self, other: Targets) -> Targets {
+    pub const fn with(self, other: Targets) -> Targets {
         Targets(self.0 | other.0)
     }
 

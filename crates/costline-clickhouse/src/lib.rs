@@ -11,6 +11,7 @@ pub mod dashboard;
 pub mod governance;
 pub mod ledger;
 pub mod migrate;
+pub mod reprice;
 pub mod sink;
 
 pub use ledger::{LedgerRow, Targets};

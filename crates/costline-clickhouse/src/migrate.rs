@@ -18,6 +18,8 @@ const FILES: &[(&str, &str)] = &[
     ("001_ledger.sql", include_str!("../../../schemas/clickhouse/001_ledger.sql")),
     ("002_rollup.sql", include_str!("../../../schemas/clickhouse/002_rollup.sql")),
     ("003_alerts.sql", include_str!("../../../schemas/clickhouse/003_alerts.sql")),
+    ("005_reprice.sql", include_str!("../../../schemas/clickhouse/005_reprice.sql")),
+    ("006_reprice_rollups.sql", include_str!("../../../schemas/clickhouse/006_reprice_rollups.sql")),
 ];
 
 /// The rollup granularities, the function that truncates a time to each, and the table's bit

@@ -22,6 +22,7 @@ pub mod latency;
 pub mod money;
 pub mod price;
 pub mod reject;
+pub mod reprice;
 pub mod rollup;
 pub mod rules;
 pub mod symbols;

@@ -474,6 +474,27 @@ pub struct PricingConfig {
     /// Your own price file (same format as `schemas/prices.toml`): its rows replace built-in
     /// rows with the same provider, model and effective date, and add the others.
     pub override_file: Option<PathBuf>,
+    /// Months whose invoices are closed (`"2026-10"`): `costline reprice` changes no cost in
+    /// them without `--force`.
+    pub closed_months: Vec<String>,
+}
+
+impl PricingConfig {
+    /// The closed months as `(year, month)`.
+    pub fn closed_months(&self) -> anyhow::Result<Vec<(i32, u32)>> {
+        self.closed_months
+            .iter()
+            .map(|text| {
+                chrono::NaiveDate::parse_from_str(&format!("{text}-01"), "%Y-%m-%d")
+                    .ok()
+                    .filter(|_| text.len() == 7)
+                    .map(|date| (chrono::Datelike::year(&date), chrono::Datelike::month(&date)))
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("config key `pricing.closed_months`: `{text}` is not a month (YYYY-MM)")
+                    })
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -616,6 +637,7 @@ impl Config {
             }
         }
         require(!self.kafka.brokers.trim().is_empty(), "kafka.brokers", "must not be empty")?;
+        self.pricing.closed_months()?;
         require(!self.kafka.topic.is_empty(), "kafka.topic", "must not be empty")?;
         require(!self.kafka.group_id.is_empty(), "kafka.group_id", "must not be empty")?;
         require(

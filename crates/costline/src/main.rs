@@ -1,7 +1,7 @@
 //! `costline`: LLM cost attribution from Kafka to ClickHouse.
 //!
 //! One binary: `run` (a worker), `migrate`, `produce` (realistic load), `demo`, `config`,
-//! `prices import` (a community catalog → a price file).
+//! `prices import` (a community catalog → a price file), `reprice`.
 //! This file only parses the command line and wires the pieces; each lives in its module.
 
 mod baseline;
@@ -21,6 +21,7 @@ mod produce;
 mod replay;
 mod report_cli;
 mod reports;
+mod reprice_cli;
 mod worker;
 
 use std::path::PathBuf;
@@ -97,6 +98,9 @@ enum Command {
     /// Price table tools: `prices import --from litellm FILE`, `prices coverage`.
     #[command(subcommand)]
     Prices(prices_cli::PricesCommand),
+    /// Recompute the cost of counted attempts in a period with the current price table and
+    /// write the differences as corrections (`--dry-run` to see them first).
+    Reprice(reprice_cli::RepriceArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -172,6 +176,7 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<()> {
         Command::BaselineConsume(args) => baseline::run(&config, &args).await,
         Command::Report(command) => report_cli::run(&config, &command).await,
         Command::Replay(args) => replay::run(&config, &args).await,
+        Command::Reprice(args) => reprice_cli::run(&config, &args).await,
         Command::Prices(command) => prices_cli::run(&config, &command).await.map(|_| ()),
         Command::Config { action: Some(ConfigAction::Reference) } => {
             print!("{}", config_reference::markdown());

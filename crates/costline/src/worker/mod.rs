@@ -12,6 +12,7 @@
 //! Shutdown (SIGTERM/SIGINT) stops reading, flushes, commits and returns.
 
 mod flush;
+pub(crate) use flush::host_name;
 mod ownership;
 mod partitions;
 
