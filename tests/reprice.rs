@@ -147,6 +147,8 @@ fn reprice_corrects_history_once_even_when_killed() {
     assert!(unpriced_before > 0, "the unknown model is counted as unpriced");
     assert_eq!(by_model(&setup, "usage_day"), expected_by_model(&before), "before the reprice");
     let events_cost = setup.query("SELECT toString(sum(cost_usd)) FROM usage_events");
+    let coverage = setup.command(&["prices", "coverage", "--days", "8"]).output().unwrap();
+    assert_eq!(coverage.status.code(), Some(3), "unpriced attempts exist:\n{}", text(&coverage));
 
     // The fix: the unknown model gets a price from long ago, gpt-4o-mini a new one from the
     // middle of the period on.
@@ -171,7 +173,10 @@ fn reprice_corrects_history_once_even_when_killed() {
     let dry = reprice(&setup, &range).arg("--dry-run").output().unwrap();
     assert!(dry.status.success(), "{}", text(&dry));
     let report = text(&dry);
-    assert!(report.contains("mystery-1") && report.contains("gpt-4o-mini") && report.contains("dry run: nothing written"), "{report}");
+    assert!(
+        report.contains("mystery-1") && report.contains("gpt-4o-mini") && report.contains("dry run: nothing written"),
+        "{report}"
+    );
     let want_difference = after.totals().cost_pico - before.totals().cost_pico;
     let shown = report.lines().find_map(|l| l.strip_prefix("total difference: ")?.strip_suffix(" USD")).unwrap();
     assert_eq!(pico(shown), want_difference, "{report}");
@@ -184,7 +189,10 @@ fn reprice_corrects_history_once_even_when_killed() {
     assert_eq!(count(&setup, "SELECT count() FROM cost_corrections"), 0);
 
     // Killed between chunks.
-    let planned: u64 = report.lines().find_map(|l| l.split(" counted attempts read, ").nth(1)?.strip_suffix(" change cost")?.parse().ok()).unwrap();
+    let planned: u64 = report
+        .lines()
+        .find_map(|l| l.split(" counted attempts read, ").nth(1)?.strip_suffix(" change cost")?.parse().ok())
+        .unwrap();
     let mut killed = reprice(&setup, &range)
         .args(["--force", "--chunk-attempts", "40", "--pause-ms", "500"])
         .stderr(Stdio::piped())
@@ -219,7 +227,15 @@ fn reprice_corrects_history_once_even_when_killed() {
     for view in ["usage_minute", "usage_hour", "usage_day"] {
         assert_eq!(by_model(&setup, view), expected_by_model(&after), "{view} after the reprice");
     }
-    assert_eq!(setup.query("SELECT toString(sum(cost_usd)) FROM usage_events"), events_cost, "usage_events keep their cost");
+    assert_eq!(
+        setup.query("SELECT toString(sum(cost_usd)) FROM usage_events"),
+        events_cost,
+        "usage_events keep their cost"
+    );
+
+    let coverage = setup.command(&["prices", "coverage", "--days", "8"]).output().unwrap();
+    assert!(coverage.status.success(), "every attempt is priced now:\n{}", text(&coverage));
+    assert!(text(&coverage).contains("fix-1:acme/mystery-1@2020-01-01"), "{}", text(&coverage));
 
     // The budget API (real prod spend of the month) includes the corrections.
     let want_spend: i128 = after
@@ -231,9 +247,8 @@ fn reprice_corrects_history_once_even_when_killed() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (status, body) = worker.http_get("/v1/budgets/all");
-        let spend = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["spend_usd"].as_str().map(pico));
+        let spend =
+            serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|v| v["spend_usd"].as_str().map(pico));
         if status == 200 && spend == Some(want_spend) {
             break;
         }
@@ -242,7 +257,9 @@ fn reprice_corrects_history_once_even_when_killed() {
     }
 
     // The audit: the killed run stays 'started', the second is done and names who ran it.
-    let audit = setup.query("SELECT status, requested_by, attempts_changed FROM repricings FINAL ORDER BY started_at, status FORMAT TSV");
+    let audit = setup.query(
+        "SELECT status, requested_by, attempts_changed FROM repricings FINAL ORDER BY started_at, status FORMAT TSV",
+    );
     assert!(audit.contains("done\tfinance-team\t"), "{audit}");
     assert_eq!(audit.lines().count(), 2, "{audit}");
 

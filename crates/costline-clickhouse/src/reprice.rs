@@ -245,6 +245,19 @@ pub struct RepricingRecord {
     pub updated_at_ms: u64,
 }
 
+/// The counted attempts with event times in `[?, ?)` (epoch seconds, bound twice: `from, to,
+/// from, to`), each with its cost and price version in force (`cost_in_force`,
+/// `version_in_force`): its own plus its corrections'.
+pub const IN_FORCE: &str = "(SELECT *, cost_usd + correction AS cost_in_force, \
+    if(corrections = 0, price_version, corrected_version) AS version_in_force \
+    FROM usage_events ANY LEFT JOIN ( \
+        SELECT kafka_topic, kafka_partition, kafka_offset, sum(cost_delta) AS correction, count() AS corrections, \
+        argMax(price_version, repriced_at_ms) AS corrected_version FROM cost_corrections \
+        WHERE event_time >= toDateTime(?) AND event_time < toDateTime(?) \
+        GROUP BY kafka_topic, kafka_partition, kafka_offset \
+    ) USING (kafka_topic, kafka_partition, kafka_offset) \
+    WHERE event_time >= toDateTime(?) AND event_time < toDateTime(?))";
+
 /// Reads and writes what a reprice needs. Every call is bounded by `timeout`.
 pub struct RepriceStore {
     client: Client,
@@ -264,16 +277,10 @@ impl RepriceStore {
         let sql = format!(
             "SELECT kafka_topic, kafka_partition, kafka_offset, toUInt32(event_time) AS event_time, tenant, \
              endpoint_tag, prompt_version, provider, model, environment, data_mode, input_tokens, \
-             cached_input_tokens, cache_write_tokens, output_tokens, cost_usd + delta AS cost, \
-             if(corrections = 0, price_version, latest_version) AS price_version \
-             FROM usage_events \
-             ANY LEFT JOIN ( \
-                 SELECT kafka_topic, kafka_partition, kafka_offset, sum(cost_delta) AS delta, count() AS corrections, \
-                 argMax(price_version, repriced_at_ms) AS latest_version FROM cost_corrections \
-                 WHERE event_time >= toDateTime(?) AND event_time < toDateTime(?) \
-                 GROUP BY kafka_topic, kafka_partition, kafka_offset \
-             ) USING (kafka_topic, kafka_partition, kafka_offset) \
-             WHERE event_time >= toDateTime(?) AND event_time < toDateTime(?) AND price_version != 'reported'{filter} \
+             cached_input_tokens, cache_write_tokens, output_tokens, cost_in_force AS cost, \
+             version_in_force AS price_version \
+             FROM {IN_FORCE} \
+             WHERE price_version != 'reported'{filter} \
              ORDER BY kafka_topic, kafka_partition, kafka_offset"
         );
         let mut query = self.client.query(&sql).bind(from).bind(to).bind(from).bind(to);

@@ -1,5 +1,6 @@
 //! `costline prices coverage`: which models the counted attempts of the last days used, and
-//! what priced them: a price-table row (its version), the producer's `costUsd`, or nothing.
+//! what prices them now (after any `costline reprice`): a price-table row (its version), the
+//! producer's `costUsd`, or nothing.
 //! A cost figure is only as good as its coverage, so the command exits with
 //! [`UNPRICED_EXIT_CODE`] when any attempt in the period is unpriced: a cron job or a CI step
 //! can fail on it.
@@ -8,6 +9,8 @@ use anyhow::Context;
 use clap::Args;
 use clickhouse::Row;
 use serde::Deserialize;
+
+use costline_clickhouse::reprice::IN_FORCE;
 
 use crate::config::Config;
 use crate::reports::align;
@@ -89,13 +92,14 @@ fn render(rows: &[Pricing], days: u32) -> (String, bool) {
 /// Prints the coverage report; `Ok(true)` when unpriced attempts exist.
 pub async fn run(config: &Config, args: &CoverageArgs) -> anyhow::Result<bool> {
     let client = crate::worker::clickhouse_target(config).client();
-    let query = client
-        .query(
-            "SELECT provider, model, price_version, count() AS attempts, toString(sum(cost_usd)) AS cost_usd \
-             FROM usage_events WHERE event_time >= now() - toIntervalDay(?) \
-             GROUP BY provider, model, price_version ORDER BY provider, model, price_version",
-        )
-        .bind(args.days);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (from, to) = (now.saturating_sub(u64::from(args.days) * 86_400), u64::from(u32::MAX));
+    let sql = format!(
+        "SELECT provider, model, version_in_force AS price_version, count() AS attempts, \
+         toString(sum(cost_in_force)) AS cost_usd FROM {IN_FORCE} \
+         GROUP BY provider, model, price_version ORDER BY provider, model, price_version"
+    );
+    let query = client.query(&sql).bind(from).bind(to).bind(from).bind(to);
     let rows = tokio::time::timeout(std::time::Duration::from_secs(60), query.fetch_all::<Pricing>())
         .await
         .context("ClickHouse did not answer within 60 s")?
