@@ -269,5 +269,28 @@ fn reprice_corrects_history_once_even_when_killed() {
     assert!(text(&again).contains(" counted attempts read, 0 change cost"), "{}", text(&again));
     assert_eq!(count(&setup, "SELECT count() FROM cost_corrections"), planned);
     assert_eq!(by_model(&setup, "usage_day"), expected_by_model(&after), "after a second reprice");
+
+    // A chunk the server applied to `cost_corrections` only (a failure half-way through its
+    // fan-out): +1 USD on one attempt that the rollups lack. The next reprice completes the
+    // chunk in the rollups, then corrects the attempt back: totals are right again.
+    setup.query(
+        "INSERT INTO reprice_ledger (reprice_id, chunk, targets, repriced_at_ms, cc_kafka_topic, cc_kafka_partition, \
+         cc_kafka_offset, cc_event_time, cc_tenant, cc_endpoint_tag, cc_prompt_version, cc_provider, cc_model, \
+         cc_environment, cc_data_mode, cc_cost_delta, cc_unpriced_delta, cc_price_version) \
+         SELECT 'half-applied', 'half-applied-chunk', 64, toUInt64(now()) * 1000, [kafka_topic], [kafka_partition], \
+         [kafka_offset], [event_time], [tenant], [endpoint_tag], [prompt_version], [provider], [model], [environment], \
+         [data_mode], [toDecimal128(1, 12)], [toInt8(0)], ['fix-1:half-applied'] \
+         FROM usage_events WHERE provider = 'acme' AND data_mode = 'real' LIMIT 1",
+    );
+    assert_eq!(count(&setup, "SELECT count() FROM cost_corrections"), planned + 1);
+    let repair = reprice(&setup, &range).arg("--force").output().unwrap();
+    assert!(repair.status.success(), "{}", text(&repair));
+    assert!(text(&repair).contains("completing reprice chunk half-applied-chunk"), "{}", text(&repair));
+    assert!(text(&repair).contains(" counted attempts read, 1 change cost"), "{}", text(&repair));
+    let minutes = parse_rollup_rows(&setup.query(&format!("SELECT {ROLLUP_COLUMNS} FROM usage_minute FORMAT TSV")));
+    assert_same_rows("usage_minute after a repair", after.minutes.iter().map(|(d, m)| (d, m.clone())), &minutes);
+    for view in ["usage_hour", "usage_day"] {
+        assert_eq!(by_model(&setup, view), expected_by_model(&after), "{view} after a repair");
+    }
     worker.stop();
 }
