@@ -14,6 +14,7 @@
 //! adapters only move its contents in and out. Positions are opaque `u64` offsets here: the core
 //! never learns what a partition or a broker is.
 
+pub mod backoff;
 pub mod batch;
 pub mod budget;
 pub mod dedup;

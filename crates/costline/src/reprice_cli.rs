@@ -17,6 +17,7 @@ use chrono::{DateTime, Datelike, NaiveDate};
 use clap::Args;
 use costline_clickhouse::reprice::{RepriceRow, RepriceStore, RepricingRecord, REPRICE_TARGETS};
 use costline_clickhouse::Targets;
+use costline_core::backoff::Backoff;
 use costline_core::budget::{Scope, TagMatch};
 use costline_core::reprice::{changes_by_model, chunks, correct, Chunk, Correction};
 use costline_core::{DataMode, PicoUsd};
@@ -162,7 +163,7 @@ pub async fn run(config: &Config, args: &RepriceArgs) -> anyhow::Result<()> {
 /// which tables hold the chunk and writes again to the others only.
 async fn write_chunk(store: &RepriceStore, reprice_id: &str, chunk: &Chunk, targets: Targets) -> anyhow::Result<()> {
     let mut targets = targets;
-    let mut wait = Duration::from_secs(1);
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     for attempt in 1..=WRITE_ATTEMPTS {
         let query_id = format!("costline-reprice-{}-{attempt}", chunk.id);
         let row = RepriceRow::new(reprice_id, chunk, targets, now_ms());
@@ -170,8 +171,7 @@ async fn write_chunk(store: &RepriceStore, reprice_id: &str, chunk: &Chunk, targ
             return Ok(());
         };
         eprintln!("writing reprice chunk {} failed ({error}); checking what landed", chunk.id);
-        tokio::time::sleep(wait).await;
-        wait *= 2;
+        tokio::time::sleep(backoff.next_delay(rand::random())).await;
         let landed = async {
             store.cancel(&query_id).await?;
             store.landed(&chunk.id, chunk.first_minute_secs()).await
