@@ -6,11 +6,11 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::expected::Expected;
 use common::receiver::{signature_is_valid, Receiver};
-use common::{wait_producer, wait_settled, Setup};
+use common::{wait_producer, wait_settled, wait_until, Setup};
 
 const SECRET: &str = "test-secret-budgets";
 
@@ -94,13 +94,15 @@ webhooks = ["oncall"]
     wait_producer(producer, Duration::from_secs(60));
     setup.wait_accounted(expected.records, Duration::from_secs(120));
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let delivered =
-        || setup.query("SELECT count() FROM alerts FINAL WHERE kind = 'budget' AND delivery_state = 'delivered'");
-    while delivered().trim() != "3" {
-        assert!(Instant::now() < deadline, "alerts: {}", setup.query("SELECT * FROM alerts FINAL FORMAT TSV"));
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(
+        Duration::from_secs(60),
+        || {
+            let delivered =
+                setup.query("SELECT count() FROM alerts FINAL WHERE kind = 'budget' AND delivery_state = 'delivered'");
+            (delivered.trim() == "3").then_some(())
+        },
+        || format!("three delivered budget alerts; alerts: {}", setup.query("SELECT * FROM alerts FINAL FORMAT TSV")),
+    );
     std::thread::sleep(Duration::from_secs(2)); // a few more evaluations: nothing new may fire
     let rows = setup.query("SELECT alert_id, threshold_percent FROM alerts FINAL WHERE kind = 'budget' ORDER BY threshold_percent FORMAT TSV");
     let thresholds: Vec<&str> = rows.lines().map(|l| l.split('\t').nth(1).unwrap()).collect();

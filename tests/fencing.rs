@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{assert_totals_exact, wait_producer, wait_settled, Setup};
+use common::{assert_totals_exact, wait_producer, wait_settled, wait_until, Setup};
 
 /// A TCP proxy to ClickHouse's HTTP port that can be cut: while cut, it closes every open
 /// connection and every new one at once.
@@ -92,11 +92,11 @@ fn a_worker_cut_from_clickhouse_past_the_poll_interval_never_doubles_a_flush() {
 
     // Cut only once the proxied worker is writing its own partitions.
     let flushes_before = cut.metric("costline_flushes_total").unwrap_or(0.0);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while cut.metric("costline_flushes_total").unwrap_or(0.0) <= flushes_before {
-        assert!(Instant::now() < deadline, "the proxied worker never flushed:\n{}", cut.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        Duration::from_secs(30),
+        || (cut.metric("costline_flushes_total").unwrap_or(0.0) > flushes_before).then_some(()),
+        || format!("the proxied worker never flushed:\n{}", cut.log()),
+    );
     let consumed_at_cut = cut.metric("costline_records_consumed_total").unwrap_or(0.0);
     proxy.set_cut(true);
     let outage = Instant::now();

@@ -35,11 +35,7 @@ fn start(name: &str, settings: &[(&str, &str)]) -> (Setup, Worker) {
     // The topic must exist before a worker subscribes.
     assert!(setup.command(&["produce", "--count", "0"]).status().unwrap().success());
     let worker = setup.spawn_worker(name);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while worker.http_get("/healthz").0 != 200 {
-        assert!(Instant::now() < deadline, "worker HTTP never came up:\n{}", worker.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    worker.wait_http_up();
     (setup, worker)
 }
 

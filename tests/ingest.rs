@@ -38,11 +38,7 @@ fn http_ingest_and_replay_publish_valid_events_and_explain_the_rest() {
     // The topic must exist before a worker subscribes.
     assert!(setup.command(&["produce", "--count", "0"]).status().unwrap().success());
     let worker = setup.spawn_worker("ingest");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while worker.http_get("/healthz").0 != 200 {
-        assert!(std::time::Instant::now() < deadline, "worker HTTP never came up:\n{}", worker.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    worker.wait_http_up();
     let token = Some("ingest-token");
 
     assert_eq!(post(worker.port, &event("one", 10), None).0, 401);

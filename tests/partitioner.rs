@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Setup, TOPIC_PARTITIONS};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -84,11 +84,7 @@ fn a_request_published_by_a_java_client_and_through_http_ingest_counts_once() {
     });
 
     let worker = setup.spawn_worker("partitioner");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while worker.http_get("/healthz").0 != 200 {
-        assert!(Instant::now() < deadline, "worker HTTP never came up:\n{}", worker.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    worker.wait_http_up();
     for batch in ids.chunks(500) {
         let body = format!("[{}]", batch.iter().map(|id| event(id)).collect::<Vec<_>>().join(","));
         let mut response = ureq::post(&format!("http://127.0.0.1:{}/v1/events", worker.port))

@@ -7,8 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::expected::{parse_rollup_rows, Expected, ROLLUP_COLUMNS};
-use common::Setup;
+use common::expected::Expected;
+use common::{assert_totals_exact, wait_until, Setup};
 
 const RECORDS: u64 = 120_000;
 /// Fixed virtual start so the traffic is the same on every run.
@@ -39,54 +39,18 @@ fn rollups_match_an_independent_computation_exactly() {
         assert!(metrics.contains(name), "{name} missing from /metrics:\n{metrics}");
     }
     // Group state comes from librdkafka's statistics, every 5 s: a lone member is steady.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !worker.metric("costline_consumer_group_rebalances").is_some_and(|n| n >= 1.0) {
-        assert!(std::time::Instant::now() < deadline, "no consumer group statistics in /metrics:\n{metrics}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_until(
+        Duration::from_secs(20),
+        || worker.metric("costline_consumer_group_rebalances").is_some_and(|n| n >= 1.0).then_some(()),
+        || format!("no consumer group statistics in /metrics:\n{metrics}"),
+    );
     assert_eq!(worker.metric("costline_consumer_group_unsettled_seconds"), Some(0.0));
-    let log = worker.log();
-    assert_eq!(worker.stop(), 0, "worker did not exit cleanly:\n{log}");
+    assert_eq!(worker.stop(), 0, "worker did not exit cleanly");
 
-    let minutes = parse_rollup_rows(&setup.query(&format!("SELECT {ROLLUP_COLUMNS} FROM usage_minute FORMAT TSV")));
-    assert_eq!(minutes.len(), expected.minutes.len(), "number of (minute, dimension set) rows");
-    for (dims, want) in &expected.minutes {
-        assert_eq!(minutes.get(dims), Some(want), "rollup of {dims:?}");
-    }
-
+    let expected = assert_totals_exact(&setup, &record_file);
     let total = expected.totals();
     assert!(
         total.duplicates > 1000 && total.retries > 1000 && total.unpriced_attempts > 1000,
         "traffic mix: {total:?}"
     );
-    for rollup in ["usage_hour", "usage_day"] {
-        let sql = format!(
-            "SELECT sum(requests), sum(attempts), sum(retries), sum(duplicates), sum(output_tokens), toString(sum(cost_usd)), sum(unpriced_attempts) FROM {rollup} FORMAT TSV"
-        );
-        let got = setup.query(&sql);
-        let want = format!(
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
-            total.requests,
-            total.attempts,
-            total.retries,
-            total.duplicates,
-            total.output_tokens,
-            format_pico(total.cost_pico),
-            total.unpriced_attempts
-        );
-        assert_eq!(got, want, "{rollup} totals");
-    }
-
-    let rejected: u64 = setup.query("SELECT count() FROM rejected_events").trim().parse().unwrap();
-    assert_eq!(rejected, expected.rejected);
-    let counted: u64 = setup.query("SELECT count() FROM usage_events").trim().parse().unwrap();
-    assert_eq!(counted, total.attempts);
-    let distinct_positions: u64 =
-        setup.query("SELECT uniqExact(kafka_partition, kafka_offset) FROM usage_events").trim().parse().unwrap();
-    assert_eq!(distinct_positions, counted, "an offset was written twice");
-    common::assert_events_sum_to_minutes(&setup, &expected);
-}
-
-fn format_pico(pico: i128) -> String {
-    format!("{}.{:012}", pico / 1_000_000_000_000, pico % 1_000_000_000_000)
 }

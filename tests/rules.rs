@@ -6,10 +6,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::receiver::{signature_is_valid, Receiver};
-use common::{publish, Setup};
+use common::{publish, wait_until, Setup};
 use serde_json::json;
 
 const SECRET: &str = "test-secret-rules";
@@ -120,7 +120,6 @@ fn rules_fire_once_on_crafted_traffic() {
     let worker = setup.spawn_worker("crafted");
     setup.wait_accounted(records.len() as u64, Duration::from_secs(60));
 
-    let deadline = Instant::now() + Duration::from_secs(60);
     let fired = |rule: &str| {
         setup
             .try_query(&format!(
@@ -128,14 +127,16 @@ fn rules_fire_once_on_crafted_traffic() {
             ))
             .unwrap_or_default()
     };
-    while fired("retry_storm").is_empty() || fired("config_drift").is_empty() || fired("cost_spike").is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "rules did not fire:\n{}",
-            setup.try_query("SELECT * FROM alerts FINAL FORMAT TSV").unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(
+        Duration::from_secs(60),
+        || ["retry_storm", "config_drift", "cost_spike"].iter().all(|rule| !fired(rule).is_empty()).then_some(()),
+        || {
+            format!(
+                "rules did not fire:\n{}",
+                setup.try_query("SELECT * FROM alerts FINAL FORMAT TSV").unwrap_or_default()
+            )
+        },
+    );
     std::thread::sleep(Duration::from_secs(3)); // ten more evaluations while the conditions hold
     assert_eq!(fired("retry_storm").trim(), "endpoint=storm.endpoint", "one storm alert, then cooldown");
     assert_eq!(
@@ -243,16 +244,17 @@ webhooks = ["hook"]
             .and_then(|n| n.trim().parse::<u64>().ok())
             .unwrap_or(0)
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while delivered("tiny") == 0 || delivered("unpriced_model") < 21 {
-        assert!(
-            Instant::now() < deadline,
-            "the budget alert or the capped unpriced-model alerts were not delivered; alerts by source:\n{}\nlog:\n{}",
-            setup.try_query("SELECT source, delivery_state, count() FROM alerts FINAL GROUP BY source, delivery_state FORMAT TSV").unwrap_or_default(),
-            worker.log().lines().filter(|l| l.contains("WARN")).take(5).collect::<Vec<_>>().join("\n")
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(
+        Duration::from_secs(60),
+        || (delivered("tiny") > 0 && delivered("unpriced_model") >= 21).then_some(()),
+        || {
+            format!(
+                "the budget alert or the capped unpriced-model alerts were not delivered; alerts by source:\n{}\nlog:\n{}",
+                setup.try_query("SELECT source, delivery_state, count() FROM alerts FINAL GROUP BY source, delivery_state FORMAT TSV").unwrap_or_default(),
+                worker.log().lines().filter(|l| l.contains("WARN")).take(5).collect::<Vec<_>>().join("\n")
+            )
+        },
+    );
     std::thread::sleep(Duration::from_secs(3)); // ten more evaluations while all models are still unpriced
     let scopes = setup.query("SELECT scope FROM alerts FINAL WHERE source = 'unpriced_model' ORDER BY scope");
     let scopes: Vec<&str> = scopes.lines().collect();

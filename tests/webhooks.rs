@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::receiver::{signature_is_valid, Receiver, Reply};
-use common::{free_port, publish, Setup};
+use common::{free_port, publish, wait_until, Setup};
 
 const SECRET: &str = "test-secret-webhooks";
 
@@ -48,18 +48,11 @@ webhooks = ["hook"]
 }
 
 fn wait_for(setup: &Setup, sql: &str, want: &str, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if setup.try_query(sql).is_some_and(|got| got.trim() == want) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{sql} never gave {want}; alerts:\n{}",
-            setup.query("SELECT * FROM alerts FINAL FORMAT TSV")
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(
+        timeout,
+        || setup.try_query(sql).is_some_and(|got| got.trim() == want).then_some(()),
+        || format!("{sql} never gave {want}; alerts:\n{}", setup.query("SELECT * FROM alerts FINAL FORMAT TSV")),
+    );
 }
 
 #[test]
@@ -202,11 +195,11 @@ endpoint_tag = "late.endpoint"
     let worker = setup.spawn_worker("hang");
 
     // The tiny budget's alert is in flight to the slow receiver, which holds it.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while slow.requests().is_empty() {
-        assert!(Instant::now() < deadline, "the slow receiver never got its alert:\n{}", worker.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        Duration::from_secs(60),
+        || (!slow.requests().is_empty()).then_some(()),
+        || format!("the slow receiver never got its alert:\n{}", worker.log()),
+    );
     let hang_started = Instant::now();
     let evaluations = || worker.metric("costline_alert_evaluations_total{result=\"ok\"}").unwrap_or(0.0);
 

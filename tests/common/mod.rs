@@ -192,9 +192,7 @@ impl Setup {
 
     /// Like [`Setup::query`], but `None` when the query fails (e.g. tables not created yet).
     pub fn try_query(&self, sql: &str) -> Option<String> {
-        let url = format!("{CLICKHOUSE}/?database={}", self.database);
-        let mut response = ureq::post(&url).send(sql).ok()?;
-        response.body_mut().with_config().limit(u64::MAX).read_to_string().ok()
+        clickhouse(Some(&self.database), sql).ok()
     }
 
     /// Runs a query in this setup's database and returns its TSV output.
@@ -211,78 +209,117 @@ impl Setup {
     /// starts on a database that lacks objects, as every test's fresh database does.
     pub fn records_accounted(&self) -> u64 {
         let sql = "SELECT sum(counted + duplicates + rejected) FROM flushes";
-        let url = format!("{CLICKHOUSE}/?database={}", self.database);
-        let mut response = ureq::post(&url)
-            .config()
-            .http_status_as_error(false)
-            .build()
-            .send(sql)
-            .unwrap_or_else(|e| panic!("ClickHouse unreachable: {e}"));
-        let status = response.status();
-        let body = response.body_mut().read_to_string().unwrap_or_else(|e| panic!("reading ClickHouse response: {e}"));
-        if status == 200 {
-            return body.trim().parse().unwrap_or_else(|e| panic!("`{sql}` gave {body:?}: {e}"));
+        match clickhouse(Some(&self.database), sql) {
+            Ok(body) => body.trim().parse().unwrap_or_else(|e| panic!("`{sql}` gave {body:?}: {e}")),
+            // UNKNOWN_TABLE, UNKNOWN_DATABASE: the worker has not migrated yet.
+            Err(ClickHouseError::Query(body)) if body.starts_with("Code: 60,") || body.starts_with("Code: 81,") => 0,
+            Err(e) => panic!("{e}\n{sql}"),
         }
-        // UNKNOWN_TABLE, UNKNOWN_DATABASE: the worker has not migrated yet.
-        if body.starts_with("Code: 60,") || body.starts_with("Code: 81,") {
-            return 0;
-        }
-        panic!("ClickHouse query failed ({status}): {body}\n{sql}")
     }
 
     /// Waits until ClickHouse accounts for at least `records` records written by `worker`.
     pub fn wait_started(&self, records: u64, worker: &Worker) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.records_accounted() < records {
-            assert!(Instant::now() < deadline, "the worker never got going:\n{}", worker.log());
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until(
+            Duration::from_secs(60),
+            || (self.records_accounted() >= records).then_some(()),
+            || format!("the worker never got going:\n{}", worker.log()),
+        );
     }
 
     /// Waits until ClickHouse accounts for `total` records.
     pub fn wait_accounted(&self, total: u64, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let accounted = self.records_accounted();
-            if accounted == total {
-                return;
-            }
-            assert!(accounted <= total, "ClickHouse accounts for {accounted} records, more than the {total} published");
-            assert!(Instant::now() < deadline, "only {accounted} of {total} records accounted for after {timeout:?}");
-            std::thread::sleep(Duration::from_millis(250));
+        let accounted = std::cell::Cell::new(0);
+        wait_until(
+            timeout,
+            || {
+                accounted.set(self.records_accounted());
+                let now = accounted.get();
+                assert!(now <= total, "ClickHouse accounts for {now} records, more than the {total} published");
+                (now == total).then_some(())
+            },
+            || format!("only {} of {total} records accounted for", accounted.get()),
+        );
+    }
+}
+
+/// Polls `check` every 100 ms until it returns a value, which it returns; panics with
+/// `failure()` once `timeout` has passed. The one way tests wait for something to happen.
+pub fn wait_until<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>, failure: impl FnOnce() -> String) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("waited {timeout:?} in vain: {}", failure());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Why a ClickHouse request failed.
+#[derive(Debug)]
+pub enum ClickHouseError {
+    /// The server is not reachable or the answer could not be read.
+    Unreachable(String),
+    /// The server refused the query: its error text.
+    Query(String),
+}
+
+impl std::fmt::Display for ClickHouseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClickHouseError::Unreachable(e) => write!(f, "ClickHouse unreachable: {e}"),
+            ClickHouseError::Query(body) => write!(f, "ClickHouse refused the query: {body}"),
         }
     }
 }
 
+/// The tests' one ClickHouse client: runs `sql` (in `database`, if given) over HTTP and
+/// returns the whole answer.
+pub fn clickhouse(database: Option<&str>, sql: &str) -> Result<String, ClickHouseError> {
+    let url = match database {
+        Some(database) => format!("{CLICKHOUSE}/?database={database}"),
+        None => format!("{CLICKHOUSE}/"),
+    };
+    let mut response = ureq::post(&url)
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send(sql)
+        .map_err(|e| ClickHouseError::Unreachable(e.to_string()))?;
+    let status = response.status();
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(u64::MAX)
+        .read_to_string()
+        .map_err(|e| ClickHouseError::Unreachable(e.to_string()))?;
+    if status == 200 {
+        Ok(body)
+    } else {
+        Err(ClickHouseError::Query(body))
+    }
+}
+
+/// Runs `sql` in `database`; a database that does not exist yet reads as empty.
 pub fn clickhouse_query(database: &str, sql: &str) -> String {
-    let url = format!("{CLICKHOUSE}/?database={database}");
-    match ureq::post(&url).send(sql) {
-        Ok(mut response) => {
-            response.body_mut().with_config().limit(u64::MAX).read_to_string().expect("reading ClickHouse response")
-        }
-        Err(e) => {
-            // Databases that do not exist yet read as empty.
-            if database_missing(database) {
-                String::new()
-            } else {
-                panic!("ClickHouse query failed: {e}\n{sql}")
-            }
-        }
+    match clickhouse(Some(database), sql) {
+        Ok(body) => body,
+        Err(_) if database_missing(database) => String::new(),
+        Err(e) => panic!("{e}\n{sql}"),
     }
 }
 
 fn database_missing(database: &str) -> bool {
-    ureq::post(&format!("{CLICKHOUSE}/"))
-        .send(format!("SELECT count() FROM system.databases WHERE name = '{database}'"))
-        .ok()
-        .and_then(|mut r| r.body_mut().read_to_string().ok())
-        .is_some_and(|s| s.trim() == "0")
+    clickhouse(None, &format!("SELECT count() FROM system.databases WHERE name = '{database}'"))
+        .is_ok_and(|s| s.trim() == "0")
 }
 
 impl Drop for Setup {
     fn drop(&mut self) {
         if !std::thread::panicking() {
-            let _ = ureq::post(&format!("{CLICKHOUSE}/")).send(format!("DROP DATABASE IF EXISTS {}", self.database));
+            let _ = clickhouse(None, &format!("DROP DATABASE IF EXISTS {}", self.database));
         }
     }
 }
@@ -303,17 +340,18 @@ impl Worker {
     /// SIGTERM, then waits (bounded) for a clean exit and returns its status code.
     pub fn stop(mut self) -> i32 {
         self.signal("TERM");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("worker did not stop within 60 s of SIGTERM; log: {}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let log_path = self.log_path.clone();
+        let status = wait_until(
+            Duration::from_secs(60),
+            || self.child.try_wait().unwrap(),
+            || {
+                format!(
+                    "worker did not stop after SIGTERM; log: {}",
+                    std::fs::read_to_string(log_path).unwrap_or_default()
+                )
+            },
+        );
+        status.code().unwrap_or(-1)
     }
 
     pub fn pid(&self) -> u32 {
@@ -351,6 +389,15 @@ impl Worker {
         self.metric("costline_assigned_partitions").map(|n| n as i64)
     }
 
+    /// Waits until the worker's HTTP server answers `/healthz`.
+    pub fn wait_http_up(&self) {
+        wait_until(
+            Duration::from_secs(30),
+            || (self.http_get("/healthz").0 == 200).then_some(()),
+            || format!("worker HTTP never came up:\n{}", self.log()),
+        );
+    }
+
     pub fn http_get(&self, path: &str) -> (u16, String) {
         match ureq::get(&format!("http://127.0.0.1:{}{path}", self.port)).call() {
             Ok(mut r) => (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default()),
@@ -369,18 +416,8 @@ impl Drop for Worker {
 
 /// Waits (bounded) for a background producer to finish successfully.
 pub fn wait_producer(mut producer: Child, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = producer.try_wait().unwrap() {
-            assert!(status.success(), "costline produce failed: {status}");
-            return;
-        }
-        if Instant::now() > deadline {
-            let _ = producer.kill();
-            panic!("producer did not finish within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let status = wait_until(timeout, || producer.try_wait().unwrap(), || "the producer did not finish".to_string());
+    assert!(status.success(), "costline produce failed: {status}");
 }
 
 /// A small deterministic random source for test schedules; the seed is printed so a failing
@@ -405,23 +442,48 @@ impl Schedule {
     }
 }
 
-/// Compares every `usage_minute` row and the `rejected_events` count with the independent
-/// computation from `record_file`, checks no Kafka position was counted twice, and
-/// [`assert_events_sum_to_minutes`].
-pub fn assert_totals_exact(setup: &Setup, record_file: &Path) {
+/// Compares every `usage_minute` row, the `usage_hour` and `usage_day` totals and the
+/// `rejected_events` count with the independent computation from `record_file`, checks no
+/// Kafka position was counted twice, and [`assert_events_sum_to_minutes`]. Returns the
+/// computation, for further checks.
+pub fn assert_totals_exact(setup: &Setup, record_file: &Path) -> expected::Expected {
     use expected::{parse_rollup_rows, Expected, ROLLUP_COLUMNS};
     let expected = Expected::from_record_file(record_file);
     setup.wait_accounted(expected.records, Duration::from_secs(300));
     let minutes = parse_rollup_rows(&setup.query(&format!("SELECT {ROLLUP_COLUMNS} FROM usage_minute FORMAT TSV")));
     assert_same_rows("usage_minute", expected.minutes.iter().map(|(dims, want)| (dims, want.clone())), &minutes);
+    let total = expected.totals();
+    for rollup in ["usage_hour", "usage_day"] {
+        let sql = format!(
+            "SELECT sum(requests), sum(attempts), sum(retries), sum(duplicates), sum(input_tokens), \
+             sum(cached_input_tokens), sum(cache_write_tokens), sum(output_tokens), toString(sum(cost_usd)), \
+             sum(unpriced_attempts) FROM {rollup} FORMAT TSV"
+        );
+        let want = format!(
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}.{:012}\t{}\n",
+            total.requests,
+            total.attempts,
+            total.retries,
+            total.duplicates,
+            total.input_tokens,
+            total.cached_input_tokens,
+            total.cache_write_tokens,
+            total.output_tokens,
+            total.cost_pico / 1_000_000_000_000,
+            total.cost_pico % 1_000_000_000_000,
+            total.unpriced_attempts
+        );
+        assert_eq!(setup.query(&sql), want, "{rollup} totals");
+    }
     let rejected: u64 = setup.query("SELECT count() FROM rejected_events").trim().parse().unwrap();
     assert_eq!(rejected, expected.rejected, "rejected_events");
     let counted: u64 = setup.query("SELECT count() FROM usage_events").trim().parse().unwrap();
     let positions: u64 =
         setup.query("SELECT uniqExact(kafka_partition, kafka_offset) FROM usage_events").trim().parse().unwrap();
     assert_eq!(counted, positions, "a Kafka position was counted twice");
-    assert_eq!(counted, expected.totals().attempts, "usage_events rows");
+    assert_eq!(counted, total.attempts, "usage_events rows");
     assert_events_sum_to_minutes(setup, &expected);
+    expected
 }
 
 /// The counted attempts in `usage_events` (each with its own dimensions, status, tokens, cost and
@@ -508,20 +570,24 @@ pub fn now_ms() -> i64 {
 /// the leader, so tests start one worker alone and never crash it.
 pub fn wait_settled(workers: &[&Worker], stage: &str) {
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(90);
-    loop {
-        let owned: Vec<Option<i64>> = workers.iter().map(|w| w.assigned_partitions()).collect();
-        if owned.iter().all(|n| n.is_some_and(|n| n > 0)) && owned.iter().flatten().sum::<i64>() == TOPIC_PARTITIONS {
-            eprintln!("{stage}: settled, partitions owned {owned:?}, {} s", started.elapsed().as_secs());
-            return;
-        }
-        if Instant::now() > deadline {
+    let owned = std::cell::RefCell::new(Vec::new());
+    wait_until(
+        Duration::from_secs(90),
+        || {
+            let now: Vec<Option<i64>> = workers.iter().map(|w| w.assigned_partitions()).collect();
+            let settled =
+                now.iter().all(|n| n.is_some_and(|n| n > 0)) && now.iter().flatten().sum::<i64>() == TOPIC_PARTITIONS;
+            *owned.borrow_mut() = now;
+            settled.then_some(())
+        },
+        || {
             let logs: Vec<String> = workers.iter().map(|w| w.log()).collect();
-            panic!(
-                "{stage}: the group did not settle within 90 s (partitions owned: {owned:?}); logs:\n{}",
+            format!(
+                "{stage}: the group did not settle (partitions owned: {:?}); logs:\n{}",
+                owned.borrow(),
                 logs.join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+            )
+        },
+    );
+    eprintln!("{stage}: settled, partitions owned {:?}, {} s", owned.borrow(), started.elapsed().as_secs());
 }
