@@ -36,7 +36,7 @@ pub async fn run(mut config: Config, args: &DemoArgs) -> anyhow::Result<()> {
         "costline demo: topic {}, ClickHouse database `{}` at {}",
         config.kafka.topic, target.database, target.url
     );
-    let prices = crate::pricing::load(&config.pricing)?;
+    let prices = crate::prices::table::load(&config.pricing)?;
     let telemetry = Arc::new(Telemetry { metrics: Arc::new(Metrics::new()?), ready: AtomicBool::new(false) });
     let shutdown = CancellationToken::new();
 
@@ -98,8 +98,8 @@ pub async fn run(mut config: Config, args: &DemoArgs) -> anyhow::Result<()> {
         metrics.flushes.get()
     );
     let client = target.client();
-    for report in crate::reports::demo_reports() {
-        print!("{}", crate::reports::render(&client, &report).await?);
+    for report in crate::report::demo_reports() {
+        print!("{}", crate::report::render(&client, &report).await?);
     }
     println!("\nQuery it yourself: clickhouse-client --port 19000 -d {}   (tables: usage_minute, usage_hour, usage_day, usage_events, rejected_events)", target.database);
     Ok(())

@@ -13,15 +13,10 @@ mod governance;
 mod http;
 mod ingest;
 mod metrics;
-mod price_coverage;
-mod prices_cli;
-mod prices_import;
-mod pricing;
+mod prices;
 mod produce;
 mod replay;
-mod report_cli;
-mod reports;
-mod reprice_cli;
+mod report;
 mod worker;
 
 use std::path::PathBuf;
@@ -92,15 +87,15 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Analyst shortcuts: aligned tables from ClickHouse, each with the SQL it ran.
     #[command(subcommand)]
-    Report(report_cli::ReportCommand),
+    Report(report::ReportCommand),
     /// Benchmark baseline: how fast a bare consumer reads the topic (counts records only).
     BaselineConsume(baseline::BaselineArgs),
     /// Price table tools: `prices import --from litellm FILE`, `prices coverage`.
     #[command(subcommand)]
-    Prices(prices_cli::PricesCommand),
+    Prices(prices::PricesCommand),
     /// Recompute the cost of counted attempts in a period with the current price table and
     /// write the differences as corrections (`--dry-run` to see them first).
-    Reprice(reprice_cli::RepriceArgs),
+    Reprice(prices::reprice::RepriceArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -145,7 +140,7 @@ fn main() -> std::process::ExitCode {
 
 async fn execute(command: Command, config: Config) -> anyhow::Result<std::process::ExitCode> {
     if let Command::Prices(command) = &command {
-        return prices_cli::run(&config, command).await;
+        return prices::run(&config, command).await;
     }
     run_command(command, config).await.map(|()| std::process::ExitCode::SUCCESS)
 }
@@ -174,10 +169,10 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Produce(args) => produce::run(&config, &args).await,
         Command::Demo(args) => demo::run(config, &args).await,
         Command::BaselineConsume(args) => baseline::run(&config, &args).await,
-        Command::Report(command) => report_cli::run(&config, &command).await,
+        Command::Report(command) => report::run(&config, &command).await,
         Command::Replay(args) => replay::run(&config, &args).await,
-        Command::Reprice(args) => reprice_cli::run(&config, &args).await,
-        Command::Prices(command) => prices_cli::run(&config, &command).await.map(|_| ()),
+        Command::Reprice(args) => prices::reprice::run(&config, &args).await,
+        Command::Prices(command) => prices::run(&config, &command).await.map(|_| ()),
         Command::Config { action: Some(ConfigAction::Reference) } => {
             print!("{}", config_reference::markdown());
             Ok(())
@@ -195,7 +190,7 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<()> {
 }
 
 async fn run_worker(config: Config) -> anyhow::Result<()> {
-    let prices = pricing::load(&config.pricing)?;
+    let prices = prices::table::load(&config.pricing)?;
     let metrics = Arc::new(metrics::Metrics::new().context("registering metrics")?);
     let telemetry = Arc::new(http::Telemetry { metrics, ready: AtomicBool::new(false) });
     let shutdown = CancellationToken::new();

@@ -7,7 +7,10 @@ use chrono::{Datelike, NaiveDate, Utc};
 use clap::{Args, Subcommand};
 
 use crate::config::Config;
-use crate::reports::{render, Report};
+mod queries;
+
+pub use queries::{align, demo_reports, render};
+use queries::Report;
 
 #[derive(Subcommand, Debug, Clone)]
 pub enum ReportCommand {
@@ -177,7 +180,7 @@ mod tests {
 
     #[test]
     fn values_are_bound_and_shown_escaped() {
-        assert_eq!(crate::reports::quote("a'b\\c"), "'a\\'b\\\\c'");
+        assert_eq!(queries::quote("a'b\\c"), "'a\\'b\\\\c'");
         let command = ReportCommand::PromptVersions {
             endpoint: "x?'); DROP TABLE t; --".into(),
             split: "2026-11-01".into(),

@@ -1,6 +1,6 @@
 //! `costline prices import`: reads a community catalog file, compares it with the built-in
 //! price table, writes a price file (standard output or `--output`) and prints the summary on
-//! standard error. The conversion is in [`crate::prices_import`], which does no I/O; this is the
+//! standard error. The conversion is in [`import`], which does no I/O; this is the
 //! I/O around it: the files, the clock (default effective date) and, for `--only-seen`,
 //! ClickHouse.
 
@@ -16,8 +16,13 @@ use costline_core::PriceTable;
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
-use crate::prices_import::{self, langfuse, litellm, Selection};
-use crate::{pricing, worker};
+use crate::worker;
+use import::{langfuse, litellm, Selection};
+
+pub mod coverage;
+mod import;
+pub mod reprice;
+pub mod table;
 
 #[derive(Subcommand, Debug, Clone)]
 pub enum PricesCommand {
@@ -26,7 +31,7 @@ pub enum PricesCommand {
     /// summary (added, changed, unchanged, conflicts, skipped, not imported) goes to stderr.
     Import(ImportArgs),
     /// Models seen in ClickHouse and what priced them; exits 3 when unpriced attempts exist.
-    Coverage(crate::price_coverage::CoverageArgs),
+    Coverage(coverage::CoverageArgs),
 }
 
 /// The catalog formats `prices import` reads.
@@ -70,8 +75,8 @@ const SEEN_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 pub async fn run(config: &Config, command: &PricesCommand) -> anyhow::Result<std::process::ExitCode> {
     match command {
         PricesCommand::Import(args) => import(config, args).await.map(|()| std::process::ExitCode::SUCCESS),
-        PricesCommand::Coverage(args) => Ok(if crate::price_coverage::run(config, args).await? {
-            std::process::ExitCode::from(crate::price_coverage::UNPRICED_EXIT_CODE)
+        PricesCommand::Coverage(args) => Ok(if coverage::run(config, args).await? {
+            std::process::ExitCode::from(coverage::UNPRICED_EXIT_CODE)
         } else {
             std::process::ExitCode::SUCCESS
         }),
@@ -99,16 +104,16 @@ async fn import(config: &Config, args: &ImportArgs) -> anyhow::Result<()> {
         })?,
     };
     let seen = if args.only_seen { Some(seen_models(config).await?) } else { None };
-    let builtin = pricing::builtin()?;
+    let builtin = table::builtin()?;
     let selection = Selection { providers: args.providers.clone(), seen };
-    let plan = prices_import::plan(parsed, &builtin, at_ms, &selection);
+    let plan = import::plan(parsed, &builtin, at_ms, &selection);
 
     let digest = hex::encode(Sha256::digest(&bytes));
     let version = format!("{}-{effective_from}-{}", plan.catalog, &digest[..8]);
     let file_name =
         args.file.file_name().map_or_else(|| args.file.display().to_string(), |n| n.to_string_lossy().into_owned());
     let origin = format!("{file_name} (sha256 {digest})");
-    let price_file = prices_import::render_toml(&plan, &version, &effective_from.to_string(), &origin, args.all);
+    let price_file = import::render_toml(&plan, &version, &effective_from.to_string(), &origin, args.all);
     // What is written must load as `pricing.override_file` does.
     PriceTable::from_toml(&price_file, "the imported price file")
         .context("the importer wrote an invalid price file")?;
@@ -118,7 +123,7 @@ async fn import(config: &Config, args: &ImportArgs) -> anyhow::Result<()> {
             std::io::stdout().lock().write_all(price_file.as_bytes()).context("writing the price file to stdout")?
         }
     }
-    eprint!("{}", prices_import::render_summary(&plan));
+    eprint!("{}", import::render_summary(&plan));
     Ok(())
 }
 

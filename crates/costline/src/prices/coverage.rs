@@ -13,7 +13,7 @@ use serde::Deserialize;
 use costline_clickhouse::reprice::IN_FORCE;
 
 use crate::config::Config;
-use crate::reports::align;
+use crate::report::align;
 
 /// Exit status when unpriced attempts exist in the period.
 pub const UNPRICED_EXIT_CODE: u8 = 3;

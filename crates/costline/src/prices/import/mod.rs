@@ -21,7 +21,7 @@
 //! Layout: [`litellm`] and [`langfuse`] read a catalog into [`Candidate`]s (one price row each,
 //! or the reason there is none); [`plan`] filters them, settles duplicates and compares them with
 //! the built-in table; [`render_toml`] and [`render_summary`] write the two outputs. No I/O here:
-//! the command (`prices_cli.rs`) reads the files and asks ClickHouse.
+//! the command (`prices/mod.rs`) reads the files and asks ClickHouse.
 //!
 //! Provider and model mapping (also in the README):
 //!

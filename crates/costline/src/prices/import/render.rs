@@ -160,7 +160,7 @@ pub fn render_summary(plan: &ImportPlan) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::prices_import::{plan, Candidate, CatalogRow, NotImported, ParsedCatalog, Selection};
+    use crate::prices::import::{plan, Candidate, CatalogRow, NotImported, ParsedCatalog, Selection};
     use costline_core::PriceTable;
 
     fn sample_plan() -> ImportPlan {

@@ -6,7 +6,7 @@ use costline_core::PriceTable;
 
 use crate::config::PricingConfig;
 
-const BUILTIN: &str = include_str!("../../../schemas/prices.toml");
+const BUILTIN: &str = include_str!("../../../../schemas/prices.toml");
 
 /// The built-in table alone.
 pub fn builtin() -> anyhow::Result<PriceTable> {

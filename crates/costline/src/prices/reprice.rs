@@ -23,8 +23,9 @@ use costline_core::reprice::{changes_by_model, chunks, correct, Chunk, Correctio
 use costline_core::{DataMode, PicoUsd};
 
 use crate::config::Config;
-use crate::reports::align;
-use crate::{pricing, worker};
+use crate::report::align;
+use super::table;
+use crate::worker;
 
 #[derive(Args, Debug, Clone)]
 pub struct RepriceArgs {
@@ -69,7 +70,7 @@ pub async fn run(config: &Config, args: &RepriceArgs) -> anyhow::Result<()> {
         bail!("--to {} is before --from {}", args.to, args.from);
     }
     let scope = parse_scope(&args.scope)?;
-    let mut table = pricing::load(&config.pricing)?;
+    let mut table = table::load(&config.pricing)?;
     if let Some(path) = &args.prices {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("--prices: cannot read {}", path.display()))?;

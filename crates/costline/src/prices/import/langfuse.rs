@@ -449,7 +449,7 @@ fn threshold(tier: &Tier) -> Result<u64, String> {
 mod tests {
     use super::*;
 
-    const FIXTURE: &str = include_str!("../../../../tests/fixtures/langfuse/default-model-prices.json");
+    const FIXTURE: &str = include_str!("../../../../../tests/fixtures/langfuse/default-model-prices.json");
 
     fn rates(input: i128, cached: Option<i128>, write: Option<i128>, output: i128) -> CatalogRates {
         CatalogRates { input, cached_input: cached, cache_write: write, output }
