@@ -8,30 +8,11 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::expected::Expected;
+use common::expected::{month_start_secs, Expected};
 use common::receiver::{signature_is_valid, Receiver};
 use common::{wait_producer, wait_settled, wait_until, Setup};
 
 const SECRET: &str = "test-secret-budgets";
-
-fn month_start_secs(now_secs: i64) -> i64 {
-    let day = now_secs.div_euclid(86_400);
-    let (_, _, day_of_month) = civil(day);
-    (day - (day_of_month - 1)) * 86_400
-}
-
-/// (year, month, day) of an epoch day (Howard Hinnant's algorithm).
-fn civil(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
 
 #[test]
 fn each_threshold_fires_once_across_two_workers_and_a_restart() {

@@ -16,26 +16,13 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::expected::{parse_rollup_rows, Expected, ROLLUP_COLUMNS};
+use common::expected::{civil_from_days, month_start_secs, parse_rollup_rows, Expected, ROLLUP_COLUMNS};
 use common::{append_to_record_file, assert_same_rows, now_ms, publish, wait_until, Setup};
 
 const DAY_MS: i64 = 86_400_000;
 
-/// (year, month, day) of epoch milliseconds (Howard Hinnant's algorithm).
-fn civil(ms: i64) -> (i64, i64, i64) {
-    let z = ms.div_euclid(DAY_MS) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 fn date(ms: i64) -> String {
-    let (y, m, d) = civil(ms);
+    let (y, m, d) = civil_from_days(ms.div_euclid(DAY_MS));
     format!("{y:04}-{m:02}-{d:02}")
 }
 
@@ -95,8 +82,8 @@ fn count(setup: &Setup, sql: &str) -> u64 {
 fn reprice_corrects_history_once_even_when_killed() {
     common::clear_of_midnight(Duration::from_secs(1200));
     let now = now_ms();
-    let (year, month, day) = civil(now);
-    let month_start = now - now.rem_euclid(DAY_MS) - (day - 1) * DAY_MS;
+    let (year, month, _) = civil_from_days(now.div_euclid(DAY_MS));
+    let month_start = month_start_secs(now / 1000) * 1000;
     // Calls spread over the last six days of this month (or since it began), up to 10 minutes ago.
     let first = (now - 6 * DAY_MS).max(month_start);
     let last = now - 600_000;

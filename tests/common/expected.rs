@@ -123,6 +123,26 @@ fn days_from_civil(date: &str) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// (year, month, day) of days since 1970-01-01 (Howard Hinnant's algorithm).
+pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Epoch seconds of the first midnight (UTC) of the month holding `secs`.
+pub fn month_start_secs(secs: i64) -> i64 {
+    let day = secs.div_euclid(86_400);
+    let (_, _, day_of_month) = civil_from_days(day);
+    (day - (day_of_month - 1)) * 86_400
+}
+
 /// "2025-05-01T10:00:00.250Z" (the generator writes UTC with milliseconds) → epoch ms.
 fn rfc3339_utc_ms(text: &str) -> i64 {
     let (date, time) = text.trim_end_matches('Z').split_once('T').unwrap();

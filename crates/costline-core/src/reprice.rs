@@ -18,8 +18,8 @@ use crate::money::PicoUsd;
 use crate::price::{PriceTable, Pricing};
 use crate::rollup::minute_start_secs;
 
-/// The rollup dimensions of an attempt (SPEC §3), as stored.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// The rollup dimensions of an attempt (SPEC §3), as stored (in this column order).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize)]
 pub struct Dimensions {
     pub tenant: String,
     pub endpoint_tag: String,

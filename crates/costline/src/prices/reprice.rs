@@ -22,9 +22,9 @@ use costline_core::budget::{Scope, TagMatch};
 use costline_core::reprice::{changes_by_model, chunks, correct, Chunk, Correction};
 use costline_core::{DataMode, PicoUsd};
 
+use super::table;
 use crate::config::Config;
 use crate::report::align;
-use super::table;
 use crate::worker;
 
 #[derive(Args, Debug, Clone)]

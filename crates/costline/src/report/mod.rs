@@ -9,8 +9,8 @@ use clap::{Args, Subcommand};
 use crate::config::Config;
 mod queries;
 
-pub use queries::{align, demo_reports, render};
 use queries::Report;
+pub use queries::{align, demo_reports, render};
 
 #[derive(Subcommand, Debug, Clone)]
 pub enum ReportCommand {
