@@ -9,34 +9,27 @@ Throughput (repeated --runs times, each run on a fresh topic and fresh databases
 3. costline: --workers N worker processes (release build) in one consumer group, from an
    empty database; throughput from the first flush until ClickHouse accounts for every record
    (also from process start); each worker's peak RSS (VmHWM) and share of the records.
-4. Baseline 2, same topic: ClickHouse's own Kafka table engine (a second ClickHouse 18.16,
-   `scripts/services.sh up clickhouse-kafka`) with a materialized view computing costline's
-   minute rollup (minute of the event `timestamp`, tenant = userId, endpointTag,
-   promptVersion, provider, model, environment, dataMode; attempts, successes, errors,
-   input/cached/cache-write/output tokens, latency sum) into a SummingMergeTree. Measured
-   from creating the Kafka table until the target table's summed attempts stop growing (or
-   reach every record it could parse), and from its first insert. The server flushes Kafka
-   tables every 2 s (stream_flush_interval_ms, like costline's flush interval). Then both
-   rollups are reconciled against the record log (see "What the Kafka engine can and cannot
-   do" below).
-   Ratios, per run (same topic): costline / raw consume; costline / Kafka engine, both from
-   start (worker process start, CREATE TABLE: both include the consumer group join); and
-   "steady": costline from its first flush / Kafka engine from its first insert.
+4. Baseline 2: ClickHouse's ceiling for the same write set (`costline baseline-insert`): the
+   ledger rows costline wrote in step 3, rebuilt from the records cut at the offsets of its
+   flushes (checked: the same rollup totals), inserted into a fresh database with the same
+   schema and insert streams as fast as the server takes them.
+5. Baseline 3, same topic: ClickHouse's own Kafka table engine computing costline's minute
+   rollup on a second ClickHouse 18.16 (scripts/kafka_engine_baseline.py, which says what it
+   measures and what the Kafka engine can and cannot do). Then both rollups are reconciled
+   against the record log.
+   Ratios, per run (same topic): costline / raw consume; costline / ClickHouse ceiling;
+   costline / Kafka engine, both from start (worker process start, CREATE TABLE: both include
+   the consumer group join); and "steady": costline from its first flush / Kafka engine from
+   its first insert.
 Then, once: latency. A second topic gets steady traffic at --latency-rate records/s while
 probe records are published one at a time by one long-lived `costline produce --pause-ms
 1000..4000` (5 ms linger, as an application sends single events; its first record, which waits
 for the producer's metadata, is not a probe); event-to-queryable latency is the time from a
 probe's publication (the wall clock when it was handed to the producer, `sent_ms` in the record
 log) until it is visible in usage_events (polled every 20 ms by its partition and offset, i.e.
-by primary key: until 2026-12-01 the poll searched by request id and scanned the whole table
-each time, which took CPU from the inserts being measured). Until 2026-12-02 each probe was
-sent by a new `costline produce --count 1` process, whose first send waited ~0.5 s (up to 1 s)
-for metadata and a producer id, inside the figure. Probes leave at random moments (1–4 s apart,
-seeded; 30 probes take ~70 s of load, as long as the one-after-another probes of before did), so
-that they do not fall into step with the worker's flushes (until 2026-12-01
-each started 0.3 s after the previous one was seen, which put every probe at about the same
-point of the flush cycle). The worker's flush and INSERT duration histograms are printed with
-the probes.
+by primary key, so that polling takes no CPU from the inserts being measured). Probes leave at
+random moments (1–4 s apart, seeded), so that they do not fall into step with the worker's
+flushes. The worker's flush and INSERT duration histograms are printed with the probes.
 
 RSS mode (--rss-minutes M, instead of the above): one worker, a producer at a constant
 --rss-rate (generated traffic: 300 tenants, 8 endpoints, fixed model mix, so a constant set of
@@ -49,29 +42,6 @@ minute).
 
 Children run a copy of target/release/costline taken at start (a rebuild mid-run changes
 nothing); worker logs go to <state>/bench/*.log.
-
-What the Kafka engine can and cannot do (ClickHouse 18.16, measured):
-- JSONEachRow reads one type per field. `timestamp` is a DateTime column read with
-  date_time_input_format=best_effort (server profile): RFC 3339 strings (50 % of events) are
-  exact; epoch-millisecond numbers (40 %) are read as seconds and cut to 32 bits, which the
-  view undoes (value + k * 2^32 ms nearest to now(): exact for events within ~24 days of
-  processing time, except for a few hours every 49.7 days when both readings fall within a day
-  of now); events without a timestamp (10 %) go to the processing minute (18.16 exposes no
-  Kafka message timestamp; costline uses the record time). So per-minute rows differ for
-  some events; totals over all minutes are compared.
-- Decimals must be unquoted and unknown fields need input_format_skip_unknown_fields (server
-  profile); there is no price table, so the baseline computes no cost (costline prices every
-  attempt, and also writes usage_events, rejected_events and hour/day rollups).
-- ~1 % of generated records are deliberately invalid. Without input_format_allow_errors_* in
-  the server profile (18.16 has no kafka_skip_broken_messages), the first one that does not
-  parse fails the whole block, nothing is committed and the Kafka table retries the same block
-  every ~3.5 s for good: 0 of 20,000 records arrived. With them and kafka_row_delimiter='\\n'
-  the parser skips to the next message, but a record cut off inside a JSON string (the
-  generator's truncated ones, ~0.1 % of records) takes the next message with it: ~0.1 % of
-  valid records were lost, silently.
-- It does not deduplicate (re-sent copies are counted twice) and does not validate (invalid
-  records that parse, e.g. a missing model or cachedInputTokens > inputTokens, are counted).
-  The reconciliation prints how much of the difference to costline each of these explains.
 
 Usage:
   scripts/bench_e2e.py [--records 1000000] [--runs 1] [--workers 1] [--latency-rate 20000]
@@ -97,6 +67,11 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+import clickhouse_http
+import kafka_engine_baseline
+from clickhouse_http import number
+from kafka_engine_baseline import KAFKA_ENGINE, parsed_by_clickhouse_18
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BUILT = ROOT / "target/release/costline"
 STATE = pathlib.Path(os.environ.get("COSTLINE_STATE_DIR", ROOT / ".state"))
@@ -104,7 +79,6 @@ STATE = pathlib.Path(os.environ.get("COSTLINE_STATE_DIR", ROOT / ".state"))
 BIN = str(STATE / "bench" / "costline-snapshot")
 BROKERS = f"127.0.0.1:{os.environ.get('COSTLINE_KAFKA_PORT', '19092')}"
 CLICKHOUSE = f"http://127.0.0.1:{os.environ.get('COSTLINE_CLICKHOUSE_HTTP_PORT', '18123')}"
-KAFKA_ENGINE = f"http://127.0.0.1:{os.environ.get('COSTLINE_CLICKHOUSE_KAFKA_HTTP_PORT', '18124')}"
 SERVICES = str(ROOT / "scripts/services.sh")
 
 CHILDREN = []  # every process started here, stopped in stop_children()
@@ -180,26 +154,7 @@ def on_sigterm(signum, frame):
 
 
 def query(database, sql, url=CLICKHOUSE, check=False, timeout=30):
-    """Runs one statement; on failure returns "" (for polling) or raises (check=True)."""
-    params = urllib.parse.urlencode({"database": database}) if database else ""
-    request = urllib.request.Request(f"{url}/?{params}", data=sql.encode())
-    try:
-        return urllib.request.urlopen(request, timeout=timeout).read().decode().strip()
-    except urllib.error.HTTPError as e:
-        if check:
-            raise RuntimeError(f"ClickHouse at {url} refused: {sql[:200]}\n{e.read().decode()[:1000]}") from None
-        return ""
-    except Exception:
-        if check:
-            raise
-        return ""
-
-
-def number(text):
-    try:
-        return int(text)
-    except ValueError:
-        return 0
+    return clickhouse_http.query(database, sql, url, check=check, timeout=timeout)
 
 
 def rollup_totals(database, url, table):
@@ -262,32 +217,8 @@ def fmt_ratio(value):
 
 # ---------------------------------------------------------------- the record log
 
-UINT_FIELDS = ("inputTokens", "outputTokens", "cachedInputTokens", "cacheWriteTokens", "latencyMs", "attempt")
-STRING_FIELDS = ("externalRequestId", "provider", "model", "endpointTag", "promptVersion", "userId", "status",
-                 "dataMode", "environment")
 MEASURES = ("attempts", "successes", "errors", "input_tokens", "cached_input_tokens", "cache_write_tokens",
             "output_tokens", "latency_ms_sum")
-
-
-def parsed_by_clickhouse_18(payload):
-    """The event, if ClickHouse 18.16's JSONEachRow (with the Kafka table's columns) reads the
-    record on its own; None if it fails. Checked record by record against 18.16: the same verdict
-    for every invalid kind the generator makes."""
-    if payload is None:  # not UTF-8: the record log has no text for it
-        return None
-    try:
-        event = json.loads(payload)
-    except ValueError:
-        return None
-    if not isinstance(event, dict):
-        return None
-    for field in UINT_FIELDS:
-        if field in event and not (type(event[field]) is int and event[field] >= 0):
-            return None
-    for field in STRING_FIELDS:
-        if field in event and type(event[field]) is not str:
-            return None
-    return event
 
 
 def add_event(totals, event):
@@ -372,120 +303,6 @@ def costline_workers(args, tag, env_base):
 
 # ---------------------------------------------------------------- the Kafka engine
 
-KE_COLUMNS = """
-    externalRequestId String, provider String, model String, endpointTag String, promptVersion String,
-    userId String, inputTokens UInt64, outputTokens UInt64, cachedInputTokens UInt64, cacheWriteTokens UInt64,
-    latencyMs UInt64, status String, dataMode String, environment String, attempt UInt32, timestamp DateTime"""
-
-# The event time in seconds: see the module docstring. t = 0: no timestamp (processing time);
-# t within a day of now: an RFC 3339 string read as such; otherwise epoch milliseconds that
-# 18.16 read as seconds and cut to 32 bits: the value + k * 2^32 nearest to now, in ms.
-KE_EVENT_SECONDS = """multiIf(
-        toUInt32(timestamp) = 0, toUInt32(now()),
-        abs(toInt64(toUInt32(timestamp)) - toInt64(toUInt32(now()))) < 86400, toUInt32(timestamp),
-        toUInt32(intDiv(toInt64(toUInt32(timestamp))
-            + 4294967296 * toInt64(round((toInt64(toUInt32(now())) * 1000 - toInt64(toUInt32(timestamp))) / 4294967296)),
-            1000)))"""
-
-
-def kafka_engine(args, tag, expected_rows):
-    """Kafka table + materialized view into a minute rollup on the second ClickHouse; waits
-    until the rollup holds expected_rows attempts or stops growing; returns figures. Rates
-    count messages, like costline's (which include duplicates and rejected records): the whole
-    topic once the rollup holds at least 99 % of what 18.16 can parse, else the rows it holds."""
-    db = f"ke_{tag}"
-    query("", f"CREATE DATABASE {db}", url=KAFKA_ENGINE, check=True)
-    CLEANUP.append(lambda: drop_kafka_engine_database(db))
-    query(db, """CREATE TABLE usage_minute (
-        window_start DateTime, tenant String, endpoint_tag String, prompt_version String, provider String,
-        model String, environment String, data_mode String,
-        attempts UInt64, successes UInt64, errors UInt64, input_tokens UInt64, cached_input_tokens UInt64,
-        cache_write_tokens UInt64, output_tokens UInt64, latency_ms_sum UInt64)
-        ENGINE = SummingMergeTree PARTITION BY toYYYYMM(window_start)
-        ORDER BY (window_start, endpoint_tag, prompt_version, tenant, provider, model, environment, data_mode)""",
-          url=KAFKA_ENGINE, check=True)
-    settings = [f"kafka_broker_list = '{BROKERS}'", f"kafka_topic_list = '{tag}'", f"kafka_group_name = '{db}'",
-                "kafka_format = 'JSONEachRow'", "kafka_row_delimiter = '\\n'",
-                f"kafka_num_consumers = {args.kafka_consumers}"]
-    if args.kafka_block_size:
-        settings.append(f"kafka_max_block_size = {args.kafka_block_size}")
-    created = time.time()
-    query(db, f"CREATE TABLE events_queue ({KE_COLUMNS}) ENGINE = Kafka SETTINGS " + ", ".join(settings),
-          url=KAFKA_ENGINE, check=True)
-    query(db, f"""CREATE MATERIALIZED VIEW usage_minute_mv TO usage_minute AS SELECT
-        toStartOfMinute(toDateTime({KE_EVENT_SECONDS})) AS window_start,
-        userId AS tenant, endpointTag AS endpoint_tag, promptVersion AS prompt_version,
-        lower(provider) AS provider, model,
-        if(environment = '', 'prod', environment) AS environment, if(dataMode = '', 'real', dataMode) AS data_mode,
-        count() AS attempts, countIf(status = 'success') AS successes, countIf(status != 'success') AS errors,
-        sum(inputTokens) AS input_tokens, sum(cachedInputTokens) AS cached_input_tokens,
-        sum(cacheWriteTokens) AS cache_write_tokens, sum(outputTokens) AS output_tokens,
-        sum(latencyMs) AS latency_ms_sum
-        FROM events_queue
-        GROUP BY window_start, tenant, endpoint_tag, prompt_version, provider, model, environment, data_mode""",
-          url=KAFKA_ENGINE, check=True)
-    count, first_time, first_count, last_growth = 0, None, 0, created
-    deadline = created + args.timeout
-    try:
-        while True:
-            now = time.time()
-            value = number(query(db, "SELECT sum(attempts) FROM usage_minute", url=KAFKA_ENGINE))
-            if value > count:
-                count, last_growth = value, now
-                if first_time is None:
-                    first_time, first_count = now, value
-            if count >= expected_rows:
-                stopped = "reached every record it can parse"
-                break
-            if now - last_growth > args.kafka_stall_secs:
-                stopped = f"stopped growing (nothing new for {args.kafka_stall_secs:.0f} s)"
-                break
-            if now > deadline:
-                stopped = f"timed out after {args.timeout} s"
-                break
-            time.sleep(0.05)
-    finally:
-        # Stop consuming before reading totals (a late re-read would show up as extra rows).
-        query(db, "DROP TABLE IF EXISTS usage_minute_mv", url=KAFKA_ENGINE)
-        query(db, "DROP TABLE IF EXISTS events_queue", url=KAFKA_ENGINE)
-    elapsed = last_growth - created
-    messages = args.records if count >= 0.99 * expected_rows else count
-    return {
-        "db": db,
-        "rows": count,
-        "messages": messages,
-        "stopped": stopped,
-        "seconds_from_create": elapsed,
-        "rate": messages / elapsed if count and elapsed > 0 else None,
-        "rate_from_first_rows": (count - first_count) * (messages / count) / (last_growth - first_time)
-        if first_time is not None and last_growth > first_time else None,
-        "seconds_to_first_rows": None if first_time is None else first_time - created,
-    }
-
-
-KE_PROFILE = {  # what the Kafka tables need from the server's default profile (services.sh)
-    "input_format_skip_unknown_fields": "1",
-    "date_time_input_format": "best_effort",
-    "input_format_allow_errors_ratio": "1",
-    "stream_flush_interval_ms": "2000",
-}
-
-
-def check_kafka_engine_server():
-    rows = query("", "SELECT name, value FROM system.settings", url=KAFKA_ENGINE, check=True).splitlines()
-    settings = dict(row.split("\t", 1) for row in rows)
-    wrong = {k: settings.get(k) for k, v in KE_PROFILE.items() if settings.get(k) != v}
-    if wrong:
-        raise SystemExit(f"the Kafka-engine ClickHouse ({KAFKA_ENGINE}) runs with {wrong}, not {KE_PROFILE}: "
-                         "it was started by an older services.sh; run `scripts/services.sh restart clickhouse-kafka`")
-
-
-def drop_kafka_engine_database(db):
-    query(db, "DROP TABLE IF EXISTS usage_minute_mv", url=KAFKA_ENGINE)
-    query(db, "DROP TABLE IF EXISTS events_queue", url=KAFKA_ENGINE)
-    query("", f"DROP DATABASE IF EXISTS {db}", url=KAFKA_ENGINE)
-
-
 def reconcile(tag, ke_db, counts, totals):
     """Prints costline's and the Kafka engine's rollup totals next to the record log's."""
     costline = rollup_totals(tag, CLICKHOUSE, "usage_minute")
@@ -563,9 +380,18 @@ def throughput(args, tag, run_index):
           f"first flush, {c['rate_from_start']:,.0f} from process start ({c['seconds_from_start']:.1f} s); "
           f"{workers_text}", flush=True)
 
+    # ClickHouse's ceiling for the same write set: the ledger rows this run wrote, rebuilt and
+    # inserted into a fresh database as fast as the server takes them.
+    ceiling = run([BIN, "baseline-insert", "--count", str(args.records), "--flushes-from", tag,
+                   "--timeout-secs", str(args.timeout)], timeout=args.timeout + 300, env=env)
+    print(ceiling, flush=True)
+    ceiling_rate = float(ceiling.rsplit(":", 1)[1].split()[0])
+    result.update(clickhouse_ceiling_records_per_s=ceiling_rate,
+                  ratio_costline_to_clickhouse_ceiling=c["rate"] / ceiling_rate)
+
     ke = None
     if not args.no_kafka_engine:
-        ke = kafka_engine(args, tag, parseable)
+        ke = kafka_engine_baseline.measure(args, tag, parseable, CLEANUP)
         result.update(kafka_engine_records_per_s=ke["rate"], kafka_engine_records_per_s_from_first_rows=ke[
             "rate_from_first_rows"], kafka_engine_rows=ke["rows"], kafka_engine_parseable=parseable)
         first = "-" if ke["seconds_to_first_rows"] is None else f"{ke['seconds_to_first_rows']:.1f}"
@@ -792,9 +618,11 @@ def print_runs(args, results):
     cols = [("costline", "costline_records_per_s", fmt_rate),
             ("(from start)", "costline_records_per_s_from_start", fmt_rate),
             ("raw consume", "raw_consume_records_per_s", fmt_rate),
+            ("CH ceiling", "clickhouse_ceiling_records_per_s", fmt_rate),
             ("Kafka engine", "kafka_engine_records_per_s", fmt_rate),
             ("(first rows)", "kafka_engine_records_per_s_from_first_rows", fmt_rate),
             ("cl/raw", "ratio_costline_to_raw_consume", fmt_ratio),
+            ("cl/ceiling", "ratio_costline_to_clickhouse_ceiling", fmt_ratio),
             ("cl/KE", "ratio_costline_to_kafka_engine", fmt_ratio),
             ("cl/KE steady", "ratio_costline_to_kafka_engine_steady", fmt_ratio),
             ("peak RSS MiB", "peak_rss_mib", lambda v: "-" if v is None else f"{v:.0f}")]
@@ -808,7 +636,9 @@ def print_runs(args, results):
     print("""  records/s. costline: from its first flush until ClickHouse accounts for every record; (from start):
   from starting the worker process(es). Kafka engine: from CREATE TABLE until its rollup stopped growing
   (includes the group join, like costline's from-start figure); (first rows): from its first insert.
-  cl/raw = costline / raw consume; cl/KE = costline from start / Kafka engine from CREATE TABLE (both
+  CH ceiling: the same ledger rows, rebuilt from the run's flushes, inserted into a fresh database as fast
+  as ClickHouse takes them (`costline baseline-insert`). cl/raw = costline / raw consume; cl/ceiling =
+  costline / CH ceiling; cl/KE = costline from start / Kafka engine from CREATE TABLE (both
   include start-up and the group join); cl/KE steady = costline from its first flush / Kafka engine from
   its first rows. Ratios are per run (same topic); the median row's ratios are medians of per-run ratios.
   peak RSS: the largest worker's VmHWM.""")
@@ -848,8 +678,7 @@ def main():
     try:
         run([SERVICES, "up"], timeout=300)
         if not args.no_kafka_engine and not args.rss_minutes:
-            run([SERVICES, "up", "clickhouse-kafka"], timeout=300)
-            check_kafka_engine_server()
+            kafka_engine_baseline.start_server()
         if not args.no_build:
             subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "costline"], cwd=ROOT, check=True,
                            timeout=1800)
@@ -890,6 +719,8 @@ def main():
             "median_kafka_engine_records_per_s": None if medians["kafka_engine_records_per_s"] is None
             else round(medians["kafka_engine_records_per_s"]),
             "median_ratio_costline_to_raw_consume": round(medians["ratio_costline_to_raw_consume"], 3),
+            "median_clickhouse_ceiling_records_per_s": round(medians["clickhouse_ceiling_records_per_s"]),
+            "median_ratio_costline_to_clickhouse_ceiling": round(medians["ratio_costline_to_clickhouse_ceiling"], 3),
             "median_ratio_costline_to_kafka_engine": None if medians["ratio_costline_to_kafka_engine"] is None
             else round(medians["ratio_costline_to_kafka_engine"], 3),
             "median_ratio_costline_to_kafka_engine_steady": None

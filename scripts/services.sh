@@ -8,16 +8,12 @@
 #               our own under the state directory (no systemd here)
 #   chdb        chDB (pip package chdb-core): current ClickHouse SQL in-process, used by
 #               scripts/chdb_check.py to prove DDL/queries are valid on a current server
-#   clickhouse-kafka   optional, NOT part of `all` (only scripts/bench_e2e.py uses it): a
-#               second clickhouse-server 18.16 with its own state dir and ports, started
-#               with LD_LIBRARY_PATH pointing at a newer librdkafka.so.1 (from the pip package
-#               confluent-kafka; Debian's 2.0.2 cannot talk to Tansu) and a <kafka> config
-#               block, so that ClickHouse's own Kafka table engine can read the Tansu topics
-#               (the benchmark's second baseline). Its default profile sets
-#               input_format_skip_unknown_fields=1, date_time_input_format=best_effort,
-#               input_format_allow_errors_num/_ratio and stream_flush_interval_ms=2000 (the
-#               Kafka engine reads with the server's settings, not a query's; see
-#               write_clickhouse_kafka_config).
+#
+# Another script can add a service of its own: it sources this file (which then defines
+# everything but runs nothing), defines install_NAME, start_NAME and NAME_port, NAME_ports,
+# NAME_addr, NAME_proc_pattern, NAME_ready, NAME_log_files (and optionally verify_NAME), adds
+# NAME to EXTRA_SERVICES and calls `main`. scripts/kafka_engine_server.sh does so for the
+# Kafka-engine benchmark baseline's second ClickHouse server.
 #
 # Why: CI starts from a bare machine without Docker and reaches only package registries,
 # so the project itself must install and start what its tests need, idempotently, and
@@ -26,9 +22,7 @@
 #
 # Usage: scripts/services.sh COMMAND [NAME]
 #   up [kafka|clickhouse|all]     install if missing, start if not running, wait until ready
-#                                 (also: up clickhouse-kafka; `all` is kafka and clickhouse)
 #   down [kafka|clickhouse|all]   stop (SIGTERM, then SIGKILL after ~10 s); idempotent
-#                                 (down all leaves clickhouse-kafka alone: down clickhouse-kafka)
 #   start NAME | stop NAME        same as up/down for one service (outage tests)
 #   restart NAME                  stop then start
 #   status                        one line per service: state, pid, address
@@ -41,8 +35,6 @@
 #   COSTLINE_KAFKA_PORT            19092
 #   COSTLINE_CLICKHOUSE_HTTP_PORT  18123
 #   COSTLINE_CLICKHOUSE_TCP_PORT   19000
-#   COSTLINE_CLICKHOUSE_KAFKA_HTTP_PORT  18124   (clickhouse-kafka)
-#   COSTLINE_CLICKHOUSE_KAFKA_TCP_PORT   19001   (clickhouse-kafka)
 #   COSTLINE_SERVICES_TIMEOUT      30     (seconds to wait for a service to be ready)
 #   COSTLINE_PYTHON                python3
 set -euo pipefail
@@ -52,8 +44,6 @@ STATE="${COSTLINE_STATE_DIR:-$REPO/.state}"
 KAFKA_PORT="${COSTLINE_KAFKA_PORT:-19092}"
 CH_HTTP_PORT="${COSTLINE_CLICKHOUSE_HTTP_PORT:-18123}"
 CH_TCP_PORT="${COSTLINE_CLICKHOUSE_TCP_PORT:-19000}"
-CHK_HTTP_PORT="${COSTLINE_CLICKHOUSE_KAFKA_HTTP_PORT:-18124}"
-CHK_TCP_PORT="${COSTLINE_CLICKHOUSE_KAFKA_TCP_PORT:-19001}"
 READY_TIMEOUT="${COSTLINE_SERVICES_TIMEOUT:-30}"
 PY="${COSTLINE_PYTHON:-python3}"
 HOST=127.0.0.1
@@ -68,20 +58,14 @@ CHDB_PKG="chdb-core==26.9.0"
 CH_SERVER=/usr/sbin/clickhouse-server
 CH_DIR="$STATE/clickhouse"
 CH_CONFIG="$CH_DIR/config.xml"
-# clickhouse-kafka: the second, optional server for the Kafka-engine baseline.
-CHK_DIR="$STATE/clickhouse-kafka"
-CHK_CONFIG="$CHK_DIR/config.xml"
-RDKAFKA_DIR="$TOOLS/confluent-kafka"
-RDKAFKA_PKG="confluent-kafka==2.16.0"
-RDKAFKA_LIB_DIR="$RDKAFKA_DIR/lib"   # holds librdkafka.so.1 -> ../confluent_kafka.libs/librdkafka-*.so.1
 
-SERVICES=(kafka clickhouse)          # what `all` means (what the tests need)
-OPTIONAL_SERVICES=(clickhouse-kafka) # started only when named
+SERVICES=(kafka clickhouse)   # what `all` means (what the tests need)
+EXTRA_SERVICES=()             # added by scripts that source this file
 
 log() { echo "services.sh: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-for p in "$KAFKA_PORT" "$CH_HTTP_PORT" "$CH_TCP_PORT" "$CHK_HTTP_PORT" "$CHK_TCP_PORT" "$READY_TIMEOUT"; do
+for p in "$KAFKA_PORT" "$CH_HTTP_PORT" "$CH_TCP_PORT" "$READY_TIMEOUT"; do
     [[ "$p" =~ ^[0-9]+$ ]] || die "not a number: '$p' (check COSTLINE_*_PORT / COSTLINE_SERVICES_TIMEOUT)"
 done
 mkdir -p "$STATE" "$TOOLS" "$LOGS"
@@ -101,7 +85,7 @@ port_of() {  # the port a service is reached on (for clickhouse: HTTP)
     case "$1" in
         kafka) echo "$KAFKA_PORT" ;;
         clickhouse) echo "$CH_HTTP_PORT" ;;
-        clickhouse-kafka) echo "$CHK_HTTP_PORT" ;;
+        *) "${1//-/_}_port" ;;
     esac
 }
 
@@ -109,7 +93,7 @@ addr_of() {
     case "$1" in
         kafka) echo "$HOST:$KAFKA_PORT" ;;
         clickhouse) echo "http://$HOST:$CH_HTTP_PORT (tcp $HOST:$CH_TCP_PORT)" ;;
-        clickhouse-kafka) echo "http://$HOST:$CHK_HTTP_PORT (tcp $HOST:$CHK_TCP_PORT)" ;;
+        *) "${1//-/_}_addr" ;;
     esac
 }
 
@@ -117,7 +101,7 @@ proc_pattern() {  # what /proc/PID/cmdline of our process must contain
     case "$1" in
         kafka) echo "$TANSU_BIN" ;;
         clickhouse) echo "$CH_CONFIG" ;;
-        clickhouse-kafka) echo "$CHK_CONFIG" ;;
+        *) "${1//-/_}_proc_pattern" ;;
     esac
 }
 
@@ -175,7 +159,7 @@ is_ready() {
     case "$1" in
         kafka) tcp_open "$KAFKA_PORT" ;;
         clickhouse) [[ "$(http_get "http://$HOST:$CH_HTTP_PORT/?query=SELECT%201" 2>/dev/null)" == 1 ]] ;;
-        clickhouse-kafka) [[ "$(http_get "http://$HOST:$CHK_HTTP_PORT/?query=SELECT%201" 2>/dev/null)" == 1 ]] ;;
+        *) "${1//-/_}_ready" ;;
     esac
 }
 
@@ -183,7 +167,7 @@ ports_of() {  # every port a service binds
     case "$1" in
         kafka) echo "$KAFKA_PORT" ;;
         clickhouse) echo "$CH_HTTP_PORT $CH_TCP_PORT" ;;
-        clickhouse-kafka) echo "$CHK_HTTP_PORT $CHK_TCP_PORT" ;;
+        *) "${1//-/_}_ports" ;;
     esac
 }
 
@@ -191,7 +175,7 @@ log_files() {
     case "$1" in
         kafka) echo "$LOGS/kafka.log" ;;
         clickhouse) echo "$LOGS/clickhouse.stdout.log $CH_DIR/log/clickhouse-server.err.log $CH_DIR/log/clickhouse-server.log" ;;
-        clickhouse-kafka) echo "$LOGS/clickhouse-kafka.stdout.log $CHK_DIR/log/clickhouse-server.err.log $CHK_DIR/log/clickhouse-server.log" ;;
+        *) "${1//-/_}_log_files" ;;
     esac
 }
 
@@ -206,8 +190,8 @@ show_logs() {
 
 check_name() {
     case "$1" in
-        kafka|clickhouse|clickhouse-kafka) ;;
-        *) die "unknown service '$1' (expected kafka, clickhouse or clickhouse-kafka)" ;;
+        kafka|clickhouse) ;;
+        *) declare -F "start_${1//-/_}" >/dev/null || die "unknown service '$1' (expected kafka or clickhouse)" ;;
     esac
 }
 
@@ -271,26 +255,6 @@ install_chdb() {
     PYTHONPATH="$CHDB_DIR" "$PY" -c 'import chdb' || die "chdb installed but 'import chdb' fails"
 }
 
-install_clickhouse_kafka() {
-    install_clickhouse
-    [[ -e "$RDKAFKA_LIB_DIR/librdkafka.so.1" ]] && return 0
-    log "installing librdkafka ($RDKAFKA_PKG) into $RDKAFKA_DIR"
-    local tmp="$TOOLS/.confluent-kafka.tmp.$$" lib
-    rm -rf "$tmp"
-    if ! "$PY" -m pip install -q --disable-pip-version-check --no-deps --target "$tmp" "$RDKAFKA_PKG" \
-            >"$LOGS/install-confluent-kafka.log" 2>&1; then
-        tail -n 20 "$LOGS/install-confluent-kafka.log" >&2
-        rm -rf "$tmp"
-        die "pip install $RDKAFKA_PKG failed (log: $LOGS/install-confluent-kafka.log)"
-    fi
-    lib="$(cd "$tmp" && ls confluent_kafka.libs/librdkafka*.so.1 2>/dev/null | head -n1)"
-    [[ -n "$lib" ]] || { rm -rf "$tmp"; die "$RDKAFKA_PKG has no confluent_kafka.libs/librdkafka*.so.1"; }
-    mkdir -p "$tmp/lib"
-    ln -s "../$lib" "$tmp/lib/librdkafka.so.1"   # relative: the folder can move
-    rm -rf "$RDKAFKA_DIR"
-    mv "$tmp" "$RDKAFKA_DIR"   # atomic: a half-done install never looks complete
-}
-
 # ---------------------------------------------------------------- launch
 write_clickhouse_config() {
     mkdir -p "$CH_DIR/data" "$CH_DIR/tmp" "$CH_DIR/user_files" "$CH_DIR/log"
@@ -334,82 +298,6 @@ EOF
 # data queryable equally often (and the benchmark sees progress, not one 7.5 s step).
 # auto_offset_reset=earliest matters: 18.16 otherwise leaves librdkafka at `latest`, which
 # Tansu answers wrongly, and messages produced before the group joined are skipped.
-write_clickhouse_kafka_config() {
-    mkdir -p "$CHK_DIR/data" "$CHK_DIR/tmp" "$CHK_DIR/user_files" "$CHK_DIR/log"
-    cat >"$CHK_DIR/users.xml.tmp" <<EOF
-<?xml version="1.0"?>
-<!-- Generated by scripts/services.sh for clickhouse-kafka: loopback users only. -->
-<yandex>
-    <profiles>
-        <default>
-            <max_memory_usage>10000000000</max_memory_usage>
-            <use_uncompressed_cache>0</use_uncompressed_cache>
-            <load_balancing>random</load_balancing>
-            <input_format_skip_unknown_fields>1</input_format_skip_unknown_fields>
-            <date_time_input_format>best_effort</date_time_input_format>
-            <input_format_allow_errors_num>1000000000</input_format_allow_errors_num>
-            <input_format_allow_errors_ratio>1</input_format_allow_errors_ratio>
-            <stream_flush_interval_ms>2000</stream_flush_interval_ms>
-        </default>
-    </profiles>
-    <users>
-        <default>
-            <password></password>
-            <networks>
-                <ip>127.0.0.1</ip>
-                <ip>::1</ip>
-            </networks>
-            <profile>default</profile>
-            <quota>default</quota>
-        </default>
-    </users>
-    <quotas>
-        <default>
-            <interval>
-                <duration>3600</duration>
-                <queries>0</queries>
-                <errors>0</errors>
-                <result_rows>0</result_rows>
-                <read_rows>0</read_rows>
-                <execution_time>0</execution_time>
-            </interval>
-        </default>
-    </quotas>
-</yandex>
-EOF
-    mv "$CHK_DIR/users.xml.tmp" "$CHK_DIR/users.xml"
-    cat >"$CHK_CONFIG.tmp" <<EOF
-<?xml version="1.0"?>
-<!-- Generated by scripts/services.sh: clickhouse-server 18.16 for the Kafka-engine baseline, loopback only. -->
-<yandex>
-    <logger>
-        <level>information</level>
-        <log>$CHK_DIR/log/clickhouse-server.log</log>
-        <errorlog>$CHK_DIR/log/clickhouse-server.err.log</errorlog>
-        <size>100M</size>
-        <count>3</count>
-    </logger>
-    <http_port>$CHK_HTTP_PORT</http_port>
-    <tcp_port>$CHK_TCP_PORT</tcp_port>
-    <listen_host>$HOST</listen_host>
-    <path>$CHK_DIR/data/</path>
-    <tmp_path>$CHK_DIR/tmp/</tmp_path>
-    <user_files_path>$CHK_DIR/user_files/</user_files_path>
-    <users_config>$CHK_DIR/users.xml</users_config>
-    <default_profile>default</default_profile>
-    <default_database>default</default_database>
-    <mark_cache_size>5368709120</mark_cache_size>
-    <timezone>UTC</timezone>
-    <kafka>
-        <auto_offset_reset>earliest</auto_offset_reset>
-        <session_timeout_ms>6000</session_timeout_ms>
-        <topic_metadata_refresh_interval_ms>2000</topic_metadata_refresh_interval_ms>
-    </kafka>
-</yandex>
-EOF
-    mv "$CHK_CONFIG.tmp" "$CHK_CONFIG"
-}
-
 # launch NAME CWD OUTLOG CMD...: run CMD detached in its own session; its pid (the exec'd
 # program itself) goes to $STATE/NAME.pid.
 launch() {
@@ -447,24 +335,11 @@ start_clickhouse() {
     launch clickhouse "$CH_DIR" "$LOGS/clickhouse.stdout.log" "$CH_SERVER" --config-file="$CH_CONFIG"
 }
 
-start_clickhouse_kafka() {
-    write_clickhouse_kafka_config
-    echo "===== $(date -u +%FT%TZ) starting clickhouse-server (Kafka engine, librdkafka from $RDKAFKA_LIB_DIR) on $HOST:$CHK_HTTP_PORT/$CHK_TCP_PORT" \
-        >>"$LOGS/clickhouse-kafka.stdout.log"
-    launch clickhouse-kafka "$CHK_DIR" "$LOGS/clickhouse-kafka.stdout.log" \
-        env LD_LIBRARY_PATH="$RDKAFKA_LIB_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
-        "$CH_SERVER" --config-file="$CHK_CONFIG"
-}
-
-# After a service is ready: anything more to check? The Kafka-engine server must have loaded
-# the newer librdkafka, not Debian's (which cannot talk to Tansu).
+# After a service is ready: a service's own check, if it has one.
 verify_started() {
     local name="$1" pid="$2"
-    [[ "$name" == clickhouse-kafka && -n "$pid" ]] || return 0
-    if ! grep -q "$RDKAFKA_DIR/confluent_kafka.libs/librdkafka" "/proc/$pid/maps" 2>/dev/null; then
-        log "error: clickhouse-kafka (pid $pid) did not load librdkafka from $RDKAFKA_DIR; it maps:"
-        grep -o '/[^ ]*librdkafka[^ ]*' "/proc/$pid/maps" 2>/dev/null | sort -u >&2 || true
-        die "clickhouse-kafka uses the wrong librdkafka"
+    if declare -F "verify_${name//-/_}" >/dev/null; then
+        "verify_${name//-/_}" "$pid"
     fi
 }
 
@@ -544,7 +419,7 @@ service_down() {
 
 cmd_status() {
     local name pid port state extra
-    for name in "${SERVICES[@]}" "${OPTIONAL_SERVICES[@]}"; do
+    for name in "${SERVICES[@]}" "${EXTRA_SERVICES[@]}"; do
         pid="$(live_pid "$name")"
         port="$(port_of "$name")"
         extra=""
@@ -587,12 +462,12 @@ main() {
             take_lock "$STATE/services.lock"
             for name in $names; do service_down "$name"; done ;;
         start)
-            [[ $# -ge 1 ]] || die "usage: services.sh start kafka|clickhouse|clickhouse-kafka"
+            [[ $# -ge 1 ]] || die "usage: services.sh start kafka|clickhouse"
             check_name "$1"
             take_lock "$STATE/services.lock"
             service_up "$1" ;;
         stop)
-            [[ $# -ge 1 ]] || die "usage: services.sh stop kafka|clickhouse|clickhouse-kafka"
+            [[ $# -ge 1 ]] || die "usage: services.sh stop kafka|clickhouse"
             check_name "$1"
             take_lock "$STATE/services.lock"
             service_down "$1" ;;
@@ -606,7 +481,7 @@ main() {
             install_chdb
             echo "export PYTHONPATH=$CHDB_DIR\${PYTHONPATH:+:\$PYTHONPATH}" ;;
         logs)
-            [[ $# -ge 1 ]] || die "usage: services.sh logs kafka|clickhouse|clickhouse-kafka"
+            [[ $# -ge 1 ]] || die "usage: services.sh logs kafka|clickhouse"
             check_name "$1"
             show_logs "$1" 2>&1 ;;
         -h|--help|help) usage ;;
@@ -614,4 +489,7 @@ main() {
     esac
 }
 
-main "$@"
+# Sourced by another script: define everything, run nothing.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+    main "$@"
+fi

@@ -89,7 +89,10 @@ enum Command {
     #[command(subcommand)]
     Report(report::ReportCommand),
     /// Benchmark baseline: how fast a bare consumer reads the topic (counts records only).
-    BaselineConsume(baseline::BaselineArgs),
+    BaselineConsume(baseline::ConsumeArgs),
+    /// Benchmark baseline: how fast ClickHouse takes the ledger rows a worker run wrote for the
+    /// topic (rebuilt from that run's `flushes`, inserted into a fresh database).
+    BaselineInsert(baseline::InsertArgs),
     /// Price table tools: `prices import --from litellm FILE`, `prices coverage`.
     #[command(subcommand)]
     Prices(prices::PricesCommand),
@@ -168,7 +171,8 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Produce(args) => produce::run(&config, &args).await,
         Command::Demo(args) => demo::run(config, &args).await,
-        Command::BaselineConsume(args) => baseline::run(&config, &args).await,
+        Command::BaselineConsume(args) => baseline::consume(&config, &args).await,
+        Command::BaselineInsert(args) => baseline::insert(&config, &args).await,
         Command::Report(command) => report::run(&config, &command).await,
         Command::Replay(args) => replay::run(&config, &args).await,
         Command::Reprice(args) => prices::reprice::run(&config, &args).await,
