@@ -6,12 +6,15 @@
 //!   truth is), inside the rebalance, before the partition is fetched.
 //! - [`producer`]: publishing records (the load generator, the dead-letter topic).
 //! - [`scan`]: reading a whole topic once (the benchmark baselines).
+//! - [`pacing`]: a steady rate and a bound on deliveries in flight for bulk publishing.
 
+pub mod pacing;
 pub mod producer;
 pub mod scan;
 pub mod source;
 pub mod topics;
 
+pub use pacing::{InFlight, Pace};
 pub use producer::{delivered, is_permanent, RecordProducer};
 pub use rdkafka::error::KafkaError;
 pub use rdkafka::producer::DeliveryFuture;

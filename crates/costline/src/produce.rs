@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use costline_kafka::{delivered, ensure_topic, RecordProducer};
+use costline_kafka::{delivered, ensure_topic, InFlight, Pace, RecordProducer};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -114,15 +114,10 @@ pub async fn publish(config: &Config, args: &ProduceArgs) -> anyhow::Result<Publ
         None => None,
     };
     let mut published = Published::default();
-    let mut in_flight = std::collections::VecDeque::new();
-    let started = Instant::now();
-    for (i, record) in TrafficGenerator::new(mix).take(args.count as usize).enumerate() {
-        if args.rate > 0.0 {
-            let due = Duration::from_secs_f64(i as f64 / args.rate);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                tokio::time::sleep(wait).await;
-            }
-        }
+    let mut in_flight = InFlight::new(50_000);
+    let mut pace = Pace::new(args.rate);
+    for record in TrafficGenerator::new(mix).take(args.count as usize) {
+        pace.wait_turn().await;
         let sent_ms = record_file.is_some().then(|| chrono::Utc::now().timestamp_millis());
         let delivery = producer
             .enqueue(topic, Some(record.key.as_bytes()), &record.payload, Some(record.timestamp_ms), &[])
@@ -145,14 +140,11 @@ pub async fn publish(config: &Config, args: &ProduceArgs) -> anyhow::Result<Publ
             tokio::time::sleep(Duration::from_millis(rng.random_range(*min..=*max))).await;
             continue;
         }
-        in_flight.push_back((delivery, line));
-        while in_flight.len() > 50_000 {
-            if let Some((delivery, line)) = in_flight.pop_front() {
-                confirm(delivery, line, record_file.as_mut()).await?;
-            }
+        if let Some((delivery, line)) = in_flight.push((delivery, line)) {
+            confirm(delivery, line, record_file.as_mut()).await?;
         }
     }
-    for (delivery, line) in in_flight {
+    for (delivery, line) in in_flight.drain() {
         confirm(delivery, line, record_file.as_mut()).await?;
     }
     if let Some(mut file) = record_file {

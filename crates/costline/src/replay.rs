@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use costline_core::decode_event;
-use costline_kafka::{delivered, RecordProducer};
+use costline_kafka::{delivered, InFlight, Pace, RecordProducer};
 
 use crate::config::Config;
 
@@ -51,7 +51,8 @@ pub async fn run(config: &Config, args: &ReplayArgs) -> anyhow::Result<()> {
     let mut last_progress = Instant::now();
     let (mut lines, mut published) = (0u64, 0u64);
     let mut rejected: BTreeMap<&'static str, Vec<u64>> = BTreeMap::new();
-    let mut in_flight = std::collections::VecDeque::new();
+    let mut in_flight = InFlight::new(10_000);
+    let mut pace = Pace::new(args.rate);
     for line in reader.lines() {
         let line = line.context("reading input")?;
         bytes_read += line.len() as u64 + 1;
@@ -70,21 +71,13 @@ pub async fn run(config: &Config, args: &ReplayArgs) -> anyhow::Result<()> {
             }
         };
         if let Some(producer) = &producer {
-            if args.rate > 0.0 {
-                if let Some(wait) = Duration::from_secs_f64(published as f64 / args.rate).checked_sub(started.elapsed())
-                {
-                    tokio::time::sleep(wait).await;
-                }
-            }
+            pace.wait_turn().await;
             let delivery = producer
                 .enqueue(&config.kafka.topic, key.as_deref().map(str::as_bytes), line.as_bytes(), None, &[])
                 .await
                 .context("publishing")?;
-            in_flight.push_back(delivery);
-            while in_flight.len() > 10_000 {
-                if let Some(delivery) = in_flight.pop_front() {
-                    delivered(delivery).await.context("the broker did not take a record")?;
-                }
+            if let Some(delivery) = in_flight.push(delivery) {
+                delivered(delivery).await.context("the broker did not take a record")?;
             }
             published += 1;
         }
@@ -103,7 +96,7 @@ pub async fn run(config: &Config, args: &ReplayArgs) -> anyhow::Result<()> {
             }
         }
     }
-    for delivery in in_flight {
+    for delivery in in_flight.drain() {
         delivered(delivery).await.context("the broker did not take a record")?;
     }
     if progress_to_terminal {
