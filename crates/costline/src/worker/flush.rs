@@ -620,11 +620,7 @@ fn jittered(base: Duration) -> Duration {
 
 /// `host-pid`: names the worker in `flushes.worker` and in query ids.
 fn worker_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "worker".into());
+    let host = costline_clickhouse::host_name().unwrap_or_else(|| "worker".into());
     format!("{host}-{}", std::process::id())
 }
 
