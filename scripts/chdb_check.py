@@ -120,6 +120,7 @@ SMOKE_ROW = {
     "ev_input_tokens": [1000, 1000],
     "ev_cached_input_tokens": [0, 200],
     "ev_cache_write_tokens": [0, 0],
+    "ev_cache_write_1h_tokens": [0, 150],
     "ev_output_tokens": [0, 300],
     "ev_latency_ms": [None, 100],
     "ev_cost_usd": [0.0025, 0.01],  # Decimal: unquoted numbers
@@ -136,7 +137,7 @@ SMOKE_ROW = {
     "ru_requests": [1], "ru_attempts": [2], "ru_duplicates": [1],
     "ru_successes": [1], "ru_errors": [1],
     "ru_input_tokens": [2000], "ru_cached_input_tokens": [200],
-    "ru_cache_write_tokens": [0], "ru_output_tokens": [300],
+    "ru_cache_write_tokens": [0], "ru_cache_write_1h_tokens": [150], "ru_output_tokens": [300],
     "ru_cost_usd": [0.0125],
     "ru_unpriced_attempts": [0],
     "ru_latency_ms_sum": [100], "ru_latency_ms_max": [100],
@@ -153,15 +154,16 @@ SMOKE_ROW = {
 
 # (table, what is selected, expected values); floats compare within 0.05.
 SMOKE_CHECKS = [
-    ("usage_events", "count(), toFloat64(sum(cost_usd)), min(kafka_offset), max(kafka_offset), countIf(latency_ms IS NULL)",
-     [2, 0.0125, 10, 11, 1]),
+    ("usage_events", "count(), toFloat64(sum(cost_usd)), min(kafka_offset), max(kafka_offset), countIf(latency_ms IS NULL), "
+     "sum(cache_write_1h_tokens)",
+     [2, 0.0125, 10, 11, 1, 150]),
     ("rejected_events", "count(), any(kafka_offset), any(reason_code)", [1, 12, "invalid_json"]),
     ("flushes", "count(), sum(counted), sum(duplicates), sum(rejected), max(next_offset)", [1, 2, 1, 1, 14]),
 ] + [
     (f"usage_{rollup}",
      "count(), toString(any(window_start)), sum(requests), sum(attempts), sum(retries), "
-     "toFloat64(sum(cost_usd)), any(latency_ms_p50)",
-     [1, window, 1, 2, 1, 0.0125, 100.3])
+     "toFloat64(sum(cost_usd)), any(latency_ms_p50), sum(cache_write_1h_tokens)",
+     [1, window, 1, 2, 1, 0.0125, 100.3, 150])
     for rollup, window in [("minute", "2025-01-15 10:07:00"), ("hour", "2025-01-15 10:00:00"),
                            ("day", "2025-01-15 00:00:00")]
 ]
