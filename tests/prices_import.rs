@@ -167,14 +167,25 @@ fn litellm_wheel_prices_import_exactly() {
         ("anthropic", "claude-sonnet-4-5", ["3", "0.3", "3.75", "6", "15"], &[]),
         ("openai", "gpt-4o", ["2.5", "1.25", "2.5", "2.5", "10"], &[]),
         // `*_above_200k_tokens`; `gemini/…` wins over Vertex's `gemini-2.5-pro`.
-        ("google", "gemini-2.5-pro", ["1.25", "0.125", "1.25", "1.25", "10"], &[(200_000, ["2.5", "0.25", "2.5", "2.5", "15"])]),
+        (
+            "google",
+            "gemini-2.5-pro",
+            ["1.25", "0.125", "1.25", "1.25", "10"],
+            &[(200_000, ["2.5", "0.25", "2.5", "2.5", "15"])],
+        ),
         ("openai", "gpt-5.4", ["2.5", "0.25", "2.5", "2.5", "15"], &[(272_000, ["5", "0.5", "5", "5", "22.5"])]),
         // `tiered_pricing` ranges [0, 256000], [256000, 1000000].
-        ("dashscope", "qwen-flash", ["0.05", "0.05", "0.05", "0.05", "0.4"], &[(256_000, ["0.25", "0.25", "0.25", "0.25", "2"])]),
+        (
+            "dashscope",
+            "qwen-flash",
+            ["0.05", "0.05", "0.05", "0.05", "0.4"],
+            &[(256_000, ["0.25", "0.25", "0.25", "0.25", "2"])],
+        ),
     ];
     for (provider, model, base, tiers) in known {
         let price = table.price_at(provider, model, AT_MS).unwrap_or_else(|| panic!("{provider}/{model} imported"));
-        let rates = |r: &costline_core::price::Rates| [r.input, r.cached_input, r.cache_write, r.cache_write_1h, r.output];
+        let rates =
+            |r: &costline_core::price::Rates| [r.input, r.cached_input, r.cache_write, r.cache_write_1h, r.output];
         assert_eq!(rates(&price.base), base.map(usd), "{provider}/{model}");
         let got: Vec<(u64, [i128; 5])> = price.tiers.iter().map(|(above, r)| (*above, rates(r))).collect();
         let want: Vec<(u64, [i128; 5])> = tiers.iter().map(|(above, r)| (*above, r.map(usd))).collect();
@@ -259,7 +270,13 @@ fn langfuse_fixture_imports_tiers_and_alias_keys() {
     let table = PriceTable::from_toml(&all_rows, "imported").unwrap();
     let sonnet = table.price_at("anthropic", "claude-sonnet-4-5", AT_MS).unwrap();
     assert_eq!(
-        [sonnet.base.input, sonnet.base.cached_input, sonnet.base.cache_write, sonnet.base.cache_write_1h, sonnet.base.output],
+        [
+            sonnet.base.input,
+            sonnet.base.cached_input,
+            sonnet.base.cache_write,
+            sonnet.base.cache_write_1h,
+            sonnet.base.output
+        ],
         ["3", "0.3", "3.75", "6", "15"].map(usd)
     );
     assert_eq!(sonnet.tiers.len(), 1);

@@ -100,9 +100,7 @@ fn model_candidates(model: &Model) -> Vec<Candidate> {
         (Err(reason), _) | (_, Err(reason)) => return vec![candidate(Err(reason))],
     };
     if partial {
-        not_imported.push(NotImported {
-            what: "matchPattern variants that are not literal ids (not derived)".into(),
-        });
+        not_imported.push(NotImported { what: "matchPattern variants that are not literal ids (not derived)".into() });
     }
     ids.into_iter()
         .map(|id| {
@@ -553,8 +551,7 @@ mod tests {
             gemini.not_imported,
             vec![
                 NotImported { what: "`input_audio_tokens` prices".into() },
-                NotImported {
-                    what: "matchPattern variants that are not literal ids (not derived)".into() },
+                NotImported { what: "matchPattern variants that are not literal ids (not derived)".into() },
             ]
         );
         assert!(rows.contains_key("openai/gpt-4-vision-preview"));

@@ -26,8 +26,8 @@ use std::collections::BTreeMap;
 use serde_json::value::RawValue;
 
 use super::{
-    costline_model, costline_provider, usd_per_token, Candidate, CatalogRates, CatalogRow, Field,
-    NotImported, ParsedCatalog,
+    costline_model, costline_provider, usd_per_token, Candidate, CatalogRates, CatalogRow, Field, NotImported,
+    ParsedCatalog,
 };
 
 /// The `mode`s of models that bill tokens in and out.
@@ -363,10 +363,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!((row.provider.as_str(), row.model.as_str()), ("anthropic", "claude-sonnet-4-5"));
-        let want = CatalogRates { cache_write_1h: Some(6_000_000), ..rates(3_000_000, Some(300_000), Some(3_750_000), 15_000_000) };
+        let want = CatalogRates {
+            cache_write_1h: Some(6_000_000),
+            ..rates(3_000_000, Some(300_000), Some(3_750_000), 15_000_000)
+        };
         assert_eq!(row.rates, want);
         assert!(row.tiers.is_empty());
-        assert_eq!(row.not_imported, vec![NotImported { what: "batch prices (`*_batches`), not pay-as-you-go".into() }]);
+        assert_eq!(
+            row.not_imported,
+            vec![NotImported { what: "batch prices (`*_batches`), not pay-as-you-go".into() }]
+        );
     }
 
     #[test]

@@ -160,8 +160,13 @@ mod tests {
     use costline_core::PriceTable;
 
     fn sample_plan() -> ImportPlan {
-        let rates =
-            CatalogRates { input: 3_000_000, cached_input: Some(300_000), cache_write: None, cache_write_1h: None, output: 15_000_000 };
+        let rates = CatalogRates {
+            input: 3_000_000,
+            cached_input: Some(300_000),
+            cache_write: None,
+            cache_write_1h: None,
+            output: 15_000_000,
+        };
         let tier = CatalogRates {
             input: 6_000_000,
             cached_input: None,
