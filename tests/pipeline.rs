@@ -56,20 +56,25 @@ fn rollups_match_an_independent_computation_exactly() {
 
     let total = expected.totals();
     assert!(
-        total.duplicates > 1000 && total.retries > 1000 && total.unpriced_attempts > 1000,
+        total.duplicates > 1000
+            && total.retries > 1000
+            && total.unpriced_attempts > 1000
+            && total.cache_write_tokens > 0
+            && total.cache_write_1h_tokens > 0,
         "traffic mix: {total:?}"
     );
     for rollup in ["usage_hour", "usage_day"] {
         let sql = format!(
-            "SELECT sum(requests), sum(attempts), sum(retries), sum(duplicates), sum(output_tokens), toString(sum(cost_usd)), sum(unpriced_attempts) FROM {rollup} FORMAT TSV"
+            "SELECT sum(requests), sum(attempts), sum(retries), sum(duplicates), sum(cache_write_1h_tokens), sum(output_tokens), toString(sum(cost_usd)), sum(unpriced_attempts) FROM {rollup} FORMAT TSV"
         );
         let got = setup.query(&sql);
         let want = format!(
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
             total.requests,
             total.attempts,
             total.retries,
             total.duplicates,
+            total.cache_write_1h_tokens,
             total.output_tokens,
             format_pico(total.cost_pico),
             total.unpriced_attempts
