@@ -120,6 +120,7 @@ SMOKE_ROW = {
     "ev_input_tokens": [1000, 1000],
     "ev_cached_input_tokens": [0, 200],
     "ev_cache_write_tokens": [0, 0],
+    "ev_cache_write_1h_tokens": [0, 150],
     "ev_output_tokens": [0, 300],
     "ev_latency_ms": [None, 100],
     "ev_cost_usd": [0.0025, 0.01],  # Decimal: unquoted numbers
@@ -136,7 +137,7 @@ SMOKE_ROW = {
     "ru_requests": [1], "ru_attempts": [2], "ru_duplicates": [1],
     "ru_successes": [1], "ru_errors": [1],
     "ru_input_tokens": [2000], "ru_cached_input_tokens": [200],
-    "ru_cache_write_tokens": [0], "ru_output_tokens": [300],
+    "ru_cache_write_tokens": [0], "ru_cache_write_1h_tokens": [150], "ru_output_tokens": [300],
     "ru_cost_usd": [0.0125],
     "ru_unpriced_attempts": [0],
     "ru_latency_ms_sum": [100], "ru_latency_ms_max": [100],
@@ -153,17 +154,40 @@ SMOKE_ROW = {
 
 # (table, what is selected, expected values); floats compare within 0.05.
 SMOKE_CHECKS = [
-    ("usage_events", "count(), toFloat64(sum(cost_usd)), min(kafka_offset), max(kafka_offset), countIf(latency_ms IS NULL)",
-     [2, 0.0125, 10, 11, 1]),
+    ("usage_events", "count(), toFloat64(sum(cost_usd)), min(kafka_offset), max(kafka_offset), countIf(latency_ms IS NULL), "
+     "sum(cache_write_1h_tokens)",
+     [2, 0.0125, 10, 11, 1, 150]),
     ("rejected_events", "count(), any(kafka_offset), any(reason_code)", [1, 12, "invalid_json"]),
     ("flushes", "count(), sum(counted), sum(duplicates), sum(rejected), max(next_offset)", [1, 2, 1, 1, 14]),
 ] + [
     (f"usage_{rollup}",
      "count(), toString(any(window_start)), sum(requests), sum(attempts), sum(retries), "
-     "toFloat64(sum(cost_usd)), any(latency_ms_p50)",
-     [1, window, 1, 2, 1, 0.0125, 100.3])
+     "toFloat64(sum(cost_usd)), any(latency_ms_p50), sum(cache_write_1h_tokens)",
+     [1, window, 1, 2, 1, 0.0125, 100.3, 150])
     for rollup, window in [("minute", "2025-01-15 10:07:00"), ("hour", "2025-01-15 10:00:00"),
                            ("day", "2025-01-15 00:00:00")]
+]
+
+
+# A reprice chunk over the smoke flush: attempt 11 costs 0.0075 more; the rollup delta, plus
+# the chunk's marker row (endpoint_tag '', which the analyst views leave out).
+REPRICE_ROW = {
+    "reprice_id": "smoke-reprice", "chunk": "smoke-chunk", "targets": 92, "repriced_at_ms": 1736935680000,
+    "cc_kafka_topic": ["smoke.usage"], "cc_kafka_partition": [3], "cc_kafka_offset": [11],
+    "cc_event_time": ["2025-01-15 10:07:29"], "cc_tenant": ["acme"], "cc_endpoint_tag": ["checkout.ai_summary"],
+    "cc_prompt_version": ["v3"], "cc_provider": ["openai"], "cc_model": ["gpt-4o-mini"],
+    "cc_environment": ["prod"], "cc_data_mode": ["real"], "cc_cost_delta": [0.0075], "cc_unpriced_delta": [0],
+    "cc_price_version": ["fix:openai/gpt-4o-mini@2025-01-01"],
+    "ru_window_start": ["2025-01-15 10:07:00", "2025-01-15 10:07:00"], "ru_tenant": ["acme", "smoke-chunk"],
+    "ru_endpoint_tag": ["checkout.ai_summary", ""], "ru_prompt_version": ["v3", "#reprice"],
+    "ru_provider": ["openai", ""], "ru_model": ["gpt-4o-mini", ""], "ru_environment": ["prod", ""],
+    "ru_data_mode": ["real", ""], "ru_cost_usd": [0.0075, 0], "ru_unpriced_attempts": [0, 0],
+}
+REPRICE_CHECKS = [
+    ("cost_corrections", "count(), toFloat64(sum(cost_delta)), any(kafka_offset)", [1, 0.0075, 11]),
+] + [
+    (f"usage_{rollup}", "count(), sum(attempts), toFloat64(sum(cost_usd))", [1, 2, 0.02])
+    for rollup in ("minute", "hour", "day")
 ]
 
 
@@ -174,14 +198,17 @@ def matches(got, want):
 
 
 def smoke(sess):
-    """Inserts SMOKE_ROW into the ledger; returns the list of fan-out mismatches."""
-    sess.query(f"INSERT INTO {DATABASE}.flush_ledger FORMAT JSONEachRow {json.dumps(SMOKE_ROW)}", "CSV")
+    """Inserts SMOKE_ROW into the ledger, then REPRICE_ROW into the reprice ledger; returns the
+    list of fan-out mismatches."""
     problems = []
-    for table, columns, want in SMOKE_CHECKS:
-        got = sess.query(f"SELECT {columns} FROM {DATABASE}.{table}", "TSV").bytes().decode()
-        got = got.rstrip("\n").split("\t")
-        if len(got) != len(want) or not all(matches(g, w) for g, w in zip(got, want)):
-            problems.append(f"{table}: got {got}, want {want} ({columns})")
+    for ledger, row, checks in [("flush_ledger", SMOKE_ROW, SMOKE_CHECKS),
+                                ("reprice_ledger", REPRICE_ROW, REPRICE_CHECKS)]:
+        sess.query(f"INSERT INTO {DATABASE}.{ledger} FORMAT JSONEachRow {json.dumps(row)}", "CSV")
+        for table, columns, want in checks:
+            got = sess.query(f"SELECT {columns} FROM {DATABASE}.{table}", "TSV").bytes().decode()
+            got = got.rstrip("\n").split("\t")
+            if len(got) != len(want) or not all(matches(g, w) for g, w in zip(got, want)):
+                problems.append(f"{ledger} -> {table}: got {got}, want {want} ({columns})")
     return problems
 
 
@@ -250,7 +277,8 @@ def main(argv):
                     passed += 1
                     print("ok smoke: 1 flush_ledger row -> usage_events 2 rows, rejected_events 1, "
                           "flushes 1, usage_minute/usage_hour/usage_day 1 row each "
-                          "(requests 1, attempts 2, cost 0.0125, p50 100.3 ms)")
+                          "(requests 1, attempts 2, cost 0.0125, p50 100.3 ms); 1 reprice_ledger row -> "
+                          "cost_corrections 1 row, every rollup's cost 0.02")
 
             for path in args.queries:
                 try:

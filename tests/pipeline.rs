@@ -50,7 +50,11 @@ fn rollups_match_an_independent_computation_exactly() {
     let expected = assert_totals_exact(&setup, &record_file);
     let total = expected.totals();
     assert!(
-        total.duplicates > 1000 && total.retries > 1000 && total.unpriced_attempts > 1000,
+        total.duplicates > 1000
+            && total.retries > 1000
+            && total.unpriced_attempts > 1000
+            && total.cache_write_tokens > 0
+            && total.cache_write_1h_tokens > 0,
         "traffic mix: {total:?}"
     );
 }

@@ -161,26 +161,36 @@ fn litellm_wheel_prices_import_exactly() {
     let table = PriceTable::from_toml(&all_rows, "imported").unwrap();
     assert_eq!(table.model_count(), outcomes[..4].iter().sum::<usize>(), "a row per entry not skipped");
 
-    // Known prices, USD per million: (provider, model, [input, cached, write, output], tiers).
-    type Known = (&'static str, &'static str, [&'static str; 4], &'static [(u64, [&'static str; 4])]);
+    // Known prices, USD per million: (provider, model, [input, cached, write, 1-hour write, output], tiers).
+    type Known = (&'static str, &'static str, [&'static str; 5], &'static [(u64, [&'static str; 5])]);
     let known: [Known; 5] = [
-        ("anthropic", "claude-sonnet-4-5", ["3", "0.3", "3.75", "15"], &[]),
-        ("openai", "gpt-4o", ["2.5", "1.25", "2.5", "10"], &[]),
+        ("anthropic", "claude-sonnet-4-5", ["3", "0.3", "3.75", "6", "15"], &[]),
+        ("openai", "gpt-4o", ["2.5", "1.25", "2.5", "2.5", "10"], &[]),
         // `*_above_200k_tokens`; `gemini/…` wins over Vertex's `gemini-2.5-pro`.
-        ("google", "gemini-2.5-pro", ["1.25", "0.125", "1.25", "10"], &[(200_000, ["2.5", "0.25", "2.5", "15"])]),
-        ("openai", "gpt-5.4", ["2.5", "0.25", "2.5", "15"], &[(272_000, ["5", "0.5", "5", "22.5"])]),
+        (
+            "google",
+            "gemini-2.5-pro",
+            ["1.25", "0.125", "1.25", "1.25", "10"],
+            &[(200_000, ["2.5", "0.25", "2.5", "2.5", "15"])],
+        ),
+        ("openai", "gpt-5.4", ["2.5", "0.25", "2.5", "2.5", "15"], &[(272_000, ["5", "0.5", "5", "5", "22.5"])]),
         // `tiered_pricing` ranges [0, 256000], [256000, 1000000].
-        ("dashscope", "qwen-flash", ["0.05", "0.05", "0.05", "0.4"], &[(256_000, ["0.25", "0.25", "0.25", "2"])]),
+        (
+            "dashscope",
+            "qwen-flash",
+            ["0.05", "0.05", "0.05", "0.05", "0.4"],
+            &[(256_000, ["0.25", "0.25", "0.25", "0.25", "2"])],
+        ),
     ];
     for (provider, model, base, tiers) in known {
         let price = table.price_at(provider, model, AT_MS).unwrap_or_else(|| panic!("{provider}/{model} imported"));
-        let rates = |r: &costline_core::price::Rates| [r.input, r.cached_input, r.cache_write, r.output];
+        let rates =
+            |r: &costline_core::price::Rates| [r.input, r.cached_input, r.cache_write, r.cache_write_1h, r.output];
         assert_eq!(rates(&price.base), base.map(usd), "{provider}/{model}");
-        let got: Vec<(u64, [i128; 4])> = price.tiers.iter().map(|(above, r)| (*above, rates(r))).collect();
-        let want: Vec<(u64, [i128; 4])> = tiers.iter().map(|(above, r)| (*above, r.map(usd))).collect();
+        let got: Vec<(u64, [i128; 5])> = price.tiers.iter().map(|(above, r)| (*above, rates(r))).collect();
+        let want: Vec<(u64, [i128; 5])> = tiers.iter().map(|(above, r)| (*above, r.map(usd))).collect();
         assert_eq!(got, want, "{provider}/{model} tiers");
     }
-    assert!(summary.contains("\n  anthropic/claude-sonnet-4-5: 1-hour cache-write price 6\n"), "{summary}");
     assert!(summary.contains("batch prices (`*_batches`), not pay-as-you-go: on "), "{summary}");
     for skipped in [
         "  sample_spec: LiteLLM's description of the format, not a model\n",
@@ -206,6 +216,7 @@ fn litellm_wheel_prices_import_exactly() {
         assert_eq!(written("output"), price("output_cost_per_token"), "{key}");
         assert_eq!(written("cached_input"), price("cache_read_input_token_cost"), "{key}");
         assert_eq!(written("cache_write"), price("cache_creation_input_token_cost"), "{key}");
+        assert_eq!(written("cache_write_1h"), price("cache_creation_input_token_cost_above_1hr"), "{key}");
         let prefixes = [
             "input_cost_per_token",
             "output_cost_per_token",
@@ -259,13 +270,19 @@ fn langfuse_fixture_imports_tiers_and_alias_keys() {
     let table = PriceTable::from_toml(&all_rows, "imported").unwrap();
     let sonnet = table.price_at("anthropic", "claude-sonnet-4-5", AT_MS).unwrap();
     assert_eq!(
-        [sonnet.base.input, sonnet.base.cached_input, sonnet.base.cache_write, sonnet.base.output],
-        ["3", "0.3", "3.75", "15"].map(usd)
+        [
+            sonnet.base.input,
+            sonnet.base.cached_input,
+            sonnet.base.cache_write,
+            sonnet.base.cache_write_1h,
+            sonnet.base.output
+        ],
+        ["3", "0.3", "3.75", "6", "15"].map(usd)
     );
     assert_eq!(sonnet.tiers.len(), 1);
     assert_eq!(
-        (sonnet.tiers[0].0, sonnet.tiers[0].1.input, sonnet.tiers[0].1.output),
-        (200_000, usd("6"), usd("22.5"))
+        (sonnet.tiers[0].0, sonnet.tiers[0].1.input, sonnet.tiers[0].1.cache_write_1h, sonnet.tiers[0].1.output),
+        (200_000, usd("6"), usd("12"), usd("22.5"))
     );
     let bedrock = table.price_at("bedrock", "us.anthropic.claude-sonnet-4-5-20250929-v1:0", AT_MS).unwrap();
     assert_eq!(bedrock.base.input, usd("3"));
@@ -273,7 +290,6 @@ fn langfuse_fixture_imports_tiers_and_alias_keys() {
     let thresholds: Vec<u64> = gemini.tiers.iter().map(|(above, _)| *above).collect();
     assert_eq!(thresholds, [199_999, 1_000_000]);
     for line in [
-        "\n  anthropic/claude-sonnet-4-5 [claude-sonnet-4-5-20250929]: 1-hour cache-write price 6\n",
         "\n  disagreeing-aliases: alias keys disagree in tier `Standard`: `input` 1 and `input_tokens` 2 (Input)\n",
         "\n  short-context-discount: tier `Short` operator `lt`: a costline tier is `more than N input tokens`\n",
     ] {

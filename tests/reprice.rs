@@ -113,6 +113,9 @@ fn reprice_corrects_history_once_even_when_killed() {
             "status": "success",
             "timestamp": at,
         });
+        if i % 3 == 0 {
+            event["cacheWrite1hTokens"] = serde_json::json!(50 + i % 7);
+        }
         if i % 10 == 9 {
             event["costUsd"] = serde_json::json!(0.5); // billed by the provider: never repriced
         }
@@ -145,7 +148,7 @@ fn reprice_corrects_history_once_even_when_killed() {
         &prices,
         format!(
             "version = \"fix-1\"\n\n[[price]]\nprovider = \"acme\"\nmodel = \"mystery-1\"\neffective_from = \"2020-01-01\"\n\
-             input = \"1.5\"\ncached_input = \"0.15\"\noutput = \"7\"\n\n[[price]]\nprovider = \"openai\"\n\
+             input = \"1.5\"\ncached_input = \"0.15\"\ncache_write_1h = \"3\"\noutput = \"7\"\n\n[[price]]\nprovider = \"openai\"\n\
              model = \"gpt-4o-mini\"\neffective_from = \"{change_day}\"\ninput = \"0.2\"\ncached_input = \"0.1\"\noutput = \"0.8\"\n"
         ),
     )

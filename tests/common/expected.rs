@@ -33,6 +33,7 @@ pub struct Measures {
     pub input_tokens: u64,
     pub cached_input_tokens: u64,
     pub cache_write_tokens: u64,
+    pub cache_write_1h_tokens: u64,
     pub output_tokens: u64,
     pub cost_pico: i128,
     pub unpriced_attempts: u64,
@@ -47,17 +48,19 @@ pub struct Expected {
 
 struct PriceRow {
     from_ms: i64,
-    per_token_pico: [i128; 4], // input, cached, cache write, output
+    per_token_pico: [i128; 5], // input, cached, cache write, 1-hour cache write, output
     /// `(above_input_tokens, per_token_pico)`: a prompt longer than the threshold is priced
     /// whole at the highest such tier.
-    tiers: Vec<(u64, [i128; 4])>,
+    tiers: Vec<(u64, [i128; 5])>,
 }
 
-/// A `[[price]]` row's or tier's four prices (a missing cache price is the input price).
-fn rates(row: &toml::Value) -> [i128; 4] {
+/// A `[[price]]` row's or tier's five prices (a missing cache price is the input price, a
+/// missing 1-hour price the cache-write price).
+fn rates(row: &toml::Value) -> [i128; 5] {
     let get = |k: &str| row.get(k).and_then(|v| v.as_str()).map(micro_usd);
     let input = get("input").unwrap();
-    [input, get("cached_input").unwrap_or(input), get("cache_write").unwrap_or(input), get("output").unwrap()]
+    let write = get("cache_write").unwrap_or(input);
+    [input, get("cached_input").unwrap_or(input), write, get("cache_write_1h").unwrap_or(write), get("output").unwrap()]
 }
 
 /// The rows of `schemas/prices.toml`, then of each file of `extra`: a row replaces the one of
@@ -203,11 +206,17 @@ impl Expected {
             m.requests += u64::from(first_of_request);
             m.attempts += 1;
             m.retries += u64::from(!first_of_request);
-            let (input, cached, write, output) =
-                (int("inputTokens"), int("cachedInputTokens"), int("cacheWriteTokens"), int("outputTokens"));
+            let (input, cached, write, write_1h, output) = (
+                int("inputTokens"),
+                int("cachedInputTokens"),
+                int("cacheWriteTokens"),
+                int("cacheWrite1hTokens"),
+                int("outputTokens"),
+            );
             m.input_tokens += input;
             m.cached_input_tokens += cached;
             m.cache_write_tokens += write;
+            m.cache_write_1h_tokens += write_1h;
             m.output_tokens += output;
             if let Some(cost) = event.get("costUsd").filter(|v| !v.is_null()) {
                 m.cost_pico += decimal_scaled(&cost.to_string(), 12);
@@ -218,10 +227,12 @@ impl Expected {
                 match row {
                     Some(row) => {
                         let tier = row.tiers.iter().rev().find(|(above, _)| input > *above);
-                        let [p_in, p_cached, p_write, p_out] = tier.map_or(row.per_token_pico, |(_, rates)| *rates);
-                        m.cost_pico += i128::from(input - cached - write) * p_in
+                        let [p_in, p_cached, p_write, p_write_1h, p_out] =
+                            tier.map_or(row.per_token_pico, |(_, rates)| *rates);
+                        m.cost_pico += i128::from(input - cached - write - write_1h) * p_in
                             + i128::from(cached) * p_cached
                             + i128::from(write) * p_write
+                            + i128::from(write_1h) * p_write_1h
                             + i128::from(output) * p_out;
                     }
                     None => m.unpriced_attempts += 1,
@@ -249,6 +260,7 @@ pub fn add(total: &mut Measures, m: &Measures) {
     total.input_tokens += m.input_tokens;
     total.cached_input_tokens += m.cached_input_tokens;
     total.cache_write_tokens += m.cache_write_tokens;
+    total.cache_write_1h_tokens += m.cache_write_1h_tokens;
     total.output_tokens += m.output_tokens;
     total.cost_pico += m.cost_pico;
     total.unpriced_attempts += m.unpriced_attempts;
@@ -257,14 +269,15 @@ pub fn add(total: &mut Measures, m: &Measures) {
 /// The measured columns, in the order [`parse_rollup_rows`] reads them.
 pub const ROLLUP_COLUMNS: &str = "toUInt32(window_start), tenant, endpoint_tag, prompt_version, provider, model, \
     environment, data_mode, requests, attempts, retries, duplicates, input_tokens, cached_input_tokens, \
-    cache_write_tokens, output_tokens, toString(cost_usd), unpriced_attempts";
+    cache_write_tokens, cache_write_1h_tokens, output_tokens, toString(cost_usd), unpriced_attempts";
 
 /// `ROLLUP_COLUMNS` computed from the counted attempts in `usage_events` (which hold no
 /// duplicates: that column is 0), grouped by minute and dimensions.
 pub const EVENT_ROLLUP_QUERY: &str = "SELECT toUInt32(toStartOfMinute(event_time)), tenant, endpoint_tag, \
     prompt_version, provider, model, environment, data_mode, sum(first_of_request) AS requests, \
     count() AS attempts, attempts - requests, 0, sum(input_tokens), sum(cached_input_tokens), \
-    sum(cache_write_tokens), sum(output_tokens), toString(sum(cost_usd)), countIf(price_version = '') \
+    sum(cache_write_tokens), sum(cache_write_1h_tokens), sum(output_tokens), toString(sum(cost_usd)), \
+    countIf(price_version = '') \
     FROM usage_events GROUP BY toStartOfMinute(event_time), tenant, endpoint_tag, prompt_version, \
     provider, model, environment, data_mode FORMAT TSV";
 
@@ -292,9 +305,10 @@ pub fn parse_rollup_rows(tsv: &str) -> BTreeMap<Dims, Measures> {
             input_tokens: n(12),
             cached_input_tokens: n(13),
             cache_write_tokens: n(14),
-            output_tokens: n(15),
-            cost_pico: decimal_scaled(&f[16], 12),
-            unpriced_attempts: n(17),
+            cache_write_1h_tokens: n(15),
+            output_tokens: n(16),
+            cost_pico: decimal_scaled(&f[17], 12),
+            unpriced_attempts: n(18),
         };
         assert!(out.insert(dims, measures).is_none(), "duplicate rollup row: {line}");
     }

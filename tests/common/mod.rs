@@ -456,11 +456,11 @@ pub fn assert_totals_exact(setup: &Setup, record_file: &Path) -> expected::Expec
     for rollup in ["usage_hour", "usage_day"] {
         let sql = format!(
             "SELECT sum(requests), sum(attempts), sum(retries), sum(duplicates), sum(input_tokens), \
-             sum(cached_input_tokens), sum(cache_write_tokens), sum(output_tokens), toString(sum(cost_usd)), \
-             sum(unpriced_attempts) FROM {rollup} FORMAT TSV"
+             sum(cached_input_tokens), sum(cache_write_tokens), sum(cache_write_1h_tokens), sum(output_tokens), \
+             toString(sum(cost_usd)), sum(unpriced_attempts) FROM {rollup} FORMAT TSV"
         );
         let want = format!(
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}.{:012}\t{}\n",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}.{:012}\t{}\n",
             total.requests,
             total.attempts,
             total.retries,
@@ -468,6 +468,7 @@ pub fn assert_totals_exact(setup: &Setup, record_file: &Path) -> expected::Expec
             total.input_tokens,
             total.cached_input_tokens,
             total.cache_write_tokens,
+            total.cache_write_1h_tokens,
             total.output_tokens,
             total.cost_pico / 1_000_000_000_000,
             total.cost_pico % 1_000_000_000_000,

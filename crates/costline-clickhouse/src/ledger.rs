@@ -113,6 +113,7 @@ pub struct LedgerRow {
     pub ev_input_tokens: Vec<u64>,
     pub ev_cached_input_tokens: Vec<u64>,
     pub ev_cache_write_tokens: Vec<u64>,
+    pub ev_cache_write_1h_tokens: Vec<u64>,
     pub ev_output_tokens: Vec<u64>,
     pub ev_latency_ms: Vec<Option<u32>>,
     pub ev_cost_usd: Vec<i128>,
@@ -134,6 +135,7 @@ pub struct LedgerRow {
     pub ru_input_tokens: Vec<u64>,
     pub ru_cached_input_tokens: Vec<u64>,
     pub ru_cache_write_tokens: Vec<u64>,
+    pub ru_cache_write_1h_tokens: Vec<u64>,
     pub ru_output_tokens: Vec<u64>,
     pub ru_cost_usd: Vec<i128>,
     pub ru_unpriced_attempts: Vec<u64>,
@@ -201,6 +203,7 @@ impl LedgerRow {
             row.ru_input_tokens.push(m.input_tokens);
             row.ru_cached_input_tokens.push(m.cached_input_tokens);
             row.ru_cache_write_tokens.push(m.cache_write_tokens);
+            row.ru_cache_write_1h_tokens.push(m.cache_write_1h_tokens);
             row.ru_output_tokens.push(m.output_tokens);
             row.ru_cost_usd.push(m.cost.0);
             row.ru_unpriced_attempts.push(m.unpriced_attempts);
@@ -239,6 +242,7 @@ impl LedgerRow {
         row.ev_input_tokens = counted.input_tokens;
         row.ev_cached_input_tokens = counted.cached_input_tokens;
         row.ev_cache_write_tokens = counted.cache_write_tokens;
+        row.ev_cache_write_1h_tokens = counted.cache_write_1h_tokens;
         row.ev_output_tokens = counted.output_tokens;
         row.ev_latency_ms = counted.latency_ms;
         row.ev_cost_usd = counted.cost.into_iter().map(|cost| cost.0).collect();
@@ -289,6 +293,7 @@ impl LedgerRow {
             ru_input_tokens,
             ru_cached_input_tokens,
             ru_cache_write_tokens,
+            ru_cache_write_1h_tokens,
             ru_output_tokens,
             ru_cost_usd,
             ru_unpriced_attempts,
@@ -334,6 +339,7 @@ impl LedgerRow {
             &mut self.ru_input_tokens,
             &mut self.ru_cached_input_tokens,
             &mut self.ru_cache_write_tokens,
+            &mut self.ru_cache_write_1h_tokens,
             &mut self.ru_output_tokens,
             &mut self.ru_unpriced_attempts,
             &mut self.ru_latency_ms_sum,

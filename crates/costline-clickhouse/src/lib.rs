@@ -16,3 +16,8 @@ pub mod sink;
 
 pub use ledger::{LedgerRow, Targets};
 pub use sink::{ClickHouseTarget, LedgerSink, PartitionProgress, RememberedAttempt, SinkError};
+
+/// This machine's host name: names workers in `flushes` and migrators in `schema_migrations`.
+pub fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string()).filter(|h| !h.is_empty())
+}

@@ -1,26 +1,91 @@
-//! Schema migrations. The SQL lives in `schemas/clickhouse/` (embedded at build time) so that
-//! analysts and the chDB check read exactly what the program applies. Every statement is
-//! idempotent (`IF NOT EXISTS`), so applying them again, or from several workers at once, is
-//! harmless; and when every object they create exists already, nothing runs at all, so
-//! restarting workers issues no DDL against the analysts' database.
+//! Schema migrations: numbered steps, a record of what ran, each step safe to re-run.
 //!
-//! A file that mentions `{rollup}` is applied once per rollup granularity, with `{bucket}` set
-//! to the ClickHouse function that truncates a time to it. `{fanout:X}` becomes `X` or `X_mv`
+//! Each file `schemas/clickhouse/NNN_name.sql` is one step (embedded at build time, so that
+//! analysts and the chDB check read exactly what the program applies). A released step is never
+//! edited: a schema change is a new step. `{database}.schema_migrations` records each step once
+//! all its statements succeeded (version, name, a checksum of its text, when, which costline and
+//! host), so `apply` runs only the steps not recorded yet, and when none is pending it runs no
+//! DDL at all, not even the chain probe: restarting workers changes nothing in the analysts'
+//! database. A database without the record (made before steps were numbered) has steps 1–3's
+//! objects; those steps only create what is missing, so they run again harmlessly and are
+//! recorded.
+//!
+//! A crash can stop a step half-way, and the step then runs again from its first statement, so
+//! every statement must be re-runnable: `CREATE … IF NOT EXISTS`, `DROP … IF EXISTS`, and
+//! `ALTER TABLE t ADD COLUMN IF NOT EXISTS c …`, which ClickHouse 18.16 does not parse: it runs
+//! here without `IF NOT EXISTS`, and only when `system.columns` lacks `c`. Several workers may
+//! start on a database at once; a column that another one added meanwhile counts as added.
+//!
+//! A statement that mentions `{rollup}` is applied once per rollup granularity, with `{bucket}`
+//! set to the ClickHouse function that truncates a time to it. `{fanout:X}` becomes `X` or `X_mv`
 //! depending on how the server chains materialized views ([`ChainStyle`], probed before applying).
 
+use std::fmt;
+
 use anyhow::{bail, Context};
-use clickhouse::Client;
+use clickhouse::{Client, Row};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::ledger::Targets;
 use crate::sink::ClickHouseTarget;
 
-const FILES: &[(&str, &str)] = &[
-    ("001_ledger.sql", include_str!("../../../schemas/clickhouse/001_ledger.sql")),
-    ("002_rollup.sql", include_str!("../../../schemas/clickhouse/002_rollup.sql")),
-    ("003_alerts.sql", include_str!("../../../schemas/clickhouse/003_alerts.sql")),
-    ("005_reprice.sql", include_str!("../../../schemas/clickhouse/005_reprice.sql")),
-    ("006_reprice_rollups.sql", include_str!("../../../schemas/clickhouse/006_reprice_rollups.sql")),
+/// One migration step: `schemas/clickhouse/{file}`, whose name starts with its version.
+#[derive(Debug)]
+pub struct Step {
+    pub version: u32,
+    pub file: &'static str,
+    text: &'static str,
+}
+
+macro_rules! step {
+    ($version:literal, $file:literal) => {
+        Step { version: $version, file: $file, text: include_str!(concat!("../../../schemas/clickhouse/", $file)) }
+    };
+}
+
+/// Every step, in order. A new step is one more line here (and its file).
+pub const STEPS: &[Step] = &[
+    step!(1, "001_ledger.sql"),
+    step!(2, "002_rollup.sql"),
+    step!(3, "003_alerts.sql"),
+    step!(4, "004_cache_write_1h.sql"),
+    step!(5, "005_reprice.sql"),
 ];
+
+impl Step {
+    /// The file name without its number and extension: `ledger` for `001_ledger.sql`.
+    pub fn name(&self) -> &'static str {
+        let name = self.file.strip_suffix(".sql").unwrap_or(self.file);
+        name.split_once('_').map_or(name, |(_, name)| name)
+    }
+
+    /// SHA-256 of the file's text, in hex: tells whether a step changed since it ran.
+    pub fn checksum(&self) -> String {
+        hex::encode(Sha256::digest(self.text.as_bytes()))
+    }
+
+    /// This step's statements for `database`, in order.
+    pub fn statements(&self, database: &str, chain: ChainStyle) -> Vec<Statement> {
+        let file = self.file;
+        let text = expand_fanout(&self.text.replace("{database}", database), chain);
+        let mut out = Vec::new();
+        for sql in split(&text) {
+            if !sql.contains("{rollup}") {
+                out.push(Statement { file, sql });
+                continue;
+            }
+            for &(rollup, bucket, bit) in ROLLUPS {
+                let sql = sql
+                    .replace("{rollup}", rollup)
+                    .replace("{bucket}", bucket)
+                    .replace("{target_bit}", &bit.bits().to_string());
+                out.push(Statement { file, sql });
+            }
+        }
+        out
+    }
+}
 
 /// The rollup granularities, the function that truncates a time to each, and the table's bit
 /// in `flush_ledger.targets`.
@@ -46,24 +111,9 @@ pub struct Statement {
     pub sql: String,
 }
 
-/// Every statement, in order, for `database`.
+/// Every statement of every step, in order, for `database`.
 pub fn statements(database: &str, chain: ChainStyle) -> Vec<Statement> {
-    let mut out = Vec::new();
-    for &(file, text) in FILES {
-        let text = expand_fanout(&text.replace("{database}", database), chain);
-        if text.contains("{rollup}") {
-            for &(rollup, bucket, bit) in ROLLUPS {
-                let expanded = text
-                    .replace("{rollup}", rollup)
-                    .replace("{bucket}", bucket)
-                    .replace("{target_bit}", &bit.bits().to_string());
-                out.extend(split(&expanded).map(|sql| Statement { file, sql }));
-            }
-        } else {
-            out.extend(split(&text).map(|sql| Statement { file, sql }));
-        }
-    }
-    out
+    STEPS.iter().flat_map(|step| step.statements(database, chain)).collect()
 }
 
 fn expand_fanout(text: &str, chain: ChainStyle) -> String {
@@ -152,56 +202,230 @@ pub async fn probe_chain_style(client: &Client, database: &str) -> anyhow::Resul
     }
 }
 
-/// The object a statement creates in `database` (`CREATE … IF NOT EXISTS database.name`);
-/// `None` for the statement that creates the database itself.
-fn created_object<'a>(sql: &'a str, database: &str) -> Option<&'a str> {
-    let (_, after) = sql.split_once("IF NOT EXISTS ")?;
-    let name = after.split_whitespace().next()?;
-    name.strip_prefix(database)?.strip_prefix('.')
+/// The record of applied steps. Several migrators may record one step; readers take the first.
+fn record_table_sql(database: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {database}.schema_migrations (version UInt32, name String, checksum String, \
+         applied_at DateTime('UTC'), costline_version String, host String) ENGINE = MergeTree ORDER BY version"
+    )
 }
 
-/// Whether every object the statements create is already in `database`. Any doubt (the
-/// database missing, the query failing) reads as "no", and the migrations run.
-async fn schema_in_place(client: &Client, database: &str) -> bool {
-    let Ok(existing) =
-        client.query("SELECT name FROM system.tables WHERE database = ?").bind(database).fetch_all::<String>().await
-    else {
-        return false;
-    };
-    let existing: std::collections::HashSet<String> = existing.into_iter().collect();
-    statements(database, ChainStyle::TargetTable)
-        .iter()
-        .filter_map(|statement| created_object(&statement.sql, database))
-        .all(|name| existing.contains(name))
+/// A step recorded in `schema_migrations`.
+#[derive(Debug, Clone, Row, Deserialize, Serialize)]
+pub struct AppliedStep {
+    pub version: u32,
+    pub name: String,
+    pub checksum: String,
+    /// `YYYY-MM-DD hh:mm:ss`, UTC.
+    pub applied_at: String,
+    pub costline_version: String,
+    pub host: String,
 }
 
-/// Applies every statement, unless every object they create exists already (a restart, a
-/// second worker): then nothing runs, not even the chain probe, so starting a worker against
-/// an installed schema changes nothing in the analysts' database. Returns how many statements
-/// ran (0 when the schema was in place).
-pub async fn apply(target: &ClickHouseTarget) -> anyhow::Result<usize> {
+/// What a database holds compared with the steps this binary knows.
+#[derive(Debug)]
+pub struct MigrationStatus {
+    pub database: String,
+    /// Whether `schema_migrations` exists (a database made before steps were numbered has none).
+    pub recorded: bool,
+    pub applied: Vec<AppliedStep>,
+}
+
+impl MigrationStatus {
+    /// Known steps not recorded yet, in order.
+    pub fn pending(&self) -> Vec<&'static Step> {
+        STEPS.iter().filter(|step| !self.applied.iter().any(|a| a.version == step.version)).collect()
+    }
+
+    /// Recorded steps this binary does not know: a newer release applied them.
+    pub fn unknown(&self) -> Vec<&AppliedStep> {
+        self.applied.iter().filter(|a| !STEPS.iter().any(|step| step.version == a.version)).collect()
+    }
+
+    /// Recorded steps whose file changed since they ran.
+    pub fn changed(&self) -> Vec<&AppliedStep> {
+        self.applied
+            .iter()
+            .filter(|a| STEPS.iter().any(|step| step.version == a.version && step.checksum() != a.checksum))
+            .collect()
+    }
+
+    /// Fails when a newer release has upgraded the database: this binary would write rows that
+    /// schema does not expect, or miss columns it needs.
+    pub fn refuse_newer(&self) -> anyhow::Result<()> {
+        let unknown = self.unknown();
+        let Some(newest) = unknown.last() else { return Ok(()) };
+        bail!(
+            "database `{}` has migration step {:03} ({}) applied, by costline {} on {}, which this costline {} does \
+             not know: a newer release upgraded the schema; run that release or a newer one",
+            self.database,
+            newest.version,
+            newest.name,
+            newest.costline_version,
+            newest.host,
+            env!("CARGO_PKG_VERSION")
+        )
+    }
+}
+
+impl fmt::Display for MigrationStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "database `{}`:", self.database)?;
+        if !self.recorded {
+            writeln!(f, "  no schema_migrations table: nothing recorded yet (a new database, or one made before steps were numbered)")?;
+        }
+        let changed = self.changed();
+        for applied in &self.applied {
+            let state = if !STEPS.iter().any(|step| step.version == applied.version) {
+                "UNKNOWN (applied by a newer release)"
+            } else if changed.iter().any(|c| c.version == applied.version) {
+                "CHANGED (the file differs from the text that ran)"
+            } else {
+                "applied"
+            };
+            writeln!(
+                f,
+                "  {:03} {:<16} {state} at {} UTC by costline {} on {}",
+                applied.version, applied.name, applied.applied_at, applied.costline_version, applied.host
+            )?;
+        }
+        let pending = self.pending();
+        for step in &pending {
+            writeln!(f, "  {:03} {:<16} pending", step.version, step.name())?;
+        }
+        if pending.is_empty() {
+            writeln!(f, "nothing pending")?;
+        } else {
+            writeln!(f, "{} pending: `costline migrate` applies them", pending.len())?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads what `target`'s database has recorded.
+pub async fn status(target: &ClickHouseTarget) -> anyhow::Result<MigrationStatus> {
     let client = target.server_client();
-    if schema_in_place(&client, &target.database).await {
-        return Ok(0);
+    let database = &target.database;
+    let recorded = client
+        .query(&format!("EXISTS TABLE {database}.schema_migrations"))
+        .fetch_one::<u8>()
+        .await
+        .with_context(|| format!("checking for {database}.schema_migrations"))?
+        == 1;
+    let applied = if recorded { applied_steps(&client, database).await? } else { Vec::new() };
+    Ok(MigrationStatus { database: database.clone(), recorded, applied })
+}
+
+async fn applied_steps(client: &Client, database: &str) -> anyhow::Result<Vec<AppliedStep>> {
+    let sql = format!(
+        "SELECT version, argMin(name, applied_at), argMin(checksum, applied_at), toString(min(applied_at)), \
+         argMin(costline_version, applied_at), argMin(host, applied_at) \
+         FROM {database}.schema_migrations GROUP BY version ORDER BY version"
+    );
+    client.query(&sql).fetch_all::<AppliedStep>().await.with_context(|| format!("reading {database}.schema_migrations"))
+}
+
+/// Applies the steps not recorded yet, and returns them; none when the database is up to date
+/// (then no DDL runs). Fails, changing nothing, on a database a newer release upgraded.
+pub async fn apply(target: &ClickHouseTarget) -> anyhow::Result<Vec<&'static Step>> {
+    let status = status(target).await?;
+    status.refuse_newer()?;
+    for changed in status.changed() {
+        tracing::warn!(step = changed.version, name = %changed.name, "a migration step's file changed after it ran");
     }
-    let chain = probe_chain_style(&client, &target.database).await?;
-    let statements = statements(&target.database, chain);
-    for statement in &statements {
-        client.query(&statement.sql).execute().await.with_context(|| {
-            format!(
-                "migration {} failed on statement:\n{}\n(migrations create missing objects but do not alter \
-                     existing ones: a database created by an older costline build must be dropped, or another \
-                     `clickhouse.database` chosen)",
-                statement.file, statement.sql
-            )
-        })?;
+    let pending = status.pending();
+    if pending.is_empty() {
+        return Ok(pending);
     }
-    Ok(statements.len())
+    let client = target.server_client();
+    let database = &target.database;
+    let chain = probe_chain_style(&client, database).await?;
+    client.query(&record_table_sql(database)).execute().await.context("creating schema_migrations")?;
+    let host = crate::host_name().unwrap_or_default();
+    let mut applied = Vec::new();
+    for step in pending {
+        // A worker started at the same time may have applied it meanwhile.
+        if applied_steps(&client, database).await?.iter().any(|a| a.version == step.version) {
+            continue;
+        }
+        for statement in step.statements(database, chain) {
+            execute(&client, database, &statement.sql)
+                .await
+                .with_context(|| format!("migration step {} failed on statement:\n{}", step.file, statement.sql))?;
+        }
+        client
+            .query(&format!(
+                "INSERT INTO {database}.schema_migrations (version, name, checksum, applied_at, costline_version, host) \
+                 VALUES (?, ?, ?, now(), ?, ?)"
+            ))
+            .bind(step.version)
+            .bind(step.name())
+            .bind(step.checksum())
+            .bind(env!("CARGO_PKG_VERSION"))
+            .bind(host.as_str())
+            .execute()
+            .await
+            .with_context(|| format!("recording migration step {}", step.file))?;
+        applied.push(step);
+    }
+    Ok(applied)
+}
+
+/// Runs one statement; `ADD COLUMN IF NOT EXISTS` as described in the module doc.
+async fn execute(client: &Client, database: &str, sql: &str) -> anyhow::Result<()> {
+    let Some((table, column)) = added_column(sql, database) else {
+        return Ok(client.query(sql).execute().await?);
+    };
+    if column_exists(client, database, table, column).await? {
+        return Ok(());
+    }
+    match client.query(&sql.replacen(" IF NOT EXISTS", "", 1)).execute().await {
+        Ok(()) => Ok(()),
+        Err(_) if column_exists(client, database, table, column).await? => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn column_exists(client: &Client, database: &str, table: &str, column: &str) -> anyhow::Result<bool> {
+    let count = client
+        .query("SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?")
+        .bind(database)
+        .bind(table)
+        .bind(column)
+        .fetch_one::<u64>()
+        .await
+        .context("reading system.columns")?;
+    Ok(count > 0)
+}
+
+/// The table and column of `ALTER TABLE database.table ADD COLUMN IF NOT EXISTS column …`.
+fn added_column<'a>(sql: &'a str, database: &str) -> Option<(&'a str, &'a str)> {
+    let mut words = sql.split_whitespace();
+    if [words.next()?, words.next()?] != ["ALTER", "TABLE"] {
+        return None;
+    }
+    let table = words.next()?.strip_prefix(database)?.strip_prefix('.')?;
+    for expected in ["ADD", "COLUMN", "IF", "NOT", "EXISTS"] {
+        if words.next()? != expected {
+            return None;
+        }
+    }
+    Some((table, words.next()?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn steps_are_numbered_in_order_from_their_file_names() {
+        for (i, step) in STEPS.iter().enumerate() {
+            assert_eq!(step.version as usize, i + 1, "{}", step.file);
+            assert_eq!(step.file, format!("{:03}_{}.sql", step.version, step.name()));
+        }
+        assert_eq!(STEPS[0].name(), "ledger");
+        assert_eq!(STEPS[0].checksum().len(), 64);
+    }
 
     #[test]
     fn expands_rollups_and_database() {
@@ -212,32 +436,59 @@ mod tests {
         assert!(all.iter().all(|s| !s.sql.contains('{')), "unexpanded placeholder");
         for rollup in ["minute", "hour", "day"] {
             let view = format!("CREATE VIEW IF NOT EXISTS analytics.usage_{rollup} AS");
-            assert_eq!(all.iter().filter(|s| s.sql.starts_with(&view)).count(), 1, "{view}");
+            assert!(all.iter().any(|s| s.sql.starts_with(&view)), "{view}");
         }
         assert!(all[0].sql.starts_with("CREATE DATABASE IF NOT EXISTS analytics"));
         assert!(all.iter().all(|s| !s.sql.ends_with(';') && !s.sql.starts_with("--")));
     }
 
+    /// A step that stopped half-way runs again from its start: each statement must be a no-op
+    /// or a repeatable change the second time.
     #[test]
-    fn every_statement_but_the_first_names_the_object_it_creates() {
-        let mut by_style = Vec::new();
-        for chain in [ChainStyle::ViewName, ChainStyle::TargetTable] {
-            let all = statements("analytics", chain);
-            assert_eq!(created_object(&all[0].sql, "analytics"), None, "{}", all[0].sql);
-            let names: Vec<&str> = all[1..]
-                .iter()
-                .map(|s| created_object(&s.sql, "analytics").unwrap_or_else(|| panic!("no object in:\n{}", s.sql)))
-                .collect();
-            let unique: std::collections::HashSet<&str> = names.iter().copied().collect();
-            assert_eq!(unique.len(), names.len(), "an object created twice: {names:?}");
-            for name in ["usage_events", "flushes", "usage_minute", "usage_day_mv", "alerts"] {
-                assert!(unique.contains(name), "{name} missing from {names:?}");
-            }
-            by_style.push(names.iter().map(|name| name.to_string()).collect::<Vec<_>>());
+    fn every_statement_can_run_again() {
+        for statement in statements("analytics", ChainStyle::ViewName) {
+            let sql = &statement.sql;
+            let rerunnable = sql.starts_with("CREATE DATABASE IF NOT EXISTS ")
+                || sql.starts_with("CREATE TABLE IF NOT EXISTS ")
+                || sql.starts_with("CREATE MATERIALIZED VIEW IF NOT EXISTS ")
+                || sql.starts_with("CREATE VIEW IF NOT EXISTS ")
+                || sql.starts_with("DROP TABLE IF EXISTS ")
+                || added_column(sql, "analytics").is_some_and(|_| sql.matches("ADD COLUMN").count() == 1);
+            assert!(rerunnable, "{}: cannot run twice:\n{sql}", statement.file);
         }
-        // `schema_in_place` checks the names of one style for both.
-        assert_eq!(by_style[0], by_style[1]);
-        assert_eq!(created_object("CREATE TABLE IF NOT EXISTS other.t (a UInt8)", "analytics"), None);
-        assert_eq!(created_object("CREATE TABLE IF NOT EXISTS analytics_old.t (a UInt8)", "analytics"), None);
+    }
+
+    #[test]
+    fn reads_added_columns() {
+        let sql = "ALTER TABLE analytics.usage_events ADD COLUMN IF NOT EXISTS n UInt64 DEFAULT 0 AFTER m";
+        assert_eq!(added_column(sql, "analytics"), Some(("usage_events", "n")));
+        assert_eq!(added_column("ALTER TABLE analytics.t ADD COLUMN n UInt64", "analytics"), None);
+        assert_eq!(added_column("ALTER TABLE other.t ADD COLUMN IF NOT EXISTS n UInt64", "analytics"), None);
+    }
+
+    #[test]
+    fn a_newer_step_is_refused_and_a_changed_one_flagged() {
+        let record = |version: u32, checksum: String| AppliedStep {
+            version,
+            name: "x".into(),
+            checksum,
+            applied_at: "2026-12-07 10:00:00".into(),
+            costline_version: "9.9.9".into(),
+            host: "h".into(),
+        };
+        let mut status = MigrationStatus {
+            database: "analytics".into(),
+            recorded: true,
+            applied: STEPS.iter().map(|s| record(s.version, s.checksum())).collect(),
+        };
+        assert!(status.pending().is_empty() && status.changed().is_empty());
+        assert!(status.refuse_newer().is_ok());
+        assert!(status.to_string().ends_with("nothing pending\n"), "{status}");
+        status.applied[0].checksum = "0".repeat(64);
+        assert_eq!(status.changed().len(), 1);
+        status.applied.push(record(STEPS.len() as u32 + 1, String::new()));
+        let refusal = format!("{:#}", status.refuse_newer().unwrap_err());
+        assert!(refusal.contains("a newer release upgraded the schema") && refusal.contains("9.9.9"), "{refusal}");
+        assert!(status.to_string().contains("UNKNOWN"), "{status}");
     }
 }

@@ -133,6 +133,7 @@ struct AttemptRow {
     input_tokens: u64,
     cached_input_tokens: u64,
     cache_write_tokens: u64,
+    cache_write_1h_tokens: u64,
     output_tokens: u64,
     cost: i128,
     price_version: String,
@@ -149,6 +150,7 @@ impl From<AttemptRow> for AttemptInForce {
             input_tokens: r.input_tokens,
             cached_input_tokens: r.cached_input_tokens,
             cache_write_tokens: r.cache_write_tokens,
+            cache_write_1h_tokens: r.cache_write_1h_tokens,
             output_tokens: r.output_tokens,
             cost: PicoUsd(r.cost),
             price_version: r.price_version,
@@ -182,6 +184,7 @@ impl From<CorrectionRow> for Correction {
             input_tokens: 0,
             cached_input_tokens: 0,
             cache_write_tokens: 0,
+            cache_write_1h_tokens: 0,
             output_tokens: 0,
             cost: PicoUsd(0),
             price_version: if was_unpriced || (r.unpriced_delta == 0 && r.price_version.is_empty()) {
@@ -249,7 +252,7 @@ impl RepriceStore {
         let sql = format!(
             "SELECT kafka_topic, kafka_partition, kafka_offset, toUInt32(event_time) AS event_time, tenant, \
              endpoint_tag, prompt_version, provider, model, environment, data_mode, input_tokens, \
-             cached_input_tokens, cache_write_tokens, output_tokens, cost_in_force AS cost, \
+             cached_input_tokens, cache_write_tokens, cache_write_1h_tokens, output_tokens, cost_in_force AS cost, \
              version_in_force AS price_version \
              FROM {IN_FORCE} \
              WHERE price_version != 'reported'{filter} \

@@ -100,6 +100,7 @@ pub struct CountedAttempts {
     pub input_tokens: Vec<u64>,
     pub cached_input_tokens: Vec<u64>,
     pub cache_write_tokens: Vec<u64>,
+    pub cache_write_1h_tokens: Vec<u64>,
     pub output_tokens: Vec<u64>,
     pub latency_ms: Vec<Option<u32>>,
     /// Fixed when counted.
@@ -124,6 +125,7 @@ impl CountedAttempts {
             input_tokens: Vec::with_capacity(attempts),
             cached_input_tokens: Vec::with_capacity(attempts),
             cache_write_tokens: Vec::with_capacity(attempts),
+            cache_write_1h_tokens: Vec::with_capacity(attempts),
             output_tokens: Vec::with_capacity(attempts),
             latency_ms: Vec::with_capacity(attempts),
             cost: Vec::with_capacity(attempts),
@@ -293,6 +295,7 @@ impl PartitionCounter {
                 counted.input_tokens.push(event.input_tokens);
                 counted.cached_input_tokens.push(event.cached_input_tokens);
                 counted.cache_write_tokens.push(event.cache_write_tokens);
+                counted.cache_write_1h_tokens.push(event.cache_write_1h_tokens);
                 counted.output_tokens.push(event.output_tokens);
                 counted.latency_ms.push(event.latency_ms);
                 counted.cost.push(cost);

@@ -66,6 +66,7 @@ fields! {
     OutputTokens => "outputTokens",
     CachedInputTokens => "cachedInputTokens",
     CacheWriteTokens => "cacheWriteTokens",
+    CacheWrite1hTokens => "cacheWrite1hTokens",
     LatencyMs => "latencyMs",
     Status => "status",
     DataMode => "dataMode",
@@ -270,12 +271,19 @@ fn build_event<'a>(raw: &RawFields<'a>) -> Result<DecodedEvent<'a>, RejectReason
     let cached_input_tokens =
         optional(raw, Field::CachedInputTokens, |f, r| integer(f, r, 0, MAX_TOKENS))?.unwrap_or(0);
     let cache_write_tokens = optional(raw, Field::CacheWriteTokens, |f, r| integer(f, r, 0, MAX_TOKENS))?.unwrap_or(0);
+    let cache_write_1h_tokens =
+        optional(raw, Field::CacheWrite1hTokens, |f, r| integer(f, r, 0, MAX_TOKENS))?.unwrap_or(0);
     if cached_input_tokens > input_tokens {
         return Err(RejectReason::InconsistentTokens { rule: "cachedInputTokens must be <= inputTokens" });
     }
     if cache_write_tokens > input_tokens - cached_input_tokens {
         return Err(RejectReason::InconsistentTokens {
             rule: "cacheWriteTokens must be <= inputTokens - cachedInputTokens",
+        });
+    }
+    if cache_write_1h_tokens > input_tokens - cached_input_tokens - cache_write_tokens {
+        return Err(RejectReason::InconsistentTokens {
+            rule: "cacheWrite1hTokens must be <= inputTokens - cachedInputTokens - cacheWriteTokens",
         });
     }
     let latency_ms = optional(raw, Field::LatencyMs, |f, r| integer(f, r, 0, MAX_LATENCY_MS))?.map(|v| v as u32);
@@ -299,6 +307,7 @@ fn build_event<'a>(raw: &RawFields<'a>) -> Result<DecodedEvent<'a>, RejectReason
         output_tokens,
         cached_input_tokens,
         cache_write_tokens,
+        cache_write_1h_tokens,
         latency_ms,
         status,
         data_mode,

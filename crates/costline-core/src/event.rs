@@ -57,6 +57,8 @@ pub struct UsageEvent<S> {
     pub output_tokens: u64,
     pub cached_input_tokens: u64,
     pub cache_write_tokens: u64,
+    /// Prompt tokens billed at the 1-hour cache-write price.
+    pub cache_write_1h_tokens: u64,
     pub latency_ms: Option<u32>,
     pub status: S,
     pub data_mode: DataMode,

@@ -28,6 +28,7 @@ pub struct Rates {
     pub input: i128,
     pub cached_input: i128,
     pub cache_write: i128,
+    pub cache_write_1h: i128,
     pub output: i128,
     /// `<table version>:<provider>/<model>@<effective_from>` (and `>N` for the tier above N
     /// input tokens), stored with every attempt these rates priced.
@@ -35,13 +36,16 @@ pub struct Rates {
 }
 
 impl Rates {
-    /// `(input − cached − cache_write) × in + cached × cache_read + cache_write × write + output × out`.
+    /// `(input − cached − cache_write − cache_write_1h) × in + cached × cache_read
+    /// + cache_write × write + cache_write_1h × write_1h + output × out`.
     pub fn cost<S>(&self, event: &UsageEvent<S>) -> PicoUsd {
-        let uncached = event.input_tokens - event.cached_input_tokens - event.cache_write_tokens;
+        let uncached =
+            event.input_tokens - event.cached_input_tokens - event.cache_write_tokens - event.cache_write_1h_tokens;
         PicoUsd(
             i128::from(uncached) * self.input
                 + i128::from(event.cached_input_tokens) * self.cached_input
                 + i128::from(event.cache_write_tokens) * self.cache_write
+                + i128::from(event.cache_write_1h_tokens) * self.cache_write_1h
                 + i128::from(event.output_tokens) * self.output,
         )
     }
@@ -118,6 +122,7 @@ struct PriceRow {
     input: String,
     cached_input: Option<String>,
     cache_write: Option<String>,
+    cache_write_1h: Option<String>,
     output: String,
     /// Prompt-length tiers (`[[price.tier]]`).
     #[serde(default)]
@@ -132,6 +137,7 @@ struct TierRow {
     input: String,
     cached_input: Option<String>,
     cache_write: Option<String>,
+    cache_write_1h: Option<String>,
     output: String,
 }
 
@@ -140,6 +146,7 @@ struct RateTexts<'a> {
     input: &'a str,
     cached_input: Option<&'a str>,
     cache_write: Option<&'a str>,
+    cache_write_1h: Option<&'a str>,
     output: &'a str,
 }
 
@@ -149,6 +156,7 @@ impl PriceRow {
             input: &self.input,
             cached_input: self.cached_input.as_deref(),
             cache_write: self.cache_write.as_deref(),
+            cache_write_1h: self.cache_write_1h.as_deref(),
             output: &self.output,
         }
     }
@@ -160,6 +168,7 @@ impl TierRow {
             input: &self.input,
             cached_input: self.cached_input.as_deref(),
             cache_write: self.cache_write.as_deref(),
+            cache_write_1h: self.cache_write_1h.as_deref(),
             output: &self.output,
         }
     }
@@ -228,10 +237,17 @@ impl PriceTable {
                 let or_input = |key, text: Option<&str>| {
                     text.map(|t| per_token(key, t)).transpose().map(|price| price.unwrap_or(input))
                 };
+                let cache_write = or_input("cache_write", texts.cache_write)?;
                 Ok(Rates {
                     input,
                     cached_input: or_input("cached_input", texts.cached_input)?,
-                    cache_write: or_input("cache_write", texts.cache_write)?,
+                    cache_write,
+                    // A missing 1-hour price is the cache-write price (itself the input's).
+                    cache_write_1h: texts
+                        .cache_write_1h
+                        .map(|t| per_token("cache_write_1h", t))
+                        .transpose()?
+                        .unwrap_or(cache_write),
                     output: per_token("output", texts.output)?,
                     version: version.into(),
                 })
@@ -395,6 +411,7 @@ mod tests {
         input = "3"
         cached_input = "0.30"
         cache_write = "3.75"
+        cache_write_1h = "6"
         output = "15"
     "#;
 
@@ -410,6 +427,7 @@ mod tests {
             output_tokens: 200,
             cached_input_tokens: 300,
             cache_write_tokens: 100,
+            cache_write_1h_tokens: 50,
             latency_ms: None,
             status: "success",
             data_mode: DataMode::Real,
@@ -432,7 +450,8 @@ mod tests {
         assert_eq!(cost, PicoUsd(1000 * 5_000_000 + 200 * 15_000_000));
         assert_eq!(pricing, Pricing::Table("t1:openai/gpt-4o@2024-01-01".into()));
         let (cost, _) = table.price(&e, OCT_2025);
-        assert_eq!(cost, PicoUsd(600 * 2_500_000 + 300 * 1_250_000 + 100 * 2_500_000 + 200 * 10_000_000));
+        // No cache-write prices: both kinds of writes at the input price.
+        assert_eq!(cost, PicoUsd(550 * 2_500_000 + 300 * 1_250_000 + 150 * 2_500_000 + 200 * 10_000_000));
     }
 
     #[test]
@@ -440,7 +459,12 @@ mod tests {
         let table = PriceTable::from_toml(TABLE, "test").unwrap();
         let e = event("anthropic", "claude-sonnet-4-5-20250929");
         let (cost, _) = table.price(&e, OCT_2025);
-        assert_eq!(cost, PicoUsd(600 * 3_000_000 + 300 * 300_000 + 100 * 3_750_000 + 200 * 15_000_000));
+        let want = 550 * 3_000_000 + 300 * 300_000 + 100 * 3_750_000 + 50 * 6_000_000 + 200 * 15_000_000;
+        assert_eq!(cost, PicoUsd(want));
+        // Without a 1-hour price, 1-hour writes cost the cache-write price.
+        let table = PriceTable::from_toml(&TABLE.replace("cache_write_1h = \"6\"\n", ""), "test").unwrap();
+        let (cost, _) = table.price(&e, OCT_2025);
+        assert_eq!(cost, PicoUsd(want - 50 * 6_000_000 + 50 * 3_750_000));
     }
 
     #[test]
@@ -546,10 +570,13 @@ mod tests {
         above_input_tokens = 200000
         input = "2.50"
         cached_input = "0.25"
+        cache_write = "3.125"
+        cache_write_1h = "5"
         output = "15"
         [[price.tier]]
         above_input_tokens = 1000000
         input = "5"
+        cache_write = "6.25"
         output = "20"
     "#;
 
@@ -564,7 +591,7 @@ mod tests {
     fn a_tier_prices_the_whole_attempt_once_its_threshold_is_passed() {
         let table = PriceTable::from_toml(TIERED, "test").unwrap();
         let mut e = event("google", "gemini-2.5-pro");
-        e.cache_write_tokens = 0;
+        (e.cache_write_tokens, e.cache_write_1h_tokens) = (0, 0);
         let cases: [(u64, [&str; 3], &str); 6] = [
             (200_000 - 1, ["1.25", "0.125", "10"], "t2:google/gemini-2.5-pro@2025-06-17"),
             (200_000, ["1.25", "0.125", "10"], "t2:google/gemini-2.5-pro@2025-06-17"),
@@ -603,23 +630,27 @@ mod tests {
         /// from the decimal prices gives, to the pico-dollar.
         #[test]
         fn tiered_costs_are_exact(
-            input in 0u64..3_000_000, cached_share in 0u64..=100, write_share in 0u64..=100, output in 0u64..200_000,
+            input in 0u64..3_000_000, cached_share in 0u64..=100, write_share in 0u64..=100,
+            write_1h_share in 0u64..=100, output in 0u64..200_000,
         ) {
             let table = PriceTable::from_toml(TIERED, "test").unwrap();
             let mut e = event("google", "gemini-2.5-pro");
             e.input_tokens = input;
             e.cached_input_tokens = input * cached_share / 100;
             e.cache_write_tokens = (input - e.cached_input_tokens) * write_share / 100;
+            e.cache_write_1h_tokens = (input - e.cached_input_tokens - e.cache_write_tokens) * write_1h_share / 100;
             e.output_tokens = output;
-            let [p_in, p_cached, p_out] = match input {
-                0..=200_000 => ["1.25", "0.125", "10"],
-                200_001..=1_000_000 => ["2.50", "0.25", "15"],
-                _ => ["5", "5", "20"],
+            // A missing write price is the input's; a missing 1-hour price the write price.
+            let [p_in, p_cached, p_write, p_write_1h, p_out] = match input {
+                0..=200_000 => ["1.25", "0.125", "1.25", "1.25", "10"],
+                200_001..=1_000_000 => ["2.50", "0.25", "3.125", "5", "15"],
+                _ => ["5", "5", "6.25", "6.25", "20"],
             };
-            let uncached = input - e.cached_input_tokens - e.cache_write_tokens;
-            // No cache-write price anywhere: writes are billed at the input price.
-            let want = i128::from(uncached + e.cache_write_tokens) * pico_per_token(p_in)
+            let uncached = input - e.cached_input_tokens - e.cache_write_tokens - e.cache_write_1h_tokens;
+            let want = i128::from(uncached) * pico_per_token(p_in)
                 + i128::from(e.cached_input_tokens) * pico_per_token(p_cached)
+                + i128::from(e.cache_write_tokens) * pico_per_token(p_write)
+                + i128::from(e.cache_write_1h_tokens) * pico_per_token(p_write_1h)
                 + i128::from(output) * pico_per_token(p_out);
             proptest::prop_assert_eq!(table.price(&e, OCT_2025).0, PicoUsd(want));
         }

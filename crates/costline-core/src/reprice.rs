@@ -41,6 +41,7 @@ pub struct AttemptInForce {
     pub input_tokens: u64,
     pub cached_input_tokens: u64,
     pub cache_write_tokens: u64,
+    pub cache_write_1h_tokens: u64,
     pub output_tokens: u64,
     /// The counted cost plus every correction so far.
     pub cost: PicoUsd,
@@ -82,6 +83,7 @@ pub fn correct(attempt: &AttemptInForce, table: &PriceTable) -> Option<Correctio
         output_tokens: attempt.output_tokens,
         cached_input_tokens: attempt.cached_input_tokens,
         cache_write_tokens: attempt.cache_write_tokens,
+        cache_write_1h_tokens: attempt.cache_write_1h_tokens,
         latency_ms: None,
         status: "",
         data_mode: DataMode::parse(&dims.data_mode).unwrap_or(DataMode::Real),
@@ -224,6 +226,7 @@ model = "m1"
 effective_from = "2026-06-01"
 input = "1"
 cached_input = "0.1"
+cache_write_1h = "2"
 output = "5"
 "#;
 
@@ -245,6 +248,7 @@ output = "5"
             input_tokens: 1000,
             cached_input_tokens: 400,
             cache_write_tokens: 0,
+            cache_write_1h_tokens: 0,
             output_tokens: 100,
             cost: PicoUsd(cost),
             price_version: version.into(),
@@ -267,6 +271,9 @@ output = "5"
             (c.new_cost, c.cost_delta(), c.unpriced_delta()),
             (PicoUsd(1_140_000_000), PicoUsd(1_139_999_995), 0)
         );
+        // 1-hour cache writes at their own price: 500 × 1 + 400 × 0.1 + 100 × 2 + 100 × 5 = 1240.
+        let with_1h = AttemptInForce { cache_write_1h_tokens: 100, ..attempt(6, "m1", 181, 0, "t1:x") };
+        assert_eq!(correct(&with_1h, &table).unwrap().new_cost, PicoUsd(1_240_000_000));
         // Already at the table's cost: nothing, whatever version string it carries.
         let settled = attempt(3, "m1", 181, 1_140_000_000, "t1:acme/m1@2026-06-01");
         assert_eq!(correct(&settled, &table), None);

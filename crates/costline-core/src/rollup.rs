@@ -53,6 +53,7 @@ pub struct RollupMeasures {
     pub input_tokens: u64,
     pub cached_input_tokens: u64,
     pub cache_write_tokens: u64,
+    pub cache_write_1h_tokens: u64,
     pub output_tokens: u64,
     pub cost: PicoUsd,
     pub unpriced_attempts: u64,
@@ -84,6 +85,7 @@ impl RollupMeasures {
         self.input_tokens += event.input_tokens;
         self.cached_input_tokens += event.cached_input_tokens;
         self.cache_write_tokens += event.cache_write_tokens;
+        self.cache_write_1h_tokens += event.cache_write_1h_tokens;
         self.output_tokens += event.output_tokens;
         self.cost += cost;
         self.unpriced_attempts += u64::from(*pricing == Pricing::Unpriced);
@@ -225,6 +227,7 @@ mod tests {
             output_tokens: 1,
             cached_input_tokens: 0,
             cache_write_tokens: 0,
+            cache_write_1h_tokens: 0,
             latency_ms: None,
             status: text("success"),
             data_mode: DataMode::Test,

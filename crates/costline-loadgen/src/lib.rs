@@ -147,6 +147,8 @@ const ENDPOINTS: &[Endpoint] = &[
 struct GeneratedEvent {
     #[serde(skip_serializing_if = "Option::is_none")]
     attempt: Option<u64>,
+    #[serde(rename = "cacheWrite1hTokens", skip_serializing_if = "Option::is_none")]
+    cache_write_1h_tokens: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     cache_write_tokens: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -251,12 +253,20 @@ impl TrafficGenerator {
         let provider_text =
             if self.rng.random_bool(0.05) { Cow::Owned(provider.to_uppercase()) } else { Cow::Borrowed(provider) };
         let user_id = self.tenant();
-        let (mut cached_input_tokens, mut cache_write_tokens) = (None, None);
+        let (mut cached_input_tokens, mut cache_write_tokens, mut cache_write_1h_tokens) = (None, None, None);
         if provider != "mistral" && self.rng.random_bool(0.4) {
             let cached = (input as f64 * self.rng.random_range(0.2..0.9)) as u64;
             cached_input_tokens = Some(cached);
             if provider == "anthropic" && self.rng.random_bool(0.25) {
-                cache_write_tokens = Some(((input - cached) as f64 * self.rng.random_range(0.0..0.5)) as u64);
+                let share = self.rng.random_range(0.0..0.5);
+                let written = Some(((input - cached) as f64 * share) as u64);
+                // The smaller 40 % of writes go to the 1-hour cache: no extra draw, so a seed's
+                // other records keep their bytes.
+                if share < 0.2 {
+                    cache_write_1h_tokens = written;
+                } else {
+                    cache_write_tokens = written;
+                }
             }
         }
         let latency_ms = 150 + output * self.rng.random_range(4..25);
@@ -293,6 +303,7 @@ impl TrafficGenerator {
         });
         GeneratedEvent {
             attempt: None,
+            cache_write_1h_tokens,
             cache_write_tokens,
             cached_input_tokens,
             cost_usd,

@@ -65,7 +65,7 @@ enum ConfigAction {
 enum Command {
     /// Run a worker: consume usage events, write rollups, until SIGTERM/SIGINT.
     Run,
-    /// Apply the ClickHouse schema (idempotent).
+    /// Apply the pending ClickHouse migration steps (`schemas/clickhouse/NNN_*.sql`).
     Migrate {
         /// Print the SQL instead of applying it.
         #[arg(long)]
@@ -73,6 +73,10 @@ enum Command {
         /// With --print-sql: the SQL for ClickHouse 18.x (views chained by view name).
         #[arg(long, requires = "print_sql")]
         legacy_chaining: bool,
+        /// List the applied steps (with when) and the pending ones, and change nothing. Exits 0
+        /// whatever is pending; non-zero only when the database cannot be read.
+        #[arg(long, conflicts_with = "print_sql")]
+        status: bool,
     },
     /// Publish realistic generated usage events to the topic.
     Produce(produce::ProduceArgs),
@@ -151,7 +155,7 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<std::proces
 async fn run_command(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Run => run_worker(config).await,
-        Command::Migrate { print_sql: true, legacy_chaining } => {
+        Command::Migrate { print_sql: true, legacy_chaining, .. } => {
             use costline_clickhouse::migrate::{statements, ChainStyle};
             let chain = if legacy_chaining { ChainStyle::ViewName } else { ChainStyle::TargetTable };
             for statement in statements(&config.clickhouse.database, chain) {
@@ -159,13 +163,19 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Migrate { print_sql: false, .. } => {
+        Command::Migrate { status: true, .. } => {
+            let status = costline_clickhouse::migrate::status(&worker::clickhouse_target(&config)).await?;
+            print!("{status}");
+            Ok(())
+        }
+        Command::Migrate { .. } => {
             let applied = costline_clickhouse::migrate::apply(&worker::clickhouse_target(&config)).await?;
             let database = &config.clickhouse.database;
-            if applied == 0 {
-                println!("database `{database}` holds every object already: nothing applied");
-            } else {
-                println!("applied {applied} idempotent statements to database `{database}`");
+            if applied.is_empty() {
+                println!("database `{database}` is up to date: nothing applied");
+            }
+            for step in applied {
+                println!("applied migration step {} to database `{database}`", step.file);
             }
             Ok(())
         }

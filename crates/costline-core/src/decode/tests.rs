@@ -24,12 +24,13 @@ fn minimal_event_gets_defaults() {
 #[test]
 fn full_event_and_unknown_fields() {
     let payload = with(
-        r#","promptVersion":"summary_v3","userId":"t-9","cachedInputTokens":200,"cacheWriteTokens":100,"latencyMs":812,"dataMode":"test","environment":"staging","attempt":2,"timestamp":"2025-05-01T10:00:00.250+02:00","costUsd":0.0123,"errorCode":"","extra":{"deep":[1,2,{"x":null}]}"#,
+        r#","promptVersion":"summary_v3","userId":"t-9","cachedInputTokens":200,"cacheWriteTokens":100,"cacheWrite1hTokens":50,"latencyMs":812,"dataMode":"test","environment":"staging","attempt":2,"timestamp":"2025-05-01T10:00:00.250+02:00","costUsd":0.0123,"errorCode":"","extra":{"deep":[1,2,{"x":null}]}"#,
     );
     let event = decode_event(payload.as_bytes()).unwrap();
     assert_eq!(event.timestamp_ms, Some(1_746_086_400_250));
     assert_eq!(event.cost_usd, Some(PicoUsd(12_300_000_000)));
-    assert_eq!((event.cached_input_tokens, event.cache_write_tokens, event.latency_ms), (200, 100, Some(812)));
+    assert_eq!((event.cached_input_tokens, event.cache_write_tokens, event.cache_write_1h_tokens), (200, 100, 50));
+    assert_eq!(event.latency_ms, Some(812));
     assert_eq!((event.data_mode, event.attempt, &*event.environment), (DataMode::Test, 2, "staging"));
 }
 
@@ -76,6 +77,11 @@ fn precise_reasons() {
             &with(r#","cachedInputTokens":1000,"cacheWriteTokens":201"#),
             "token counts are inconsistent: cacheWriteTokens must be <= inputTokens - cachedInputTokens",
         ),
+        (
+            &with(r#","cachedInputTokens":1000,"cacheWriteTokens":100,"cacheWrite1hTokens":101"#),
+            "token counts are inconsistent: cacheWrite1hTokens must be <= inputTokens - cachedInputTokens - cacheWriteTokens",
+        ),
+        (&with(r#","cacheWrite1hTokens":-1"#), "field `cacheWrite1hTokens` must be between 0 and 1000000000"),
         (&with(r#","dataMode":"prod""#), "field `dataMode` must be one of real, test, demo (got \"prod\")"),
         (&with(r#","attempt":0"#), "field `attempt` must be between 1 and 10000"),
         (&with(r#","costUsd":-1"#), "field `costUsd` must be >= 0"),

@@ -120,7 +120,7 @@ pub async fn run(config: &Config, args: &RepriceArgs) -> anyhow::Result<()> {
         reprice_id: reprice_id.clone(),
         status: "started".into(),
         requested_by: args.by.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "unknown".into()),
-        host: worker::host_name(),
+        host: costline_clickhouse::host_name().unwrap_or_else(|| "unknown".into()),
         started_at: (started_at / 1000) as u32,
         finished_at: 0,
         range_from: from,

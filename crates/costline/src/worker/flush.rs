@@ -620,16 +620,8 @@ fn jittered(base: Duration) -> Duration {
 
 /// `host-pid`: names the worker in `flushes.worker` and in query ids.
 fn worker_id() -> String {
-    format!("{}-{}", host_name(), std::process::id())
-}
-
-/// This machine's name (`worker` when it has none).
-pub(crate) fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "worker".into())
+    let host = costline_clickhouse::host_name().unwrap_or_else(|| "worker".into());
+    format!("{host}-{}", std::process::id())
 }
 
 #[cfg(test)]

@@ -12,7 +12,6 @@
 //! Shutdown (SIGTERM/SIGINT) stops reading, flushes, commits and returns.
 
 mod flush;
-pub(crate) use flush::host_name;
 mod ownership;
 mod partitions;
 
@@ -58,7 +57,7 @@ pub async fn run(
     set_transparent_huge_pages(config.pipeline.transparent_huge_pages);
     let target = clickhouse_target(config);
     let applied = costline_clickhouse::migrate::apply(&target).await.context("applying ClickHouse migrations")?;
-    info!(statements_applied = applied, database = %target.database, "schema is up to date");
+    info!(steps_applied = applied.len(), database = %target.database, "schema is up to date");
     let sink = LedgerSink::new(&target, Duration::from_secs(config.clickhouse.insert_timeout_secs));
     let dead_letters = RecordProducer::connect(&config.kafka.brokers, &config.kafka.producer_properties())
         .context("creating the dead-letter producer")?;

@@ -15,7 +15,8 @@
 //! (`input`, `input_tokens`, `prompt_token_count`…): they are aliases, never summed, and must
 //! agree. `input*`/`prompt*` aliases → `input`, `input_cache_read` and its aliases →
 //! `cached_input`, `input_cache_creation` (5-minute) and its aliases → `cache_write`, `output`
-//! and its aliases → `output`. Not imported, listed in the summary: `input_cache_creation_1h`,
+//! and its aliases → `output`, `input_cache_creation_1h` → `cache_write_1h`. Not imported,
+//! listed in the summary:
 //! reasoning prices that differ from the output price, and any other key (audio, image…).
 //!
 //! Tiers: a conditional tier becomes a `[[price.tier]]` when it has one condition, `gt` (above
@@ -99,10 +100,7 @@ fn model_candidates(model: &Model) -> Vec<Candidate> {
         (Err(reason), _) | (_, Err(reason)) => return vec![candidate(Err(reason))],
     };
     if partial {
-        not_imported.push(NotImported {
-            what: "matchPattern variants that are not literal ids (not derived)".into(),
-            value: None,
-        });
+        not_imported.push(NotImported { what: "matchPattern variants that are not literal ids (not derived)".into() });
     }
     ids.into_iter()
         .map(|id| {
@@ -267,7 +265,7 @@ fn flags_allowed(flags: &ast::Flags) -> Result<(), String> {
 }
 
 /// Usage keys that name the same tokens.
-const ALIASES: [(Field, &[&str]); 4] = [
+const ALIASES: [(Field, &[&str]); 5] = [
     (
         Field::Input,
         &[
@@ -292,6 +290,7 @@ const ALIASES: [(Field, &[&str]); 4] = [
         ],
     ),
     (Field::CacheWrite, &["input_cache_creation", "input_cache_creation_5m", "cache_creation_input_tokens"]),
+    (Field::CacheWrite1h, &["input_cache_creation_1h"]),
     (
         Field::Output,
         &[
@@ -306,17 +305,17 @@ const ALIASES: [(Field, &[&str]); 4] = [
     ),
 ];
 
-const ONE_HOUR_WRITE: &str = "input_cache_creation_1h";
 const REASONING: [&str; 4] =
     ["output_reasoning", "output_reasoning_tokens", "thoughts_token_count", "thoughtsTokenCount"];
 
 type Prices = (CatalogRates, Vec<(u64, CatalogRates)>, Vec<NotImported>);
 
-/// One tier's prices: the four costline fields (`None`: not priced) and what is not imported.
-fn read_level(tier: &Tier, not_imported: &mut Vec<NotImported>) -> Result<[Option<i128>; 4], String> {
+/// One tier's prices: the five costline fields in [`ALIASES`]' order (`None`: not priced) and
+/// what is not imported.
+fn read_level(tier: &Tier, not_imported: &mut Vec<NotImported>) -> Result<[Option<i128>; 5], String> {
     let prices: Vec<(&str, &str)> =
         tier.prices.iter().filter(|(_, raw)| raw.get() != "null").map(|(k, raw)| (k.as_str(), raw.get())).collect();
-    let mut fields = [None; 4];
+    let mut fields = [None; 5];
     for (slot, (field, aliases)) in ALIASES.iter().enumerate() {
         let mut found: Option<(&str, i128)> = None;
         for (key, text) in prices.iter().filter(|(key, _)| aliases.contains(key)) {
@@ -336,31 +335,22 @@ fn read_level(tier: &Tier, not_imported: &mut Vec<NotImported>) -> Result<[Optio
         }
         fields[slot] = found.map(|(_, price)| price);
     }
-    if fields[0].is_none() && fields[3].is_none() && prices.iter().any(|(key, _)| *key == "total") {
+    if fields[0].is_none() && fields[4].is_none() && prices.iter().any(|(key, _)| *key == "total") {
         return Err("priced by `total` tokens only: costline prices input and output tokens".into());
     }
     for (key, text) in &prices {
         if ALIASES.iter().any(|(_, aliases)| aliases.contains(key)) {
             continue;
         }
-        if *key == ONE_HOUR_WRITE {
-            let value = usd_per_token(key, text).map_or_else(|_| format!("{text} USD per token"), per_million_text);
-            let what = if tier.is_default {
-                "1-hour cache-write price".to_string()
-            } else {
-                format!("1-hour cache-write price in tier `{}`", tier.name)
-            };
-            not_imported.push(NotImported { what, value: Some(value) });
-        } else if REASONING.contains(key) {
-            if usd_per_token(key, text).ok() != fields[3] {
+        if REASONING.contains(key) {
+            if usd_per_token(key, text).ok() != fields[4] {
                 not_imported.push(NotImported {
                     what: "reasoning-token prices other than the output price (costline bills reasoning as output)"
                         .into(),
-                    value: None,
                 });
             }
         } else {
-            not_imported.push(NotImported { what: format!("`{key}` prices"), value: None });
+            not_imported.push(NotImported { what: format!("`{key}` prices") });
         }
     }
     Ok(fields)
@@ -368,13 +358,14 @@ fn read_level(tier: &Tier, not_imported: &mut Vec<NotImported>) -> Result<[Optio
 
 fn complete(
     tier: &Tier,
-    [input, cached_input, cache_write, output]: [Option<i128>; 4],
+    [input, cached_input, cache_write, cache_write_1h, output]: [Option<i128>; 5],
 ) -> Result<CatalogRates, String> {
     let missing = |what: &str| format!("tier `{}` has no {what} price", tier.name);
     Ok(CatalogRates {
         input: input.ok_or_else(|| missing("input"))?,
         cached_input,
         cache_write,
+        cache_write_1h,
         output: output.ok_or_else(|| missing("output"))?,
     })
 }
@@ -398,6 +389,7 @@ fn read_tiers(tiers: &[Tier]) -> Result<Prices, String> {
         for (name, base, here) in [
             ("cache-read", rates.cached_input, level.cached_input),
             ("cache-write", rates.cache_write, level.cache_write),
+            ("1-hour cache-write", rates.cache_write_1h, level.cache_write_1h),
         ] {
             if base.is_some() && here.is_none() {
                 return Err(format!("tier `{}` has no {name} price while the default tier has one", tier.name));
@@ -411,7 +403,7 @@ fn read_tiers(tiers: &[Tier]) -> Result<Prices, String> {
             .into());
     }
     levels.reverse();
-    not_imported.sort_by(|a, b| (&a.what, &a.value).cmp(&(&b.what, &b.value)));
+    not_imported.sort();
     not_imported.dedup();
     Ok((rates, levels, not_imported))
 }
@@ -452,7 +444,7 @@ mod tests {
     const FIXTURE: &str = include_str!("../../../../../tests/fixtures/langfuse/default-model-prices.json");
 
     fn rates(input: i128, cached: Option<i128>, write: Option<i128>, output: i128) -> CatalogRates {
-        CatalogRates { input, cached_input: cached, cache_write: write, output }
+        CatalogRates { input, cached_input: cached, cache_write: write, cache_write_1h: None, output }
     }
 
     fn ids(pattern: &str) -> (Vec<String>, bool) {
@@ -531,18 +523,12 @@ mod tests {
         assert_eq!(gpt.rates, rates(2_500_000, Some(1_250_000), None, 10_000_000));
         assert!(gpt.tiers.is_empty());
         let sonnet = row("anthropic/claude-sonnet-4-5");
-        assert_eq!(sonnet.rates, rates(3_000_000, Some(300_000), Some(3_750_000), 15_000_000), "aliases not summed");
-        assert_eq!(sonnet.tiers, vec![(200_000, rates(6_000_000, Some(600_000), Some(7_500_000), 22_500_000))]);
-        assert_eq!(
-            sonnet.not_imported,
-            vec![
-                NotImported { what: "1-hour cache-write price".into(), value: Some("6".into()) },
-                NotImported {
-                    what: "1-hour cache-write price in tier `Large Context`".into(),
-                    value: Some("12".into())
-                },
-            ]
-        );
+        let with_1h = |rates: CatalogRates, price| CatalogRates { cache_write_1h: Some(price), ..rates };
+        let base = rates(3_000_000, Some(300_000), Some(3_750_000), 15_000_000);
+        assert_eq!(sonnet.rates, with_1h(base, 6_000_000), "aliases not summed");
+        let tier = rates(6_000_000, Some(600_000), Some(7_500_000), 22_500_000);
+        assert_eq!(sonnet.tiers, vec![(200_000, with_1h(tier, 12_000_000))]);
+        assert_eq!(sonnet.not_imported, vec![]);
         for id in [
             "anthropic/claude-sonnet-4-5-20250929",
             "bedrock/anthropic.claude-sonnet-4-5-20250929-v1:0",
@@ -564,11 +550,8 @@ mod tests {
         assert_eq!(
             gemini.not_imported,
             vec![
-                NotImported { what: "`input_audio_tokens` prices".into(), value: None },
-                NotImported {
-                    what: "matchPattern variants that are not literal ids (not derived)".into(),
-                    value: None
-                },
+                NotImported { what: "`input_audio_tokens` prices".into() },
+                NotImported { what: "matchPattern variants that are not literal ids (not derived)".into() },
             ]
         );
         assert!(rows.contains_key("openai/gpt-4-vision-preview"));

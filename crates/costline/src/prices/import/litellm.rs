@@ -4,7 +4,8 @@
 //!
 //! Fields, read as LiteLLM's own cost calculator reads them:
 //! - `input_cost_per_token`, `cache_read_input_token_cost`, `cache_creation_input_token_cost`,
-//!   `output_cost_per_token` → `input`, `cached_input`, `cache_write`, `output`.
+//!   `cache_creation_input_token_cost_above_1hr`, `output_cost_per_token` → `input`,
+//!   `cached_input`, `cache_write`, `cache_write_1h`, `output`.
 //! - `<those>_above_<N>k_tokens` → a `[[price.tier]]` above N×1000 input tokens (`_above_<N>_tokens`:
 //!   above N). A price a tier does not give is the one of the tier below (LiteLLM walks the
 //!   thresholds upwards, each overriding what it names). xAI bills a tier from the threshold
@@ -12,8 +13,7 @@
 //! - `tiered_pricing` (`range: [start, end]`, all-or-nothing per request, `start < input <= end`):
 //!   the range from 0 is the row, each other range a tier above its start; the ranges must
 //!   follow each other. A range without an output price takes the entry's `output_cost_per_token`.
-//! - Not imported, listed in the summary: `cache_creation_input_token_cost_above_1hr` (the 1-hour
-//!   cache-write price, with its value), `*_batches`, `*_priority`, `*_flex` (not pay-as-you-go
+//! - Not imported, listed in the summary: `*_batches`, `*_priority`, `*_flex` (not pay-as-you-go
 //!   list prices), `output_cost_per_reasoning_token` where it differs from the output price
 //!   (costline bills reasoning as output), and every other `*cost*` field (audio, image, per
 //!   second, search…), whose tokens or units usage events do not carry.
@@ -26,8 +26,8 @@ use std::collections::BTreeMap;
 use serde_json::value::RawValue;
 
 use super::{
-    costline_model, costline_provider, per_million_text, usd_per_token, Candidate, CatalogRates, CatalogRow, Field,
-    NotImported, ParsedCatalog,
+    costline_model, costline_provider, usd_per_token, Candidate, CatalogRates, CatalogRow, Field, NotImported,
+    ParsedCatalog,
 };
 
 /// The `mode`s of models that bill tokens in and out.
@@ -80,10 +80,13 @@ fn text_field(entry: &Entry, key: &str) -> Result<Option<String>, String> {
     }
 }
 
-const FIELDS: [(&str, Field); 4] = [
+// `…_above_1hr` is not a prompt-length tier: it is matched whole, after the 5-minute write
+// price's `_above_` finds no token count in `1hr`.
+const FIELDS: [(&str, Field); 5] = [
     ("input_cost_per_token", Field::Input),
     ("cache_read_input_token_cost", Field::CacheRead),
     ("cache_creation_input_token_cost", Field::CacheWrite),
+    ("cache_creation_input_token_cost_above_1hr", Field::CacheWrite1h),
     ("output_cost_per_token", Field::Output),
 ];
 
@@ -93,6 +96,7 @@ struct Named {
     input: Option<i128>,
     cached_input: Option<i128>,
     cache_write: Option<i128>,
+    cache_write_1h: Option<i128>,
     output: Option<i128>,
 }
 
@@ -102,6 +106,7 @@ impl Named {
             Field::Input => &mut self.input,
             Field::CacheRead => &mut self.cached_input,
             Field::CacheWrite => &mut self.cache_write,
+            Field::CacheWrite1h => &mut self.cache_write_1h,
             Field::Output => &mut self.output,
         };
         *slot = Some(price);
@@ -113,6 +118,7 @@ impl Named {
             input: self.input.or(below.input),
             cached_input: self.cached_input.or(below.cached_input),
             cache_write: self.cache_write.or(below.cache_write),
+            cache_write_1h: self.cache_write_1h.or(below.cache_write_1h),
             output: self.output.or(below.output),
         }
     }
@@ -122,6 +128,7 @@ impl Named {
             input: self.input.ok_or_else(|| "no `input_cost_per_token`".to_string())?,
             cached_input: self.cached_input,
             cache_write: self.cache_write,
+            cache_write_1h: self.cache_write_1h,
             output: self.output.ok_or_else(|| "no `output_cost_per_token`".to_string())?,
         })
     }
@@ -133,8 +140,6 @@ enum Key {
     Price(&'static str),
     /// A price above a prompt length.
     Above(&'static str, u64),
-    /// The 1-hour cache-write price (above a prompt length).
-    OneHourWrite(Option<u64>),
     Reasoning,
     Tiered,
     /// A price costline has no place for: what it is.
@@ -156,14 +161,6 @@ fn classify(key: &str) -> Key {
     ] {
         if key.ends_with(suffix) {
             return Key::NotImported(what.to_string());
-        }
-    }
-    if let Some(rest) = key.strip_prefix("cache_creation_input_token_cost_above_1hr") {
-        if rest.is_empty() {
-            return Key::OneHourWrite(None);
-        }
-        if let Some(above) = rest.strip_prefix("_above_").and_then(threshold) {
-            return Key::OneHourWrite(Some(above));
         }
     }
     for (name, _) in FIELDS {
@@ -216,15 +213,8 @@ fn read_prices(entry: &Entry, inclusive: bool) -> Result<Prices, String> {
                     above.entry(tokens).or_default().set(field, usd_per_token(key, raw.get())?);
                 }
             }
-            Key::OneHourWrite(tokens) => not_imported.push(NotImported {
-                what: match tokens {
-                    None => "1-hour cache-write price".to_string(),
-                    Some(tokens) => format!("1-hour cache-write price above {tokens} input tokens"),
-                },
-                value: Some(value_text(key, raw)),
-            }),
             Key::Reasoning => reasoning = Some((key, raw)),
-            Key::NotImported(what) => not_imported.push(NotImported { what, value: None }),
+            Key::NotImported(what) => not_imported.push(NotImported { what }),
             Key::Tiered | Key::NotAPrice => {}
         }
     }
@@ -254,18 +244,12 @@ fn read_prices(entry: &Entry, inclusive: bool) -> Result<Prices, String> {
         if usd_per_token(key, raw.get()).ok() != Some(rates.output) {
             not_imported.push(NotImported {
                 what: "reasoning-token prices other than the output price (costline bills reasoning as output)".into(),
-                value: None,
             });
         }
     }
-    not_imported.sort_by(|a, b| (&a.what, &a.value).cmp(&(&b.what, &b.value)));
+    not_imported.sort();
     not_imported.dedup();
     Ok((rates, tiers, not_imported))
-}
-
-/// A not-imported price as the summary shows it: USD per million tokens where exact.
-fn value_text(key: &str, raw: &RawValue) -> String {
-    usd_per_token(key, raw.get()).map_or_else(|_| format!("{} USD per token", raw.get()), per_million_text)
 }
 
 /// `tiered_pricing` → the row (the range from 0) and its tiers.
@@ -293,7 +277,7 @@ fn tiered(
             match field_of(key) {
                 Some(field) => named.set(field, usd_per_token(&format!("tiered_pricing[{i}].{key}"), price.get())?),
                 None if key == "output_cost_per_reasoning_token" => {}
-                None => not_imported.push(NotImported { what: format!("`tiered_pricing.{key}`"), value: None }),
+                None => not_imported.push(NotImported { what: format!("`tiered_pricing.{key}`") }),
             }
         }
         if named.output.is_none() {
@@ -305,7 +289,6 @@ fn tiered(
         if reasoning.is_some_and(|price| price.ok() != named.output) {
             not_imported.push(NotImported {
                 what: "reasoning-token prices other than the output price (costline bills reasoning as output)".into(),
-                value: None,
             });
         }
         levels.push((start, end, named));
@@ -329,7 +312,7 @@ mod tests {
     use super::*;
 
     fn rates(input: i128, cached: Option<i128>, write: Option<i128>, output: i128) -> CatalogRates {
-        CatalogRates { input, cached_input: cached, cache_write: write, output }
+        CatalogRates { input, cached_input: cached, cache_write: write, cache_write_1h: None, output }
     }
 
     fn one(key: &str, entry: &str) -> Result<CatalogRow, String> {
@@ -347,10 +330,13 @@ mod tests {
             classify("cache_read_input_token_cost_above_272k_tokens"),
             Key::Above("cache_read_input_token_cost", 272_000)
         );
-        assert_eq!(classify("cache_creation_input_token_cost_above_1hr"), Key::OneHourWrite(None));
+        assert_eq!(
+            classify("cache_creation_input_token_cost_above_1hr"),
+            Key::Price("cache_creation_input_token_cost_above_1hr")
+        );
         assert_eq!(
             classify("cache_creation_input_token_cost_above_1hr_above_200k_tokens"),
-            Key::OneHourWrite(Some(200_000))
+            Key::Above("cache_creation_input_token_cost_above_1hr", 200_000)
         );
         assert!(
             matches!(classify("input_cost_per_token_above_200k_tokens_priority"), Key::NotImported(w) if w.contains("priority"))
@@ -366,7 +352,7 @@ mod tests {
     }
 
     #[test]
-    fn reads_cache_prices_and_reports_the_one_hour_write() {
+    fn reads_cache_prices_and_the_one_hour_write() {
         let row = one(
             "claude-sonnet-4-5",
             r#"{"litellm_provider": "anthropic", "mode": "chat", "input_cost_per_token": 3e-06,
@@ -377,14 +363,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!((row.provider.as_str(), row.model.as_str()), ("anthropic", "claude-sonnet-4-5"));
-        assert_eq!(row.rates, rates(3_000_000, Some(300_000), Some(3_750_000), 15_000_000));
+        let want = CatalogRates {
+            cache_write_1h: Some(6_000_000),
+            ..rates(3_000_000, Some(300_000), Some(3_750_000), 15_000_000)
+        };
+        assert_eq!(row.rates, want);
         assert!(row.tiers.is_empty());
         assert_eq!(
             row.not_imported,
-            vec![
-                NotImported { what: "1-hour cache-write price".into(), value: Some("6".into()) },
-                NotImported { what: "batch prices (`*_batches`), not pay-as-you-go".into(), value: None },
-            ]
+            vec![NotImported { what: "batch prices (`*_batches`), not pay-as-you-go".into() }]
         );
     }
 

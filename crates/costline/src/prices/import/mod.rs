@@ -56,12 +56,13 @@ pub use render::{render_summary, render_toml};
 use costline_core::money::AmountError;
 use costline_core::PicoUsd;
 
-/// The four prices of a price row, as the catalogs' keys are sorted into them.
+/// The five prices of a price row, as the catalogs' keys are sorted into them.
 #[derive(Debug, Clone, Copy)]
 enum Field {
     Input,
     CacheRead,
     CacheWrite,
+    CacheWrite1h,
     Output,
 }
 
@@ -73,6 +74,8 @@ pub struct CatalogRates {
     pub input: i128,
     pub cached_input: Option<i128>,
     pub cache_write: Option<i128>,
+    /// `None`: the 1-hour cache-write price is the cache-write price.
+    pub cache_write_1h: Option<i128>,
     pub output: i128,
 }
 
@@ -95,14 +98,11 @@ impl CatalogRow {
     }
 }
 
-/// A price of a catalog entry that the price file does not hold.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A kind of price of a catalog entry that the price file does not hold.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct NotImported {
-    /// What it is: `1-hour cache-write price`, ``batch prices (`*_batches`)``…
+    /// What it is: ``batch prices (`*_batches`)``…
     pub what: String,
-    /// Its value in USD per million tokens where the summary shows it for each row (the
-    /// 1-hour cache-write price); `None`: the summary counts the rows.
-    pub value: Option<String>,
 }
 
 /// What one catalog entry (or, for Langfuse, one model id derived from an entry) gives.

@@ -137,15 +137,23 @@ pub fn plan(parsed: ParsedCatalog, builtin: &PriceTable, at_ms: i64, selection: 
     ImportPlan { catalog: parsed.catalog, entries: parsed.entries, decisions }
 }
 
-const FIELDS: [&str; 4] = ["input", "cached_input", "cache_write", "output"];
+const FIELDS: [&str; 5] = ["input", "cached_input", "cache_write", "cache_write_1h", "output"];
 
-/// A catalog row's prices as the core bills them (a missing cache price is the input price).
-fn billed(rates: &CatalogRates) -> [i128; 4] {
-    [rates.input, rates.cached_input.unwrap_or(rates.input), rates.cache_write.unwrap_or(rates.input), rates.output]
+/// A catalog row's prices as the core bills them (a missing cache price is the input price, a
+/// missing 1-hour price the cache-write price).
+fn billed(rates: &CatalogRates) -> [i128; 5] {
+    let cache_write = rates.cache_write.unwrap_or(rates.input);
+    [
+        rates.input,
+        rates.cached_input.unwrap_or(rates.input),
+        cache_write,
+        rates.cache_write_1h.unwrap_or(cache_write),
+        rates.output,
+    ]
 }
 
-fn builtin_billed(rates: &costline_core::price::Rates) -> [i128; 4] {
-    [rates.input, rates.cached_input, rates.cache_write, rates.output]
+fn builtin_billed(rates: &costline_core::price::Rates) -> [i128; 5] {
+    [rates.input, rates.cached_input, rates.cache_write, rates.cache_write_1h, rates.output]
 }
 
 /// The built-in row in force compared with the catalog's.
@@ -193,10 +201,12 @@ fn lost_prices(row: &CatalogRow, current: &Price) -> Option<String> {
         },
     ));
     for (level, old, new) in levels {
-        for (name, old_price, new_price) in
-            [("cache-read", old.cached_input, new.cached_input), ("cache-write", old.cache_write, new.cache_write)]
-        {
-            if old_price != old.input && new_price.is_none() {
+        for (name, old_price, old_default, new_price) in [
+            ("cache-read", old.cached_input, old.input, new.cached_input),
+            ("cache-write", old.cache_write, old.input, new.cache_write),
+            ("1-hour cache-write", old.cache_write_1h, old.cache_write, new.cache_write_1h),
+        ] {
+            if old_price != old_default && new_price.is_none() {
                 return Some(format!(
                     "the built-in row has a {name} price{level} ({}) that the catalog lacks",
                     per_million_text(old_price)
@@ -207,7 +217,7 @@ fn lost_prices(row: &CatalogRow, current: &Price) -> Option<String> {
     None
 }
 
-fn field_changes(prefix: &str, old: &[i128; 4], new: &[i128; 4]) -> Vec<String> {
+fn field_changes(prefix: &str, old: &[i128; 5], new: &[i128; 5]) -> Vec<String> {
     FIELDS
         .iter()
         .zip(old.iter().zip(new))
@@ -224,6 +234,9 @@ pub fn rates_text(rates: &CatalogRates) -> String {
     }
     if let Some(write) = rates.cache_write {
         parts.push(format!("cache_write {}", per_million_text(write)));
+    }
+    if let Some(write_1h) = rates.cache_write_1h {
+        parts.push(format!("cache_write_1h {}", per_million_text(write_1h)));
     }
     parts.push(format!("output {}", per_million_text(rates.output)));
     parts.join(", ")
@@ -267,7 +280,7 @@ mod tests {
     const AT: i64 = 1_796_000_000_000; // 2026-11
 
     fn rates(input: i128, cached: Option<i128>, write: Option<i128>, output: i128) -> CatalogRates {
-        CatalogRates { input, cached_input: cached, cache_write: write, output }
+        CatalogRates { input, cached_input: cached, cache_write: write, cache_write_1h: None, output }
     }
 
     fn row(provider: &str, model: &str, rates: CatalogRates, tiers: Vec<(u64, CatalogRates)>) -> CatalogRow {

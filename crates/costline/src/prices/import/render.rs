@@ -54,6 +54,9 @@ fn write_rates(out: &mut String, rates: &CatalogRates) {
     if let Some(write) = rates.cache_write {
         let _ = writeln!(out, "cache_write = {}", quoted(&per_million_text(write)));
     }
+    if let Some(write_1h) = rates.cache_write_1h {
+        let _ = writeln!(out, "cache_write_1h = {}", quoted(&per_million_text(write_1h)));
+    }
     let _ = writeln!(out, "output = {}", quoted(&per_million_text(rates.output)));
 }
 
@@ -89,7 +92,7 @@ fn counts(plan: &ImportPlan) -> String {
 }
 
 /// The summary: the counts, every outcome with its reason or differences, and the prices not
-/// imported (per row where the value matters, counted otherwise), the counts again at the end.
+/// imported (counted per kind), the counts again at the end.
 pub fn render_summary(plan: &ImportPlan) -> String {
     let mut out = String::new();
     let counts = counts(plan);
@@ -106,7 +109,6 @@ pub fn render_summary(plan: &ImportPlan) -> String {
         ("conflicts with the built-in table (not written; the built-in row stays in force)", Vec::new()),
         ("skipped", Vec::new()),
     ];
-    let mut per_row = Vec::new();
     let mut counted: BTreeMap<&str, usize> = BTreeMap::new();
     for decision in &plan.decisions {
         let row = decision.row.as_ref();
@@ -126,10 +128,7 @@ pub fn render_summary(plan: &ImportPlan) -> String {
         };
         sections[section].1.push(line);
         for missing in row.map(|r| r.not_imported.as_slice()).unwrap_or_default() {
-            match &missing.value {
-                Some(value) => per_row.push(format!("{label}: {} {value}", missing.what)),
-                None => *counted.entry(missing.what.as_str()).or_default() += 1,
-            }
+            *counted.entry(missing.what.as_str()).or_default() += 1;
         }
     }
     for (title, lines) in &sections {
@@ -141,14 +140,11 @@ pub fn render_summary(plan: &ImportPlan) -> String {
             let _ = writeln!(out, "  {line}");
         }
     }
-    if !per_row.is_empty() || !counted.is_empty() {
+    if !counted.is_empty() {
         let _ = writeln!(
             out,
             "\nnot imported (costline's price format has no place for them; the rest of each row is imported):"
         );
-        for line in &per_row {
-            let _ = writeln!(out, "  {line}");
-        }
         for (what, rows) in &counted {
             let _ = writeln!(out, "  {what}: on {rows} row{}", if *rows == 1 { "" } else { "s" });
         }
@@ -164,19 +160,26 @@ mod tests {
     use costline_core::PriceTable;
 
     fn sample_plan() -> ImportPlan {
-        let rates =
-            CatalogRates { input: 3_000_000, cached_input: Some(300_000), cache_write: None, output: 15_000_000 };
-        let tier =
-            CatalogRates { input: 6_000_000, cached_input: None, cache_write: Some(7_500_000), output: 22_500_000 };
+        let rates = CatalogRates {
+            input: 3_000_000,
+            cached_input: Some(300_000),
+            cache_write: None,
+            cache_write_1h: None,
+            output: 15_000_000,
+        };
+        let tier = CatalogRates {
+            input: 6_000_000,
+            cached_input: None,
+            cache_write: Some(7_500_000),
+            cache_write_1h: Some(12_000_000),
+            output: 22_500_000,
+        };
         let row = |provider: &str, model: &str, tiers| CatalogRow {
             provider: provider.into(),
             model: model.into(),
             rates,
             tiers,
-            not_imported: vec![
-                NotImported { what: "1-hour cache-write price".into(), value: Some("6".into()) },
-                NotImported { what: "batch prices (`*_batches`)".into(), value: None },
-            ],
+            not_imported: vec![NotImported { what: "batch prices (`*_batches`)".into() }],
         };
         let candidates = vec![
             Candidate { source: "m\"odel".into(), rank: 0, row: Ok(row("x", "m\"odel", vec![(200_000, tier)])) },
@@ -213,9 +216,8 @@ mod tests {
             "litellm catalog: 3 entries: 2 added, 0 changed, 0 unchanged, 0 conflicts, 1 skipped (2 rows written)";
         assert!(summary.starts_with(counts), "{summary}");
         assert!(summary.trim_end().ends_with(counts), "{summary}");
-        assert!(summary.contains("  x/m\"odel: input 3, cached_input 0.3, output 15; above 200000: input 6, cache_write 7.5, output 22.5\n"), "{summary}");
+        assert!(summary.contains("  x/m\"odel: input 3, cached_input 0.3, output 15; above 200000: input 6, cache_write 7.5, cache_write_1h 12, output 22.5\n"), "{summary}");
         assert!(summary.contains("  embedding: mode `embedding`\n"), "{summary}");
-        assert!(summary.contains("  y/y-1: 1-hour cache-write price 6\n"), "{summary}");
         assert!(summary.contains("  batch prices (`*_batches`): on 2 rows\n"), "{summary}");
     }
 }
