@@ -210,7 +210,7 @@ pub fn decode_event(payload: &[u8]) -> Result<DecodedEvent<'_>, RejectReason> {
 /// producer writes its keys in one order, so each key of a message is first compared with the
 /// one or two keys that followed the key before it in earlier messages, and is searched for and
 /// looked up only when it is neither (the outcome is the same either way; only the time
-/// differs: 3.5 % fewer instructions on the counting path, BENCHMARKS.md).
+/// differs).
 #[derive(Debug, Clone, Default)]
 pub struct EventDecoder {
     order: flat::KeyOrder,
@@ -472,7 +472,7 @@ fn timestamp(field: &'static str, raw: FieldValue<'_>, clean: bool) -> Result<i6
 }
 
 /// Epoch milliseconds of `YYYY-MM-DDTHH:MM:SS[.f…]Z`, the layout nearly every producer sends,
-/// read without chrono's general parser (~6 % of all the decoder's instructions); `None`
+/// read without chrono's general parser (a visible share of the decoder's time); `None`
 /// for any other text, which chrono then reads or rejects with its own words. Fractions are
 /// cut to milliseconds, as chrono does.
 fn utc_millis(text: &[u8]) -> Option<i64> {

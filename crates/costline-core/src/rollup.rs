@@ -114,7 +114,7 @@ impl RollupKey {
     /// The key of the window `event` falls into; its strings get their ids in `symbols`. The
     /// environment, which most events share with the one before, goes through its dimension's
     /// slot (5); the other dimensions vary from event to event, where a slot only adds a
-    /// comparison (measured: BENCHMARKS.md).
+    /// comparison.
     fn of<S: AsRef<str>>(event: &UsageEvent<S>, event_time_ms: i64, symbols: &mut Symbols) -> RollupKey {
         RollupKey {
             window_start_secs: minute_start_secs(event_time_ms),

@@ -303,7 +303,7 @@ mod tests {
     }
 
     /// A sweep that leaves the table just under 4/9 full (48 bytes per entry at 64 bytes per
-    /// three slots) must give room back; the RSS run of BENCHMARKS.md once stopped at 48.3.
+    /// three slots) must give room back, or a long-running worker could stay just above 48.
     #[test]
     fn a_sweep_never_leaves_more_than_48_bytes_per_identity() {
         let slots = |index: &DedupIndex| index.memory_bytes() / 64 * 3;
