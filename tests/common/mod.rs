@@ -592,3 +592,19 @@ pub fn wait_settled(workers: &[&Worker], stage: &str) {
     );
     eprintln!("{stage}: settled, partitions owned {:?}, {} s", owned.borrow(), started.elapsed().as_secs());
 }
+
+/// Where `scripts/example_tools.sh` installed (pinned) the client libraries of the producer
+/// examples for `language` (`python` or `node`); a test that cannot get them fails saying so.
+pub fn example_tools(language: &str) -> PathBuf {
+    let output = Command::new("bash")
+        .arg(repo_root().join("scripts/example_tools.sh"))
+        .arg(language)
+        .output()
+        .expect("running scripts/example_tools.sh");
+    assert!(
+        output.status.success(),
+        "cannot install the {language} libraries of the examples (scripts/example_tools.sh {language}):\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+}

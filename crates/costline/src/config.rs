@@ -25,6 +25,7 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     pub pricing: PricingConfig,
     pub http: HttpConfig,
+    pub otlp: OtlpConfig,
     pub log: LogConfig,
     pub alerts: AlertsConfig,
     /// Budgets (`[[budgets]]` tables).
@@ -500,12 +501,14 @@ impl PricingConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
-    /// Address of `/metrics`, `/healthz`, `/readyz`, the budget API and HTTP ingest.
+    /// Address of `/metrics`, `/healthz`, `/readyz`, the budget API and HTTP ingest (events and
+    /// OTLP traces).
     /// Loopback by default; any other address needs a token (or `allow_unauthenticated`).
     pub listen: String,
-    /// Largest request body `POST /v1/events` accepts.
+    /// Largest request body `POST /v1/events` and `POST /v1/traces` accept (a gzip body also
+    /// unpacked).
     pub max_body_bytes: usize,
-    /// Most events in one `POST /v1/events` batch.
+    /// Most events in one `POST /v1/events` batch, and spans in one `POST /v1/traces` request.
     pub max_batch_events: usize,
     /// File holding the bearer token of the API, ingest and dashboard data (first line).
     /// Alternatively set `COSTLINE_HTTP_TOKEN`.
@@ -543,6 +546,61 @@ impl Default for HttpConfig {
             shutdown_grace_ms: 5_000,
             token: None,
         }
+    }
+}
+
+/// How `POST /v1/traces` turns an OpenTelemetry span into a usage event (docs/contract.md §6).
+/// Each key lists attribute names tried in order, on the span and then on its resource; the
+/// first one present gives the field.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpConfig {
+    /// Attributes holding `externalRequestId`; a span with none of them gets its trace id and
+    /// span id in hex (`<trace>-<span>`), so that an exporter's retry of the same span is a
+    /// duplicate. Setting one on every attempt of a request makes retries (`attempt` > 1) count
+    /// as one request.
+    pub request_id_attributes: Vec<String>,
+    /// Attributes holding `attempt` (an integer, 1 for the first call); none present: 1.
+    pub attempt_attributes: Vec<String>,
+    /// Attributes holding `endpointTag` (required: a span without one is rejected).
+    pub endpoint_tag_attributes: Vec<String>,
+    /// Attributes holding `promptVersion`.
+    pub prompt_version_attributes: Vec<String>,
+    /// Attributes holding `userId` (the tenant).
+    pub tenant_attributes: Vec<String>,
+    /// Attributes holding `environment`.
+    pub environment_attributes: Vec<String>,
+    /// Attributes holding `dataMode` (`real`, `test` or `demo`).
+    pub data_mode_attributes: Vec<String>,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        let names = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
+        OtlpConfig {
+            request_id_attributes: names(&["costline.request_id"]),
+            attempt_attributes: names(&["costline.attempt"]),
+            endpoint_tag_attributes: names(&["costline.endpoint_tag"]),
+            prompt_version_attributes: names(&["costline.prompt_version"]),
+            tenant_attributes: names(&["enduser.id"]),
+            environment_attributes: names(&["deployment.environment.name", "deployment.environment"]),
+            data_mode_attributes: names(&["costline.data_mode"]),
+        }
+    }
+}
+
+impl OtlpConfig {
+    /// Every key with its attribute names, for validation.
+    fn keys(&self) -> [(&'static str, &[String]); 7] {
+        [
+            ("otlp.request_id_attributes", &self.request_id_attributes),
+            ("otlp.attempt_attributes", &self.attempt_attributes),
+            ("otlp.endpoint_tag_attributes", &self.endpoint_tag_attributes),
+            ("otlp.prompt_version_attributes", &self.prompt_version_attributes),
+            ("otlp.tenant_attributes", &self.tenant_attributes),
+            ("otlp.environment_attributes", &self.environment_attributes),
+            ("otlp.data_mode_attributes", &self.data_mode_attributes),
+        ]
     }
 }
 
@@ -725,6 +783,9 @@ impl Config {
             "must be between 1 and 65536",
         )?;
         require(http.max_body_bytes >= 1, "http.max_body_bytes", "must be at least 1")?;
+        for (key, names) in self.otlp.keys() {
+            require(names.iter().all(|name| !name.trim().is_empty()), key, "must not list an empty attribute name")?;
+        }
         self.validate_governance()?;
         if let Some(path) = &self.pricing.override_file {
             require(

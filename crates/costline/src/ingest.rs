@@ -43,13 +43,13 @@ fn error(status: StatusCode, message: String) -> Response {
     (status, Json(json!({"error": message}))).into_response()
 }
 
-/// `application/json`, with or without parameters (`; charset=utf-8`).
+/// The `Content-Type`'s media type, without parameters (`; charset=utf-8`).
+pub(crate) fn media_type(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).and_then(|v| v.split(';').next()).map(str::trim)
+}
+
 fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|media_type| media_type.trim().eq_ignore_ascii_case("application/json"))
+    media_type(headers).is_some_and(|media_type| media_type.eq_ignore_ascii_case("application/json"))
 }
 
 async fn require_json(request: Request, next: Next) -> Response {
@@ -59,78 +59,99 @@ async fn require_json(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
-/// The answer when the body could not be read: too large, too slow, or cut off.
-fn unreadable(rejection: &BytesRejection) -> Response {
+/// The body, or why it could not be read (too large, too slow, or cut off) as the status and
+/// message of the answer; `/v1/traces` renders the same failures in its own format.
+pub(crate) fn readable(body: Result<Bytes, BytesRejection>) -> Result<Bytes, (StatusCode, String)> {
+    let rejection = match body {
+        Ok(body) => return Ok(body),
+        Err(rejection) => rejection,
+    };
     let mut source = rejection.source();
     while let Some(e) = source {
         if e.is::<tower_http::timeout::TimeoutError>() {
-            return error(StatusCode::REQUEST_TIMEOUT, "the body did not arrive in time (http.body_timeout_ms)".into());
+            return Err((StatusCode::REQUEST_TIMEOUT, "the body did not arrive in time (http.body_timeout_ms)".into()));
         }
         source = e.source();
     }
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return error(StatusCode::PAYLOAD_TOO_LARGE, "the body is over http.max_body_bytes".into());
+        return Err((StatusCode::PAYLOAD_TOO_LARGE, "the body is over http.max_body_bytes".into()));
     }
-    error(rejection.status(), rejection.body_text())
+    Err((rejection.status(), rejection.body_text()))
+}
+
+/// 413 when a request carries more than `http.max_batch_events` events (or spans).
+pub(crate) fn within_batch_limit(
+    count: usize,
+    max_batch_events: usize,
+    what: &str,
+) -> Result<(), (StatusCode, String)> {
+    if count <= max_batch_events {
+        return Ok(());
+    }
+    Err((
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("{count} {what} in one request; at most {max_batch_events} (http.max_batch_events)"),
+    ))
+}
+
+/// Publishes `(key, payload)` records to `topic` and waits until the broker has confirmed every
+/// one: the number confirmed, or 503 and why. Some records may be published when it fails;
+/// re-sending them is safe (the copies are duplicates).
+pub(crate) async fn publish_confirmed<K: AsRef<[u8]>, P: AsRef<[u8]>>(
+    producer: &RecordProducer,
+    topic: &str,
+    records: impl IntoIterator<Item = (K, P)>,
+) -> Result<usize, (StatusCode, String)> {
+    let mut deliveries = Vec::new();
+    for (key, payload) in records {
+        match producer.enqueue(topic, Some(key.as_ref()), payload.as_ref(), None, &[]).await {
+            Ok(delivery) => deliveries.push(delivery),
+            Err(e) => return Err((StatusCode::SERVICE_UNAVAILABLE, format!("cannot publish: {e}"))),
+        }
+    }
+    let mut confirmed = 0usize;
+    for delivery in deliveries {
+        match delivery.await {
+            Ok(Ok(_)) => confirmed += 1,
+            Ok(Err((e, _))) => {
+                return Err((
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("the broker refused a record after {confirmed} were accepted: {e}"),
+                ))
+            }
+            Err(_) => return Err((StatusCode::SERVICE_UNAVAILABLE, "the producer closed".into())),
+        }
+    }
+    Ok(confirmed)
 }
 
 async fn ingest(State(state): State<Ingest>, body: Result<Bytes, BytesRejection>) -> Response {
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) => return unreadable(&rejection),
-    };
-    let Ok(text) = std::str::from_utf8(&body) else {
-        return error(StatusCode::BAD_REQUEST, "body is not UTF-8".into());
-    };
-    let items: Vec<&RawValue> = if text.trim_start().starts_with('[') {
-        match serde_json::from_str(text) {
-            Ok(items) => items,
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("body is not a JSON array of events: {e}")),
-        }
-    } else {
-        match serde_json::from_str(text) {
-            Ok(item) => vec![item],
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")),
-        }
-    };
-    if items.len() > state.max_batch_events {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "{} events in one request; at most {} (http.max_batch_events)",
-                items.len(),
-                state.max_batch_events
-            ),
-        );
+    match accept(&state, body).await {
+        Ok(answer) => answer,
+        Err((status, message)) => error(status, message),
     }
+}
+
+async fn accept(state: &Ingest, body: Result<Bytes, BytesRejection>) -> Result<Response, (StatusCode, String)> {
+    let body = readable(body)?;
+    let text = std::str::from_utf8(&body).map_err(|_| (StatusCode::BAD_REQUEST, "body is not UTF-8".to_string()))?;
+    let items: Vec<&RawValue> = if text.trim_start().starts_with('[') {
+        serde_json::from_str(text)
+            .map_err(|e| (StatusCode::BAD_REQUEST, format!("body is not a JSON array of events: {e}")))?
+    } else {
+        vec![serde_json::from_str(text).map_err(|e| (StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")))?]
+    };
+    within_batch_limit(items.len(), state.max_batch_events, "events")?;
     let mut rejected: Vec<Value> = Vec::new();
-    let mut deliveries = Vec::new();
+    let mut valid = Vec::new();
     for (index, item) in items.iter().enumerate() {
         match decode_event(item.get().as_bytes()) {
-            Ok(event) => {
-                let key = event.external_request_id.as_bytes();
-                match state.producer.enqueue(&state.topic, Some(key), item.get().as_bytes(), None, &[]).await {
-                    Ok(delivery) => deliveries.push(delivery),
-                    Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("cannot publish: {e}")),
-                }
-            }
+            Ok(event) => valid.push((event.external_request_id.as_bytes().to_vec(), item.get().as_bytes())),
             Err(reason) => rejected.push(json!({
                 "index": index, "code": reason.code(), "field": reason.field(), "reason": reason.to_string(),
             })),
         }
     }
-    let mut accepted = 0usize;
-    for delivery in deliveries {
-        match delivery.await {
-            Ok(Ok(_)) => accepted += 1,
-            Ok(Err((e, _))) => {
-                return error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("the broker refused an event after {accepted} were accepted: {e}"),
-                )
-            }
-            Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "the producer closed".into()),
-        }
-    }
-    Json(json!({"accepted": accepted, "rejected": rejected})).into_response()
+    let accepted = publish_confirmed(&state.producer, &state.topic, valid).await?;
+    Ok(Json(json!({"accepted": accepted, "rejected": rejected})).into_response())
 }

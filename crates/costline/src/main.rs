@@ -13,6 +13,7 @@ mod governance;
 mod http;
 mod ingest;
 mod metrics;
+mod otlp;
 mod prices;
 mod produce;
 mod replay;
@@ -213,6 +214,13 @@ async fn run_worker(config: Config) -> anyhow::Result<()> {
     let extra = config.kafka.producer_properties();
     let ingest_producer = costline_kafka::RecordProducer::connect(&config.kafka.brokers, &extra)
         .context("creating the ingest producer")?;
+    let traces = otlp::router(
+        ingest_producer.clone(),
+        config.kafka.topic.clone(),
+        &config.http,
+        config.otlp.clone(),
+        telemetry.metrics.clone(),
+    );
     let ingest = ingest::router(
         ingest_producer,
         config.kafka.topic.clone(),
@@ -223,7 +231,7 @@ async fn run_worker(config: Config) -> anyhow::Result<()> {
         dashboard::router(costline_clickhouse::dashboard::DashboardStore::new(&target), governance.clone());
     let routes = http::Routes {
         open: dashboard::page(),
-        protected: governance::api::router(governance.clone()).merge(ingest).merge(dashboard_data),
+        protected: governance::api::router(governance.clone()).merge(ingest).merge(traces).merge(dashboard_data),
     };
     let http_config = config.http.clone();
     let server = tokio::spawn({

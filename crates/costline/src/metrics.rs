@@ -35,6 +35,7 @@ pub struct Metrics {
     pub alert_deliveries: IntCounterVec,
     pub alerts_fired: IntCounterVec,
     pub alert_evaluations: IntCounterVec,
+    pub otlp_spans: IntCounterVec,
 }
 
 impl Metrics {
@@ -170,6 +171,12 @@ impl Metrics {
                 "alert_evaluations_total",
                 "Evaluation passes of budgets and rules, by result (ok, failed)",
                 &["result"],
+                r
+            )?,
+            otlp_spans: register_int_counter_vec_with_registry!(
+                "otlp_spans_total",
+                "Spans received on POST /v1/traces, by outcome (accepted, rejected, ignored: no GenAI usage)",
+                &["outcome"],
                 r
             )?,
             registry,
