@@ -1,7 +1,8 @@
 //! The producer examples in `examples/` work and say what the schema says. Each one (Python
 //! with confluent-kafka, Node with kafkajs, Rust with rdkafka) runs against Tansu: a retried
 //! request, a cache read and a send repeated unchanged, counted exactly (the repeat once) from
-//! the events it printed. The event each builds and the OTLP mapping table in
+//! the events it printed; the OpenTelemetry example's retried call, sent to a worker's
+//! `POST /v1/traces`, counts exactly too. The event each builds and the OTLP mapping table in
 //! docs/contract.md name exactly the fields of `schemas/usage-event.v1.schema.json`, the single
 //! source of the field list.
 
@@ -110,6 +111,40 @@ fn run_example(setup: &Setup, mut command: Command) -> Vec<(String, Vec<u8>, i64
         .collect()
 }
 
+/// Runs the OpenTelemetry example against `worker` and returns the two calls it traces as the
+/// events the contract's mapping table makes of them. The example picks its request id and its
+/// spans' end times itself: those two are read back from `usage_events`, everything else is
+/// what the example sets.
+fn run_opentelemetry_example(setup: &Setup, worker: &common::Worker, python: &Path) -> Vec<(String, Vec<u8>, i64)> {
+    let mut example = Command::new("python3");
+    example
+        .arg("examples/opentelemetry/llm_calls.py")
+        .env("PYTHONPATH", python)
+        .env("COSTLINE_OTLP_ENDPOINT", format!("http://127.0.0.1:{}/v1/traces", worker.port));
+    run_example(setup, example);
+    let sql = "SELECT external_request_id, attempt, toUnixTimestamp(event_time) FROM usage_events \
+               WHERE external_request_id LIKE 'otel-%' ORDER BY attempt FORMAT TSV";
+    let rows = common::wait_until(
+        std::time::Duration::from_secs(60),
+        || Some(setup.query(sql)).filter(|rows| rows.lines().count() == 2),
+        || "the OpenTelemetry example's two calls never reached usage_events".into(),
+    );
+    rows.lines()
+        .zip([(1800, 0, 0, "rate_limited"), (1800, 240, 1024, "success")])
+        .map(|(row, (input, output, cached, status))| {
+            let columns: Vec<&str> = row.split('\t').collect();
+            let (id, attempt, seconds) = (columns[0], columns[1], columns[2].parse::<i64>().unwrap());
+            let event = serde_json::json!({
+                "externalRequestId": id, "attempt": attempt.parse::<u32>().unwrap(), "provider": "openai",
+                "model": "gpt-4o-2024-08-06", "endpointTag": "checkout.ai_summary", "promptVersion": "summary_v3",
+                "userId": "tenant-42", "environment": "prod", "inputTokens": input, "outputTokens": output,
+                "cachedInputTokens": cached, "status": status, "timestamp": seconds * 1000,
+            });
+            (id.to_string(), event.to_string().into_bytes(), seconds * 1000)
+        })
+        .collect()
+}
+
 #[test]
 fn each_producer_example_publishes_events_counted_exactly() {
     let python = example_tools("python");
@@ -131,9 +166,17 @@ fn each_producer_example_publishes_events_counted_exactly() {
         append_to_record_file(&record_file, &records, &["valid"; 4]);
     }
 
+    worker.wait_http_up();
+    let records = run_opentelemetry_example(&setup, &worker, &python);
+    append_to_record_file(&record_file, &records, &["valid"; 2]);
+
     let expected = assert_totals_exact(&setup, &record_file);
     let totals = expected.totals();
-    assert_eq!((totals.requests, totals.attempts, totals.retries, totals.duplicates), (6, 9, 3, 3));
+    assert_eq!((totals.requests, totals.attempts, totals.retries, totals.duplicates), (7, 11, 4, 3));
     assert_eq!(totals.unpriced_attempts, 0, "the examples' models are in the price table");
+    let statuses = setup.query(
+        "SELECT status, error_code FROM usage_events WHERE external_request_id LIKE 'otel-%' ORDER BY attempt FORMAT TSV",
+    );
+    assert_eq!(statuses, "rate_limited\trate_limited\nsuccess\t\n", "statuses from error.type and the span status");
     assert_eq!(worker.stop(), 0);
 }
