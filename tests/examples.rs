@@ -11,8 +11,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
-use common::{append_to_record_file, assert_totals_exact, example_tools, repo_root, Setup};
+use common::{append_to_record_file, assert_totals_exact, example_tools, output_within, repo_root, Setup};
 
 const PRODUCERS: [&str; 3] = ["examples/python/producer.py", "examples/node/producer.js", "examples/rust/producer.rs"];
 
@@ -93,12 +94,8 @@ fn rust_example() -> PathBuf {
 
 /// Runs a producer example against the test's topic and returns the events it says were delivered.
 fn run_example(setup: &Setup, mut command: Command) -> Vec<(String, Vec<u8>, i64)> {
-    let output = command
-        .env("KAFKA_BROKERS", &setup.brokers)
-        .env("COSTLINE_TOPIC", &setup.topic)
-        .current_dir(repo_root())
-        .output()
-        .expect("running a producer example");
+    command.env("KAFKA_BROKERS", &setup.brokers).env("COSTLINE_TOPIC", &setup.topic).current_dir(repo_root());
+    let output = output_within(&mut command, Duration::from_secs(120));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{command:?} failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     stdout
@@ -125,7 +122,7 @@ fn run_opentelemetry_example(setup: &Setup, worker: &common::Worker, python: &Pa
     let sql = "SELECT external_request_id, attempt, toUnixTimestamp(event_time) FROM usage_events \
                WHERE external_request_id LIKE 'otel-%' ORDER BY attempt FORMAT TSV";
     let rows = common::wait_until(
-        std::time::Duration::from_secs(60),
+        Duration::from_secs(60),
         || Some(setup.query(sql)).filter(|rows| rows.lines().count() == 2),
         || "the OpenTelemetry example's two calls never reached usage_events".into(),
     );

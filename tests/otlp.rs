@@ -11,8 +11,11 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
-use common::{append_to_record_file, assert_totals_exact, example_tools, now_ms, repo_root, Setup, Worker};
+use common::{
+    append_to_record_file, assert_totals_exact, example_tools, now_ms, output_within, repo_root, Setup, Worker,
+};
 
 const TOKEN: &str = "otlp-token";
 
@@ -85,12 +88,12 @@ fn genai_spans_from_the_opentelemetry_sdk_are_counted_exactly() {
 
     let record_file = setup.scratch_file("-otlp-records.jsonl");
     let endpoint = format!("http://127.0.0.1:{}/v1/traces", worker.port);
-    let output = Command::new("python3")
+    let mut program = Command::new("python3");
+    program
         .arg(repo_root().join("tests/fixtures/otlp_llm_spans.py"))
         .args([endpoint.as_str(), TOKEN, record_file.to_str().unwrap()])
-        .env("PYTHONPATH", &tools)
-        .output()
-        .expect("running tests/fixtures/otlp_llm_spans.py");
+        .env("PYTHONPATH", &tools);
+    let output = output_within(&mut program, Duration::from_secs(120));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),

@@ -608,3 +608,23 @@ pub fn example_tools(language: &str) -> PathBuf {
     );
     PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
 }
+
+/// Runs `command` to its end and returns its output; kills it and panics when it is still
+/// running after `timeout` (an example or a tool that hangs must not hang the test).
+pub fn output_within(command: &mut Command, timeout: Duration) -> std::process::Output {
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+    let pid = child.id();
+    let (done, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(child.wait_with_output()));
+    match outcome.recv_timeout(timeout) {
+        Ok(output) => output.unwrap_or_else(|e| panic!("waiting for {command:?}: {e}")),
+        Err(_) => {
+            let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+            panic!("{command:?} still ran after {timeout:?}: killed");
+        }
+    }
+}

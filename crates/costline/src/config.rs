@@ -1188,6 +1188,19 @@ mod tests {
     }
 
     #[test]
+    fn otlp_attribute_lists_come_from_the_file_or_the_environment_and_name_their_key() {
+        let err = |toml: &str| Config::from_parts(toml, "c.toml", &[]).unwrap_err().to_string();
+        assert_eq!(
+            err("[otlp]\ntenant_attributes = [\"app.tenant\", \" \"]\n"),
+            "config key `otlp.tenant_attributes` must not list an empty attribute name"
+        );
+        let pairs = [("COSTLINE_OTLP__ENDPOINT_TAG_ATTRIBUTES", r#"["app.feature", "costline.endpoint_tag"]"#)];
+        let config = Config::from_parts("", "c.toml", &env(&pairs)).unwrap().otlp;
+        assert_eq!(config.endpoint_tag_attributes, ["app.feature", "costline.endpoint_tag"]);
+        assert_eq!(config.request_id_attributes, ["costline.request_id"]);
+    }
+
+    #[test]
     fn a_reachable_listen_address_needs_a_token() {
         let load = |toml: &str, pairs: &[(&str, &str)]| Config::from_parts(toml, "c.toml", &env(pairs)).unwrap();
         for loopback in ["127.0.0.1:9464", "127.1.2.3:9464", "[::1]:9464"] {

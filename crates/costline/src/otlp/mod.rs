@@ -249,3 +249,48 @@ async fn accept(
     });
     Ok(ExportTraceServiceResponse { partial_success })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn headers(pairs: &[(header::HeaderName, &'static str)]) -> HeaderMap {
+        pairs.iter().map(|(name, value)| (name.clone(), HeaderValue::from_static(value))).collect()
+    }
+
+    #[test]
+    fn both_otlp_encodings_and_gzip_are_told_from_the_headers() {
+        let format = |pairs: &[(header::HeaderName, &'static str)]| format_of(&headers(pairs));
+        let protobuf = format(&[(header::CONTENT_TYPE, "application/x-protobuf"), (header::CONTENT_ENCODING, "gzip")]);
+        assert!(matches!(protobuf, Ok(Format { encoding: Encoding::Protobuf, gzip: true })));
+        let json = format(&[(header::CONTENT_TYPE, "application/json; charset=utf-8")]);
+        assert!(matches!(json, Ok(Format { encoding: Encoding::Json, gzip: false })));
+        assert!(format(&[(header::CONTENT_TYPE, "text/plain")]).is_err());
+        assert!(format(&[]).is_err());
+        assert!(format(&[(header::CONTENT_TYPE, "application/json"), (header::CONTENT_ENCODING, "br")]).is_err());
+    }
+
+    #[test]
+    fn a_gzip_body_is_held_to_the_limit_unpacked() {
+        let mut packer = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        packer.write_all(&vec![b'x'; 100_000]).expect("packing");
+        let packed = packer.finish().expect("packing");
+        assert!(packed.len() < 1_000);
+        assert_eq!(gunzip(&packed, 100_000).map(|body| body.len()), Ok(100_000));
+        assert_eq!(gunzip(&packed, 99_999).map_err(|(status, _)| status), Err(StatusCode::PAYLOAD_TOO_LARGE));
+        assert_eq!(gunzip(b"not gzip", 1_000).map_err(|(status, _)| status), Err(StatusCode::BAD_REQUEST));
+    }
+
+    #[test]
+    fn answers_come_in_the_requests_encoding() {
+        let response = ExportTraceServiceResponse {
+            partial_success: Some(ExportTracePartialSuccess { rejected_spans: 2, error_message: "why".into() }),
+        };
+        let json = Encoding::Json.answer(StatusCode::OK, &response);
+        assert_eq!(json.headers()[header::CONTENT_TYPE], "application/json");
+        let protobuf = Encoding::Protobuf.failure((StatusCode::SERVICE_UNAVAILABLE, "broker down".into()));
+        assert_eq!(protobuf.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(protobuf.headers()[header::CONTENT_TYPE], "application/x-protobuf");
+    }
+}
