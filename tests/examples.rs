@@ -77,7 +77,8 @@ fn the_examples_and_the_otlp_mapping_table_name_the_schemas_fields() {
     }
 }
 
-/// The Rust example's binary, built into this test's own target directory.
+/// The Rust example's binary, built into this test's own target directory (`cargo test --tests`
+/// builds no examples; after a change to the crate this build takes a minute).
 fn rust_example() -> PathBuf {
     let exe = std::env::current_exe().expect("the test's path");
     let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");

@@ -25,6 +25,10 @@ use costline_kafka::RecordProducer;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
+/// Why a request failed: the status and message of its answer, which each endpoint writes in
+/// its own format.
+pub(crate) type Failure = (StatusCode, String);
+
 #[derive(Clone)]
 struct Ingest {
     producer: RecordProducer,
@@ -61,7 +65,7 @@ async fn require_json(request: Request, next: Next) -> Response {
 
 /// The body, or why it could not be read (too large, too slow, or cut off) as the status and
 /// message of the answer; `/v1/traces` renders the same failures in its own format.
-pub(crate) fn readable(body: Result<Bytes, BytesRejection>) -> Result<Bytes, (StatusCode, String)> {
+pub(crate) fn readable(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Failure> {
     let rejection = match body {
         Ok(body) => return Ok(body),
         Err(rejection) => rejection,
@@ -80,11 +84,7 @@ pub(crate) fn readable(body: Result<Bytes, BytesRejection>) -> Result<Bytes, (St
 }
 
 /// 413 when a request carries more than `http.max_batch_events` events (or spans).
-pub(crate) fn within_batch_limit(
-    count: usize,
-    max_batch_events: usize,
-    what: &str,
-) -> Result<(), (StatusCode, String)> {
+pub(crate) fn within_batch_limit(count: usize, max_batch_events: usize, what: &str) -> Result<(), Failure> {
     if count <= max_batch_events {
         return Ok(());
     }
@@ -101,7 +101,7 @@ pub(crate) async fn publish_confirmed<K: AsRef<[u8]>, P: AsRef<[u8]>>(
     producer: &RecordProducer,
     topic: &str,
     records: impl IntoIterator<Item = (K, P)>,
-) -> Result<usize, (StatusCode, String)> {
+) -> Result<usize, Failure> {
     let mut deliveries = Vec::new();
     for (key, payload) in records {
         match producer.enqueue(topic, Some(key.as_ref()), payload.as_ref(), None, &[]).await {
@@ -132,7 +132,7 @@ async fn ingest(State(state): State<Ingest>, body: Result<Bytes, BytesRejection>
     }
 }
 
-async fn accept(state: &Ingest, body: Result<Bytes, BytesRejection>) -> Result<Response, (StatusCode, String)> {
+async fn accept(state: &Ingest, body: Result<Bytes, BytesRejection>) -> Result<Response, Failure> {
     let body = readable(body)?;
     let text = std::str::from_utf8(&body).map_err(|_| (StatusCode::BAD_REQUEST, "body is not UTF-8".to_string()))?;
     let items: Vec<&RawValue> = if text.trim_start().starts_with('[') {

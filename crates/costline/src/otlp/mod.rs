@@ -37,7 +37,7 @@ use prost::Message;
 use serde::Serialize;
 
 use crate::config::{HttpConfig, OtlpConfig};
-use crate::ingest::{media_type, publish_confirmed, readable, within_batch_limit};
+use crate::ingest::{media_type, publish_confirmed, readable, within_batch_limit, Failure};
 use crate::metrics::Metrics;
 
 /// How many rejected spans the `partial_success` message names.
@@ -128,7 +128,7 @@ impl Encoding {
         (status, [(header::CONTENT_TYPE, HeaderValue::from_static(self.content_type()))], body).into_response()
     }
 
-    fn failure(self, (status, message): (StatusCode, String)) -> Response {
+    fn failure(self, (status, message): Failure) -> Response {
         // gRPC codes, as the OTLP specification maps HTTP statuses to them.
         let code = match status {
             StatusCode::SERVICE_UNAVAILABLE => 14,
@@ -178,7 +178,7 @@ async fn export(
 }
 
 /// The body unpacked, held to `limit` bytes unpacked.
-fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, (StatusCode, String)> {
+fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, Failure> {
     let mut unpacked = Vec::new();
     let mut reader = flate2::read::GzDecoder::new(body).take(limit as u64 + 1);
     reader
@@ -194,7 +194,7 @@ async fn accept(
     state: &Otlp,
     format: Format,
     body: Result<Bytes, BytesRejection>,
-) -> Result<ExportTraceServiceResponse, (StatusCode, String)> {
+) -> Result<ExportTraceServiceResponse, Failure> {
     let body = readable(body)?;
     let unpacked;
     let body: &[u8] = if format.gzip {
