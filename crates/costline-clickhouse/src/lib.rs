@@ -7,8 +7,8 @@
 //! Works on ClickHouse 18.16 (the test server) and on current releases: rows are sent as
 //! `RowBinary` without schema validation, which 18.16 does not understand.
 
-pub mod dashboard;
-pub mod governance;
+pub mod alert_store;
+pub mod dashboard_store;
 pub mod ledger;
 pub mod migrate;
 pub mod reprice;
