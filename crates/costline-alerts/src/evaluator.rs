@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::budget_alerts::budget_alerts;
-use crate::leadership;
+use crate::leadership::LeaderTicks;
 use crate::outbox::Outbox;
 use crate::rule_alerts::RuleChecks;
 use crate::status::BudgetStatuses;
@@ -31,23 +31,10 @@ pub struct Evaluator {
 
 impl Evaluator {
     /// Evaluates while this worker leads, until `shutdown`.
-    pub async fn run(self, mut leadership: watch::Receiver<bool>, shutdown: CancellationToken) {
-        let mut ticker = tokio::time::interval(self.interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            if !leadership::wait_to_lead(&mut leadership, &shutdown).await {
-                return;
-            }
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => return,
-                _ = ticker.tick() => {}
-            }
-            let results = tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => return,
-                results = self.pass() => results,
-            };
+    pub async fn run(self, leadership: watch::Receiver<bool>, shutdown: CancellationToken) {
+        let mut ticks = LeaderTicks::new(self.interval, leadership, shutdown);
+        while ticks.next(std::future::pending()).await {
+            let Some(results) = ticks.unless_shut_down(self.pass()).await else { return };
             let mut ok = true;
             for e in results.into_iter().filter_map(Result::err) {
                 ok = false;

@@ -1,10 +1,52 @@
-//! Who evaluates: exactly one worker at a time, the one the consumer group gave partition 0 of
-//! the usage topic (the group already elects one owner, so no second election is needed). The
-//! alerts only read a `watch` of it; waiting on the watch rather than polling a flag lets a new
-//! leader start at once and a follower sleep.
+//! Who evaluates, and the pace of the loops that do: exactly one worker at a time, the one the
+//! consumer group gave partition 0 of the usage topic (the group already elects one owner, so
+//! no second election is needed). The alerts only read a `watch` of it; waiting on the watch
+//! rather than polling a flag lets a new leader start at once and a follower sleep.
+
+use std::future::Future;
+use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::time::{Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
+
+/// The ticks of a loop that works only while this worker leads, until shutdown.
+pub struct LeaderTicks {
+    ticker: Interval,
+    leadership: watch::Receiver<bool>,
+    shutdown: CancellationToken,
+}
+
+impl LeaderTicks {
+    pub fn new(period: Duration, leadership: watch::Receiver<bool>, shutdown: CancellationToken) -> LeaderTicks {
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        LeaderTicks { ticker, leadership, shutdown }
+    }
+
+    /// Waits until this worker leads, then for the next tick or for `woken`, whichever comes
+    /// first. False at shutdown: the loop ends.
+    pub async fn next(&mut self, woken: impl Future<Output = ()>) -> bool {
+        if !wait_to_lead(&mut self.leadership, &self.shutdown).await {
+            return false;
+        }
+        tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => false,
+            _ = self.ticker.tick() => true,
+            () = woken => true,
+        }
+    }
+
+    /// `work`'s output, or `None` if shutdown came first (the work is dropped).
+    pub async fn unless_shut_down<T>(&self, work: impl Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => None,
+            output = work => Some(output),
+        }
+    }
+}
 
 /// Waits until this worker leads. False at shutdown, or when leadership can no longer change
 /// (its publisher is gone) and this worker does not lead.

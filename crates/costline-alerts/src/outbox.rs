@@ -35,7 +35,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::leadership;
+use crate::leadership::LeaderTicks;
 
 /// How one delivery attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -324,28 +324,15 @@ impl<S: OutboxStore, H: AlertSender> Outbox<S, H> {
     pub async fn run_deliveries(
         self: Arc<Self>,
         id: String,
-        mut leadership: watch::Receiver<bool>,
+        leadership: watch::Receiver<bool>,
         shutdown: CancellationToken,
     ) {
-        let mut ticker = tokio::time::interval(self.settings.poll_interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks = LeaderTicks::new(self.settings.poll_interval, leadership, shutdown);
         let mut recorded = self.recorded.subscribe();
-        loop {
-            if !leadership::wait_to_lead(&mut leadership, &shutdown).await {
-                return;
-            }
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => return,
-                _ = ticker.tick() => {}
-                Ok(()) = recorded.changed() => {}
-            }
+        // `recorded` cannot close: its sender lives as long as the outbox.
+        while ticks.next(async { recorded.changed().await.unwrap_or_default() }).await {
             loop {
-                let batch = tokio::select! {
-                    biased;
-                    _ = shutdown.cancelled() => return,
-                    batch = self.deliver_due(&id) => batch,
-                };
+                let Some(batch) = ticks.unless_shut_down(self.deliver_due(&id)).await else { return };
                 match batch {
                     // A full batch: more may be due.
                     Ok(taken) if taken == self.settings.batch => continue,

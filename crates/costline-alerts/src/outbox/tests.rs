@@ -121,11 +121,7 @@ fn counters() -> (IntCounterVec, IntCounterVec) {
     (counter("fired", "kind"), counter("deliveries", "result"))
 }
 
-fn outbox(
-    store: &Arc<MemoryStore>,
-    receivers: &[(&str, &Arc<ScriptedReceiver>)],
-    max_attempts: u32,
-) -> Outbox<Arc<MemoryStore>, Arc<ScriptedReceiver>> {
+fn outbox(store: &Arc<MemoryStore>, receivers: &[(&str, &Arc<ScriptedReceiver>)], max_attempts: u32) -> TestOutbox {
     let webhooks = receivers.iter().map(|(id, r)| (id.to_string(), Arc::clone(r))).collect();
     Outbox::new(store.clone(), webhooks, settings(max_attempts), counters())
 }
@@ -153,12 +149,27 @@ fn row(attempts: u32) -> AlertRow {
     row
 }
 
-#[tokio::test]
-async fn a_pending_delivery_is_delivered_once_and_recorded_once() {
+type TestOutbox = Outbox<Arc<MemoryStore>, Arc<ScriptedReceiver>>;
+
+/// Alert `a` recorded for webhook `hook`, a receiver answering `answers` (then 2xx).
+async fn alert_a_recorded(answers: Vec<Attempt>) -> (Arc<MemoryStore>, Arc<ScriptedReceiver>, TestOutbox) {
     let store = Arc::new(MemoryStore::default());
-    let receiver = Arc::new(ScriptedReceiver::default());
+    let receiver = Arc::new(ScriptedReceiver::answering(answers));
     let outbox = outbox(&store, &[("hook", &receiver)], 5);
     outbox.record_fired(vec![alert("a", &["hook"])]).await.expect("recorded");
+    (store, receiver, outbox)
+}
+
+/// [`alert_a_recorded`], then one delivery pass.
+async fn after_one_pass(answers: Vec<Attempt>) -> (Arc<MemoryStore>, Arc<ScriptedReceiver>, TestOutbox) {
+    let (store, receiver, outbox) = alert_a_recorded(answers).await;
+    assert_eq!(outbox.deliver_due("hook").await.expect("a pass"), 1);
+    (store, receiver, outbox)
+}
+
+#[tokio::test]
+async fn a_pending_delivery_is_delivered_once_and_recorded_once() {
+    let (store, receiver, outbox) = alert_a_recorded(vec![]).await;
     assert_eq!(store.state("hook"), [(DeliveryState::Pending, 0)]);
     // Fired again by a later evaluation: the id is known, nothing new is recorded.
     outbox.record_fired(vec![alert("a", &["hook"])]).await.expect("recorded");
@@ -180,11 +191,7 @@ async fn an_alert_without_webhooks_is_recorded_as_no_webhook() {
 
 #[tokio::test]
 async fn a_passing_failure_is_retried_after_a_backoff_then_delivered() {
-    let store = Arc::new(MemoryStore::default());
-    let receiver = Arc::new(ScriptedReceiver::answering([Attempt::Retry("HTTP 503".into())]));
-    let outbox = outbox(&store, &[("hook", &receiver)], 5);
-    outbox.record_fired(vec![alert("a", &["hook"])]).await.expect("recorded");
-    outbox.deliver_due("hook").await.expect("a pass");
+    let (store, receiver, outbox) = after_one_pass(vec![Attempt::Retry("HTTP 503".into())]).await;
     let retried = store.latest().remove(0);
     assert_eq!(
         (retried.delivery_state, retried.attempts, retried.last_error.as_str()),
@@ -233,11 +240,7 @@ fn a_refusal_is_final_and_the_last_retry_gives_up() {
 
 #[tokio::test]
 async fn a_4xx_fails_the_delivery_and_it_is_not_attempted_again() {
-    let store = Arc::new(MemoryStore::default());
-    let receiver = Arc::new(ScriptedReceiver::answering([Attempt::Refused("HTTP 400".into())]));
-    let outbox = outbox(&store, &[("hook", &receiver)], 5);
-    outbox.record_fired(vec![alert("a", &["hook"])]).await.expect("recorded");
-    outbox.deliver_due("hook").await.expect("a pass");
+    let (store, receiver, outbox) = after_one_pass(vec![Attempt::Refused("HTTP 400".into())]).await;
     store.make_due();
     outbox.deliver_due("hook").await.expect("a pass");
     assert_eq!(store.state("hook"), [(DeliveryState::Failed, 1)]);
@@ -261,6 +264,25 @@ async fn deliveries_to_a_removed_webhook_fail_and_others_go_on() {
     assert!(removed.sent().is_empty());
 }
 
+/// A delivery loop for webhook `hook` of `outbox`, and the token that stops it.
+fn deliveries(
+    outbox: TestOutbox,
+    leadership: watch::Receiver<bool>,
+) -> (tokio::task::JoinHandle<()>, CancellationToken) {
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(Arc::new(outbox).run_deliveries("hook".into(), leadership, shutdown.clone()));
+    (task, shutdown)
+}
+
+/// Waits up to 10 s for `done`.
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_new_outbox_resumes_what_an_earlier_one_left_pending() {
     let store = Arc::new(MemoryStore::default());
@@ -271,40 +293,26 @@ async fn a_new_outbox_resumes_what_an_earlier_one_left_pending() {
         .await
         .expect("recorded");
     // The next leader, over the same table.
-    let resumed = Arc::new(outbox(&store, &[("hook", &receiver)], 5));
-    let (leads, leadership) = watch::channel(true);
-    let shutdown = CancellationToken::new();
-    let loop_task = tokio::spawn(resumed.clone().run_deliveries("hook".into(), leadership, shutdown.clone()));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while store.state("hook") != [(DeliveryState::Delivered, 1), (DeliveryState::Delivered, 1)] {
-        assert!(tokio::time::Instant::now() < deadline, "not resumed: {:?}", store.state("hook"));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (_leads, leadership) = watch::channel(true);
+    let (task, shutdown) = deliveries(outbox(&store, &[("hook", &receiver)], 5), leadership);
+    let delivered = [(DeliveryState::Delivered, 1), (DeliveryState::Delivered, 1)];
+    eventually("the pending deliveries were not resumed", || store.state("hook") == delivered).await;
     let mut sent = receiver.sent();
     sent.sort();
     assert_eq!(sent, ["al_a", "al_b"]);
     shutdown.cancel();
-    loop_task.await.expect("the loop stops at shutdown");
-    drop(leads);
+    task.await.expect("the loop stops at shutdown");
 }
 
 #[tokio::test]
-async fn a_follower_delivers_nothing() {
-    let store = Arc::new(MemoryStore::default());
-    let receiver = Arc::new(ScriptedReceiver::default());
-    let follower = Arc::new(outbox(&store, &[("hook", &receiver)], 5));
-    follower.record_fired(vec![alert("a", &["hook"])]).await.expect("recorded");
+async fn a_follower_delivers_nothing_until_it_leads() {
+    let (_, receiver, follower) = alert_a_recorded(vec![]).await;
     let (leads, leadership) = watch::channel(false);
-    let shutdown = CancellationToken::new();
-    let loop_task = tokio::spawn(follower.clone().run_deliveries("hook".into(), leadership, shutdown.clone()));
+    let (task, shutdown) = deliveries(follower, leadership);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(receiver.sent().is_empty(), "a follower sent {:?}", receiver.sent());
     leads.send_replace(true);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while receiver.sent().is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "the new leader did not deliver");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the new leader did not deliver", || !receiver.sent().is_empty()).await;
     shutdown.cancel();
-    loop_task.await.expect("the loop stops at shutdown");
+    task.await.expect("the loop stops at shutdown");
 }
