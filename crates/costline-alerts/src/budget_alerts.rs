@@ -3,6 +3,7 @@
 //! whatever the restarts, replays or changes of evaluator.
 
 use chrono::{DateTime, Utc};
+use costline_core::budget::AlertId;
 use serde_json::json;
 
 use crate::outbox::{AlertKind, FiredAlert};
@@ -17,7 +18,7 @@ pub fn budget_alerts(status: &BudgetStatus, now: DateTime<Utc>) -> Vec<FiredAler
         .crossed(status.spend)
         .into_iter()
         .map(|threshold| {
-            let id = costline_core::budget::AlertId::budget(&budget.id, status.period_start, threshold);
+            let id = AlertId::budget(&budget.id, status.period_start, threshold);
             let summary = format!(
                 "Budget {} reached {threshold}% of ${limit} for the {} starting {}: ${spend} spent",
                 budget.id,
@@ -54,7 +55,7 @@ pub fn budget_alerts(status: &BudgetStatus, now: DateTime<Utc>) -> Vec<FiredAler
 mod tests {
     use super::*;
     use chrono::TimeZone;
-    use costline_core::budget::{AlertId, Budget, Period, Scope};
+    use costline_core::budget::{Budget, Period, Scope};
     use costline_core::money::PICO_PER_USD;
     use costline_core::PicoUsd;
 

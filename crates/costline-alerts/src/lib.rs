@@ -78,8 +78,7 @@ impl Alerts {
         settings: AlertSettings,
         metrics: AlertMetrics,
     ) -> Alerts {
-        let outbox =
-            Arc::new(Outbox::new(store.clone(), webhooks, settings.outbox, (metrics.fired, metrics.deliveries)));
+        let outbox = Arc::new(Outbox::new(store.clone(), webhooks, settings.outbox, &metrics));
         let evaluator = Evaluator {
             statuses,
             rules: RuleChecks::new(store, settings.rules),

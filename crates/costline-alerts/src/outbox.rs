@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::leadership::LeaderTicks;
+use crate::AlertMetrics;
 
 /// How one delivery attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,9 +244,10 @@ impl<S: OutboxStore, H: AlertSender> Outbox<S, H> {
         store: S,
         webhooks: BTreeMap<String, H>,
         settings: OutboxSettings,
-        (fired, deliveries): (IntCounterVec, IntCounterVec),
+        metrics: &AlertMetrics,
     ) -> Outbox<S, H> {
         let webhooks = webhooks.into_iter().map(|(id, hook)| (id, Arc::new(hook))).collect();
+        let (fired, deliveries) = (metrics.fired.clone(), metrics.deliveries.clone());
         Outbox { store, webhooks, settings, fired, deliveries, recorded: watch::Sender::new(0) }
     }
 

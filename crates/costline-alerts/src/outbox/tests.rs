@@ -116,14 +116,18 @@ fn settings(max_attempts: u32) -> OutboxSettings {
     }
 }
 
-fn counters() -> (IntCounterVec, IntCounterVec) {
+fn metrics() -> AlertMetrics {
     let counter = |name: &str, label: &str| IntCounterVec::new(Opts::new(name, "test"), &[label]).expect("a counter");
-    (counter("fired", "kind"), counter("deliveries", "result"))
+    AlertMetrics {
+        fired: counter("fired", "kind"),
+        deliveries: counter("deliveries", "result"),
+        evaluations: counter("evaluations", "result"),
+    }
 }
 
 fn outbox(store: &Arc<MemoryStore>, receivers: &[(&str, &Arc<ScriptedReceiver>)], max_attempts: u32) -> TestOutbox {
     let webhooks = receivers.iter().map(|(id, r)| (id.to_string(), Arc::clone(r))).collect();
-    Outbox::new(store.clone(), webhooks, settings(max_attempts), counters())
+    Outbox::new(store.clone(), webhooks, settings(max_attempts), &metrics())
 }
 
 fn alert(name: &str, webhooks: &[&str]) -> FiredAlert {
