@@ -207,20 +207,7 @@ async fn run_worker(config: Config) -> anyhow::Result<()> {
     let telemetry = Arc::new(http::Telemetry { metrics, ready: AtomicBool::new(false) });
     let shutdown = CancellationToken::new();
     let target = worker::clickhouse_target(&config);
-    let alert_store = AlertStore::new(&target);
-    let budgets = (0..config.budgets.len()).map(|i| config.budget(i)).collect::<anyhow::Result<Vec<_>>>()?;
-    let budget_statuses = Arc::new(BudgetStatuses::new(alert_store.clone(), config.kafka.topic.clone(), budgets));
-    let webhooks = config
-        .webhooks
-        .iter()
-        .map(|hook| Ok((hook.id.clone(), hook.sender()?)))
-        .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
-    let alert_metrics = AlertMetrics {
-        fired: telemetry.metrics.alerts_fired.clone(),
-        deliveries: telemetry.metrics.alert_deliveries.clone(),
-        evaluations: telemetry.metrics.alert_evaluations.clone(),
-    };
-    let alerts = Alerts::new(alert_store, budget_statuses.clone(), webhooks, config.alerts.settings(), alert_metrics);
+    let (alerts, budget_statuses) = alerts(&config, &target, &telemetry.metrics)?;
     let extra = config.kafka.producer_properties();
     let ingest_producer = costline_kafka::RecordProducer::connect(&config.kafka.brokers, &extra)
         .context("creating the ingest producer")?;
@@ -265,6 +252,29 @@ async fn run_worker(config: Config) -> anyhow::Result<()> {
     shutdown.cancel();
     tasks.wait().await;
     result
+}
+
+/// The alerts of a worker, and the budget statuses they share with the budget API.
+fn alerts(
+    config: &Config,
+    target: &costline_clickhouse::ClickHouseTarget,
+    metrics: &metrics::Metrics,
+) -> anyhow::Result<(Alerts, Arc<BudgetStatuses>)> {
+    let store = AlertStore::new(target);
+    let budgets = (0..config.budgets.len()).map(|i| config.budget(i)).collect::<anyhow::Result<Vec<_>>>()?;
+    let statuses = Arc::new(BudgetStatuses::new(store.clone(), config.kafka.topic.clone(), budgets));
+    let webhooks = config
+        .webhooks
+        .iter()
+        .map(|hook| Ok((hook.id.clone(), hook.sender()?)))
+        .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+    let alert_metrics = AlertMetrics {
+        fired: metrics.alerts_fired.clone(),
+        deliveries: metrics.alert_deliveries.clone(),
+        evaluations: metrics.alert_evaluations.clone(),
+    };
+    let alerts = Alerts::new(store, statuses.clone(), webhooks, config.alerts.settings(), alert_metrics);
+    Ok((alerts, statuses))
 }
 
 /// Publishes the worker's flag "owns partition 0" (set in its rebalance callbacks) as the
