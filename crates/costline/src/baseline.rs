@@ -1,13 +1,12 @@
 //! `costline baseline-consume`: the raw consume rate of the broker, for benchmarks. A bare
-//! rdkafka consumer in a fresh group reads the topic from the start and only counts records,
+//! consumer in a fresh group reads the topic from the start and only counts records,
 //! so the worker's rate can be compared with what the broker delivers on the same machine.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use costline_kafka::RawConsumer;
 
 use crate::config::Config;
 
@@ -23,26 +22,20 @@ pub struct BaselineArgs {
 
 pub async fn run(config: &Config, args: &BaselineArgs) -> anyhow::Result<()> {
     let group = format!("costline-baseline-{}", std::process::id());
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &config.kafka.brokers)
-        .set("group.id", &group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "6000")
-        .create()
-        .context("creating the consumer")?;
-    consumer.subscribe(&[&config.kafka.topic]).context("subscribing")?;
+    let consumer =
+        RawConsumer::connect(&config.kafka.brokers, &config.kafka.topic, &group).context("creating the consumer")?;
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
     let mut first: Option<Instant> = None;
     let mut seen = 0u64;
     let mut bytes = 0u64;
     while seen < args.count {
-        let message = tokio::time::timeout_at(deadline.into(), consumer.recv())
+        let payload_bytes = consumer
+            .next_payload_len(deadline)
             .await
             .context("timed out before reading every record")?
             .context("consuming")?;
         first.get_or_insert_with(Instant::now);
-        bytes += message.payload_len() as u64;
+        bytes += payload_bytes as u64;
         seen += 1;
     }
     let secs = first.map_or(0.0, |t| t.elapsed().as_secs_f64());
