@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use costline_clickhouse::{LedgerRow, PartitionProgress, RememberedAttempt, SinkError, Targets};
+use tokio::sync::Semaphore;
 
 use crate::store::LedgerStore;
 
@@ -35,6 +36,8 @@ struct Ledger {
     failing_calls: Vec<&'static str>,
     remembered: Vec<RememberedAttempt>,
     calls: Vec<String>,
+    /// While set, a write waits for a permit of it (an insert ClickHouse is slow to answer).
+    write_gate: Option<Arc<Semaphore>>,
 }
 
 #[derive(Clone, Default)]
@@ -64,6 +67,13 @@ impl FakeLedger {
     /// The next read whose call starts with `call` (e.g. `remembered`) fails with a timeout.
     pub fn fail_next(&self, call: &'static str) {
         self.ledger().failing_calls.push(call);
+    }
+
+    /// Holds writes until permits are added to the returned gate.
+    pub fn hold_writes(&self) -> Arc<Semaphore> {
+        let gate = Arc::new(Semaphore::new(0));
+        self.ledger().write_gate = Some(gate.clone());
+        gate
     }
 
     pub fn set_remembered(&self, attempts: Vec<RememberedAttempt>) {
@@ -127,6 +137,10 @@ impl FakeLedger {
 
 impl LedgerStore for FakeLedger {
     async fn write(&self, rows: &[LedgerRow], query_id: &str) -> Result<(), SinkError> {
+        let gate = self.ledger().write_gate.clone();
+        if let Some(gate) = gate {
+            gate.acquire().await.expect("the test never closes the write gate").forget();
+        }
         let fault = {
             let mut ledger = self.ledger();
             ledger.calls.push(format!("write {query_id}"));

@@ -97,7 +97,11 @@ impl Worker {
     }
 
     fn queue(&self, dead_letters: FakeDeadLetters) -> FlushQueue<FakeDeadLetters> {
-        let settings = LaneSettings { lanes: 2, topic: "usage".into(), worker_id: "w".into() };
+        self.queue_with_lanes(dead_letters, 2)
+    }
+
+    fn queue_with_lanes(&self, dead_letters: FakeDeadLetters, lanes: usize) -> FlushQueue<FakeDeadLetters> {
+        let settings = LaneSettings { lanes, topic: "usage".into(), worker_id: "w".into() };
         let shutdown = CancellationToken::new();
         FlushQueue::start(
             self.ledger.clone(),
@@ -197,4 +201,34 @@ async fn revoking_a_partition_drops_its_counter_and_pending_records() {
     assert_eq!(worker.partitions.revoke(3), Some(1));
     assert_eq!(worker.partitions.revoke(3), None);
     assert!(worker.partitions.partitions().is_empty());
+}
+
+#[tokio::test]
+async fn a_lane_a_job_behind_is_skipped_and_its_partition_keeps_its_batch() {
+    let ledger = FakeLedger::default();
+    let mut worker = Worker::new(&ledger);
+    worker.take_over(0).await;
+    let mut queue = worker.queue_with_lanes(FakeDeadLetters::default(), 1);
+    let gate = ledger.hold_writes();
+    let pending = |worker: &mut Worker| worker.partitions.counter_mut(0).unwrap().pending_records();
+    worker.count(0, 0, &event("a"));
+    queue.flush(&mut worker.partitions, Handover::IfRoom).await.unwrap();
+    assert_eq!(pending(&mut worker), 0, "handed over: the lane had room");
+    worker.count(0, 1, &event("b"));
+    queue.flush(&mut worker.partitions, Handover::IfRoom).await.unwrap();
+    assert_eq!(pending(&mut worker), 1, "the first job still waits for the lane: the batch stays open");
+    tokio::task::yield_now().await; // The lane takes the first job and waits for ClickHouse.
+    queue.flush(&mut worker.partitions, Handover::IfRoom).await.unwrap();
+    assert_eq!(pending(&mut worker), 0, "one job written, one waiting");
+    worker.count(0, 2, &event("c"));
+    queue.flush(&mut worker.partitions, Handover::IfRoom).await.unwrap();
+    assert_eq!(pending(&mut worker), 1);
+    assert!(queue.completed().is_empty(), "nothing written yet");
+    gate.add_permits(3);
+    queue.flush(&mut worker.partitions, Handover::Wait).await.unwrap();
+    assert_eq!(pending(&mut worker), 0, "waited for room");
+    assert_eq!(queue.finish().await.unwrap(), [(0, 1), (0, 2), (0, 3)], "written in order");
+    for end in 1..=3 {
+        assert_eq!(ledger.received(0, end, Targets::PROGRESS), 1);
+    }
 }

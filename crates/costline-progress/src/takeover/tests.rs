@@ -100,7 +100,7 @@ async fn a_ledger_that_does_not_answer_fails_the_open_and_is_retried() {
         assert!(expected, "{read}: {failed}");
         assert!(ledger.calls().last().unwrap().starts_with(read), "nothing is read after a failure");
     }
-    ledger.fail_reads(4);
+    ledger.fail_reads(2);
     let start = takeover(&ledger).open_retrying("usage", 0, &CancellationToken::new()).await.unwrap();
     assert_eq!((start.next_offset, start.unfinished.map(|f| f.next_offset)), (8, Some(9)));
 }
