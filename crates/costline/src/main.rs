@@ -21,9 +21,8 @@ mod worker;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -243,9 +242,8 @@ async fn run_worker(config: Config) -> anyhow::Result<()> {
             }
         }
     });
-    let owns_partition_0 = Arc::new(AtomicBool::new(false));
+    // The worker's rebalance callbacks publish whether it leads; the alerts follow.
     let (leads, leadership) = watch::channel(false);
-    tasks.spawn(publish_leadership(owns_partition_0.clone(), leads, shutdown.clone()));
     // Deliveries in flight stop at shutdown and stay pending in the outbox.
     tasks.spawn(alerts.run(leadership, shutdown.clone()));
     tasks.spawn(cancel_on_signal(shutdown.clone()));
@@ -257,7 +255,7 @@ async fn run_worker(config: Config) -> anyhow::Result<()> {
         http_token = config.http.token.is_some(),
         "costline worker starting"
     );
-    let result = worker::run(&config, prices, telemetry, owns_partition_0, shutdown.clone()).await;
+    let result = worker::run(&config, prices, telemetry, leads, shutdown.clone()).await;
     shutdown.cancel();
     tasks.wait().await;
     result
@@ -284,25 +282,6 @@ fn alerts(
     };
     let alerts = Alerts::new(store, statuses.clone(), webhooks, config.alerts.settings(), alert_metrics);
     Ok((alerts, statuses))
-}
-
-/// Publishes the worker's flag "owns partition 0" (set in its rebalance callbacks) as the
-/// alerts' leadership watch, looking every 100 ms, until `shutdown`.
-async fn publish_leadership(
-    owns_partition_0: Arc<AtomicBool>,
-    leadership: watch::Sender<bool>,
-    shutdown: CancellationToken,
-) {
-    let mut ticker = tokio::time::interval(Duration::from_millis(100));
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        let leads = owns_partition_0.load(Ordering::Relaxed);
-        leadership.send_if_modified(|led| std::mem::replace(led, leads) != leads);
-    }
 }
 
 /// Cancels `token` on SIGTERM or SIGINT; ends when `token` is cancelled otherwise.
