@@ -6,9 +6,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{assert_totals_exact, Setup};
+use common::{assert_totals_exact, wait_until, Setup};
 
 #[test]
 fn a_half_applied_flush_is_completed_not_doubled() {
@@ -29,8 +29,8 @@ fn a_half_applied_flush_is_completed_not_doubled() {
     let hour_total = setup.query("SELECT sum(attempts), toString(sum(cost_usd)) FROM usage_hour FORMAT TSV");
     let minute_total = setup.query("SELECT sum(attempts), toString(sum(cost_usd)) FROM usage_minute FORMAT TSV");
     assert_eq!(hour_total, minute_total, "usage_hour must match usage_minute");
-    let log = worker.log();
-    assert!(log.contains("the failed flush reached some tables"), "no half-applied flush was seen:\n{log}");
+    let partial = worker.metric("costline_partial_flushes_total").unwrap_or(0.0);
+    assert!(partial > 0.0, "no half-applied flush was seen:\n{}", worker.log());
     assert_eq!(worker.stop(), 0);
 }
 
@@ -49,11 +49,11 @@ fn a_half_applied_flush_left_by_a_dead_worker_is_completed_by_the_next() {
     setup.query("CREATE MATERIALIZED VIEW ledger_rf_fault TO fault_sink AS SELECT throwIf(next_offset > 0) AS x FROM flush_ledger");
     // Wait until the worker has seen a failed flush that wrote some tables, not just a failed
     // one: an insert can also fail before writing anything (one that meets the view half-made).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !first.log().contains("the failed flush reached some tables") {
-        assert!(Instant::now() < deadline, "no flush was left half-applied under the fault view:\n{}", first.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        Duration::from_secs(30),
+        || first.metric("costline_partial_flushes_total").is_some_and(|n| n > 0.0).then_some(()),
+        || format!("no flush was left half-applied under the fault view:\n{}", first.log()),
+    );
     let query_ids = first.query_id_prefix();
     let named = format!("SELECT count() FROM flushes WHERE worker = '{}' FORMAT TSV", query_ids.trim_end_matches('-'));
     assert_ne!(setup.query(&named).trim(), "0", "{query_ids} does not name the worker that wrote `flushes`");
@@ -61,20 +61,20 @@ fn a_half_applied_flush_left_by_a_dead_worker_is_completed_by_the_next() {
     // The dead worker's last insert may still be in ClickHouse's hands. It must fail on the
     // fault view: were the view dropped first, that insert would complete the flush itself.
     std::thread::sleep(Duration::from_secs(1));
-    let deadline = Instant::now() + Duration::from_secs(30);
     let running = format!("SELECT count() FROM system.processes WHERE startsWith(query_id, '{query_ids}') FORMAT TSV");
-    while setup.query(&running).trim() != "0" {
-        assert!(Instant::now() < deadline, "the killed worker's queries still run in ClickHouse after 30 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        Duration::from_secs(30),
+        || (setup.query(&running).trim() == "0").then_some(()),
+        || "the killed worker's queries still run in ClickHouse".to_string(),
+    );
     assert!(half_applied_events(&setup) > 0, "the half-applied flush was completed before the next owner came");
     setup.query("DROP TABLE ledger_rf_fault");
 
     let second = setup.spawn_worker("second");
     common::wait_producer(producer, Duration::from_secs(60));
     assert_totals_exact(&setup, &record_file);
-    let log = second.log();
-    assert!(log.contains("left a flush half-applied"), "the next owner found no half-applied flush:\n{log}");
+    let completed = second.metric("costline_unfinished_flushes_total").unwrap_or(0.0);
+    assert!(completed > 0.0, "the next owner completed no half-applied flush:\n{}", second.log());
     assert_eq!(second.stop(), 0);
 }
 

@@ -3,15 +3,17 @@
 //! which identities it must remember).
 //!
 //! Layout: [`migrate`] applies `schemas/clickhouse/*.sql`; [`ledger`] turns a core
-//! `PartitionBatch` into one `flush_ledger` row; [`sink`] inserts rows and reads progress.
+//! `PartitionBatch` into one `flush_ledger` row; [`sink`] inserts rows and reads progress;
+//! [`alert_store`] is what the alerts read and their outbox, [`dashboard_store`] the dashboard's reads,
+//! [`correction_store`] the cost in force of counted attempts and the reprice chunks.
 //! Works on ClickHouse 18.16 (the test server) and on current releases: rows are sent as
 //! `RowBinary` without schema validation, which 18.16 does not understand.
 
-pub mod dashboard;
-pub mod governance;
+pub mod alert_store;
+pub mod correction_store;
+pub mod dashboard_store;
 pub mod ledger;
 pub mod migrate;
-pub mod reprice;
 pub mod sink;
 
 pub use ledger::{LedgerRow, Targets};

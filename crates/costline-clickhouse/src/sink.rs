@@ -3,8 +3,7 @@
 //! A flush is one `INSERT` of ledger rows, tagged with a query id. When an insert fails, the
 //! worker does not know whether the server applied it (a timeout, a dropped connection). It
 //! then cancels that query id on the server and re-reads progress before writing again, so a
-//! flush is never applied twice: see the module doc of the worker's flush loop
-//! (`crates/costline/src/worker/flush.rs`) and `docs/design.md`.
+//! flush is never applied twice: see `costline_progress::settle` and `docs/design.md`.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -136,20 +135,6 @@ impl LedgerSink {
             .bind(topic);
         let rows = self.bounded(query.fetch_all::<PartitionProgress>()).await?;
         Ok(rows.into_iter().map(|p| (p.kafka_partition, p)).collect())
-    }
-
-    /// The tables that already hold `row`, after a write of it failed. ClickHouse fans one
-    /// insert out to its tables one after another, so a server-side failure can leave some of
-    /// them written. Tables the row has nothing for count as holding it.
-    pub async fn landed(&self, row: &LedgerRow) -> Result<Targets, SinkError> {
-        let mut landed = self.tables_holding(&row.kafka_topic, row.kafka_partition, row.next_offset).await?;
-        if row.ev_offset.is_empty() {
-            landed = landed.with(Targets::EVENTS);
-        }
-        if row.rj_offset.is_empty() {
-            landed = landed.with(Targets::REJECTS);
-        }
-        Ok(landed)
     }
 
     /// Which tables hold the flush of `partition` that ended at `next_offset`: each is asked

@@ -153,11 +153,12 @@ pub struct RejectedRecord {
 }
 
 /// The fate of one record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Outcome<'a> {
     Counted,
     Duplicate,
-    Rejected,
+    /// Rejected with its reason; the record stays in the open batch.
+    Rejected(&'a RejectedRecord),
 }
 
 /// What one flush of one partition writes.
@@ -236,7 +237,13 @@ impl PartitionCounter {
     /// `key` is the record's Kafka key, which producers set to the `externalRequestId`: the
     /// dedup memory, larger than the caches, starts loading from it while the payload is
     /// decoded. Any key, or none, gives the same outcome; only the wait differs.
-    pub fn count(&mut self, record: RecordMeta, key: Option<&[u8]>, payload: &[u8], prices: &PriceTable) -> Outcome {
+    pub fn count(
+        &mut self,
+        record: RecordMeta,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        prices: &PriceTable,
+    ) -> Outcome<'_> {
         let record = RecordMeta { timestamp_ms: record.timestamp_ms.min(self.record_time_bound_ms), ..record };
         self.batch.cover(record);
         let key_hash = key.map(|key| {
@@ -250,13 +257,15 @@ impl PartitionCounter {
             Ok(ref event) => event,
             Err(reason) => {
                 let head = &payload[..payload.len().min(PAYLOAD_HEAD_BYTES)];
-                self.batch.rejected.push(RejectedRecord {
+                let rejected = &mut self.batch.rejected;
+                let at = rejected.len();
+                rejected.push(RejectedRecord {
                     record,
                     reason,
                     payload_head: String::from_utf8_lossy(head).into_owned(),
                     payload_bytes: payload.len(),
                 });
-                return Outcome::Rejected;
+                return Outcome::Rejected(&rejected[at]);
             }
         };
         let event_time_ms = event.event_time_ms(record.timestamp_ms);
@@ -311,11 +320,6 @@ impl PartitionCounter {
         self.dedup.observe(Identity::new(external_request_id, attempt), record_secs(record_ms));
     }
 
-    /// The newest rejected record of the open batch.
-    pub fn last_rejected(&self) -> Option<&RejectedRecord> {
-        self.batch.rejected.last()
-    }
-
     /// Records in the open batch.
     pub fn pending_records(&self) -> u64 {
         self.batch.records()
@@ -356,6 +360,15 @@ mod tests {
     use super::*;
     use crate::dedup::DEFAULT_GRACE_SECS;
     use crate::rollup::{Dimension, RollupKey};
+
+    /// An outcome without the rejected record it may borrow.
+    fn fate(outcome: Outcome<'_>) -> &'static str {
+        match outcome {
+            Outcome::Counted => "counted",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Rejected(_) => "rejected",
+        }
+    }
 
     fn table() -> PriceTable {
         PriceTable::from_toml(
@@ -433,7 +446,10 @@ mod tests {
         assert_eq!(counter.count(at(11), Some(b"a"), &payload("a", 1, "gpt-4o"), &prices), Outcome::Duplicate);
         assert_eq!(counter.count(at(12), Some(b"a"), &payload("a", 2, "gpt-4o"), &prices), Outcome::Counted);
         assert_eq!(counter.count(at(13), Some(b"b"), &payload("b", 1, "mystery"), &prices), Outcome::Counted);
-        assert_eq!(counter.count(at(15), None, b"{not json", &prices), Outcome::Rejected);
+        let Outcome::Rejected(rejected) = counter.count(at(15), None, b"{not json", &prices) else {
+            panic!("malformed JSON was not rejected")
+        };
+        assert_eq!((rejected.record.offset, rejected.reason.code(), rejected.payload_bytes), (15, "malformed_json", 9));
         let batch = counter.take_batch();
         assert_eq!((batch.first_offset, batch.next_offset, batch.records()), (Some(10), 16, 5));
         assert_eq!(batch.rejected[0].reason.code(), "malformed_json");
@@ -479,16 +495,16 @@ mod tests {
         let mut count = |counter: &mut PartitionCounter, request: &str, record_ms: i64| {
             offset += 1;
             let at = RecordMeta { offset, timestamp_ms: record_ms };
-            counter.count(at, Some(request.as_bytes()), &payload(request, 1, "gpt-4o"), &prices)
+            fate(counter.count(at, Some(request.as_bytes()), &payload(request, 1, "gpt-4o"), &prices))
         };
         for i in 0..100 {
-            assert_eq!(count(&mut counter, &format!("early-{i}"), NOW_MS + i), Outcome::Counted);
+            assert_eq!(count(&mut counter, &format!("early-{i}"), NOW_MS + i), "counted");
         }
         for i in 0..8 {
-            assert_eq!(count(&mut counter, &format!("future-{i}"), YEAR_2100_MS), Outcome::Counted);
+            assert_eq!(count(&mut counter, &format!("future-{i}"), YEAR_2100_MS), "counted");
         }
         for i in (0..100).step_by(33) {
-            assert_eq!(count(&mut counter, &format!("early-{i}"), NOW_MS + 5_000), Outcome::Duplicate, "early-{i}");
+            assert_eq!(count(&mut counter, &format!("early-{i}"), NOW_MS + 5_000), "duplicate", "early-{i}");
         }
         let batch = counter.take_batch();
         assert_eq!(batch.newest_record_ms, NOW_MS + SKEW_MS, "the batch's newest record time is bounded");
@@ -498,7 +514,12 @@ mod tests {
         let mut advance = |counter: &mut PartitionCounter, at_ms: i64, request: &str| {
             counter.bound_record_times(at_ms + SKEW_MS);
             offset += 1;
-            counter.count(RecordMeta { offset, timestamp_ms: at_ms }, None, &payload(request, 1, "gpt-4o"), &prices)
+            fate(counter.count(
+                RecordMeta { offset, timestamp_ms: at_ms },
+                None,
+                &payload(request, 1, "gpt-4o"),
+                &prices,
+            ))
         };
         for minute in 1..=120 {
             advance(&mut counter, NOW_MS + minute * 60_000, &format!("later-{minute}"));

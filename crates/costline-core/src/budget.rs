@@ -5,6 +5,8 @@
 //! An alert for a budget is identified by `(budget, period start, threshold)`: whatever the
 //! number of workers, restarts or replays, the same crossing yields the same [`AlertId`].
 
+use std::fmt;
+
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 
@@ -34,6 +36,16 @@ impl TagMatch {
     }
 }
 
+/// As configured: the tag, or the prefix followed by `*`.
+impl fmt::Display for TagMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TagMatch::Exact(tag) => f.write_str(tag),
+            TagMatch::Prefix(prefix) => write!(f, "{prefix}*"),
+        }
+    }
+}
+
 /// What spend a budget covers. `None` means any value. The default scope is real traffic in
 /// `prod`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +57,30 @@ pub struct Scope {
     pub model: Option<String>,
     pub environment: Option<String>,
     pub data_mode: Option<DataMode>,
+}
+
+/// `key=value` for every dimension the scope fixes, comma-separated, in a fixed order (tenant,
+/// endpoint_tag, prompt_version, provider, model, environment, data_mode), as rule scopes are
+/// written; `*` when it fixes none. What alerts store and send as the budget's scope.
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pairs = [
+            ("tenant", self.tenant.clone()),
+            ("endpoint_tag", self.endpoint_tag.as_ref().map(TagMatch::to_string)),
+            ("prompt_version", self.prompt_version.clone()),
+            ("provider", self.provider.clone()),
+            ("model", self.model.clone()),
+            ("environment", self.environment.clone()),
+            ("data_mode", self.data_mode.map(|m| m.as_str().to_string())),
+        ];
+        let fixed: Vec<String> =
+            pairs.into_iter().filter_map(|(key, value)| value.map(|value| format!("{key}={value}"))).collect();
+        if fixed.is_empty() {
+            f.write_str("*")
+        } else {
+            f.write_str(&fixed.join(","))
+        }
+    }
 }
 
 impl Default for Scope {
@@ -70,6 +106,14 @@ pub enum Period {
 }
 
 impl Period {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Period::Day => "day",
+            Period::Week => "week",
+            Period::Month => "month",
+        }
+    }
+
     /// `[start, end)` of the period holding `at`, in UTC instants. Weeks start on Monday.
     pub fn bounds(self, at: DateTime<Utc>, zone: Tz) -> (DateTime<Utc>, DateTime<Utc>) {
         let local = at.with_timezone(&zone).date_naive();
@@ -243,6 +287,22 @@ mod tests {
         assert_ne!(AlertId::budget("b", start, 80), AlertId::budget("b", start, 100));
         assert_ne!(AlertId::budget("b", start, 80), AlertId::rule("b", "80", start.timestamp()));
         assert!(AlertId::budget("b", start, 80).0.starts_with("al_"));
+    }
+
+    #[test]
+    fn a_scope_is_written_as_key_value_pairs() {
+        assert_eq!(Scope::default().to_string(), "environment=prod,data_mode=real");
+        let scope = Scope {
+            tenant: Some("acme".into()),
+            endpoint_tag: Some(TagMatch::parse("checkout.*")),
+            prompt_version: Some(String::new()),
+            environment: None,
+            data_mode: None,
+            ..Scope::default()
+        };
+        assert_eq!(scope.to_string(), "tenant=acme,endpoint_tag=checkout.*,prompt_version=");
+        let any = Scope { environment: None, data_mode: None, ..Scope::default() };
+        assert_eq!(any.to_string(), "*");
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod reject;
 pub mod reprice;
 pub mod rollup;
 pub mod rules;
+pub mod secret;
 pub mod symbols;
 
 mod decode;
@@ -39,4 +40,5 @@ pub use money::PicoUsd;
 pub use price::{Price, PriceCache, PriceTable, PriceTableError, Pricing};
 pub use reject::RejectReason;
 pub use rollup::{Dimension, MinuteRollup, RollupKey, RollupMeasures};
+pub use secret::Secret;
 pub use symbols::Symbols;

@@ -8,10 +8,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use costline_core::RecordMeta;
+
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaResult;
-use rdkafka::message::BorrowedMessage;
+use rdkafka::message::{BorrowedMessage, Message, Timestamp};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
@@ -101,6 +103,35 @@ impl<L: PartitionLifecycle> ConsumerContext for SourceContext<L> {
     }
 }
 
+/// A record as the worker counts it, borrowed from the consumer.
+pub struct SourceRecord<'a> {
+    message: BorrowedMessage<'a>,
+}
+
+impl SourceRecord<'_> {
+    pub fn partition(&self) -> i32 {
+        self.message.partition()
+    }
+
+    /// Offset and record time (0 when the broker gave none).
+    pub fn meta(&self) -> RecordMeta {
+        let timestamp_ms = match self.message.timestamp() {
+            Timestamp::CreateTime(ms) | Timestamp::LogAppendTime(ms) => ms,
+            Timestamp::NotAvailable => 0,
+        };
+        RecordMeta { offset: self.message.offset().max(0) as u64, timestamp_ms }
+    }
+
+    pub fn key(&self) -> Option<&[u8]> {
+        self.message.key()
+    }
+
+    /// The payload; empty for a record without one.
+    pub fn payload(&self) -> &[u8] {
+        self.message.payload().unwrap_or_default()
+    }
+}
+
 /// A consumer-group member reading one topic.
 pub struct KafkaSource<L: PartitionLifecycle> {
     consumer: StreamConsumer<SourceContext<L>>,
@@ -140,14 +171,23 @@ impl<L: PartitionLifecycle> KafkaSource<L> {
     }
 
     /// The next record. Rebalance callbacks run inside this call.
-    pub async fn recv(&self) -> KafkaResult<BorrowedMessage<'_>> {
-        self.consumer.recv().await
+    pub async fn recv(&self) -> KafkaResult<SourceRecord<'_>> {
+        self.consumer.recv().await.map(|message| SourceRecord { message })
     }
 
-    /// Commits `next_offset` for each partition (the offset of the next record to read).
-    /// Kafka's committed offsets are informational here (lag tools read them); the resume point
-    /// is read from ClickHouse.
-    pub fn commit(&self, offsets: &[(i32, u64)], mode: CommitMode) -> KafkaResult<()> {
+    /// Commits `next_offset` for each partition (the offset of the next record to read) in the
+    /// background. Kafka's committed offsets are informational here (lag tools read them); the
+    /// resume point is read from ClickHouse.
+    pub fn commit(&self, offsets: &[(i32, u64)]) -> KafkaResult<()> {
+        self.commit_in(offsets, CommitMode::Async)
+    }
+
+    /// [`KafkaSource::commit`], waiting for the broker's answer (before leaving the group).
+    pub fn commit_and_wait(&self, offsets: &[(i32, u64)]) -> KafkaResult<()> {
+        self.commit_in(offsets, CommitMode::Sync)
+    }
+
+    fn commit_in(&self, offsets: &[(i32, u64)], mode: CommitMode) -> KafkaResult<()> {
         let mut tpl = TopicPartitionList::new();
         for &(partition, next_offset) in offsets {
             tpl.add_partition_offset(&self.topic, partition, Offset::Offset(next_offset as i64))?;

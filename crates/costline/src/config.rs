@@ -6,13 +6,15 @@
 //! The `///` line of each field is the configuration reference (README §Configuration).
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+pub use costline_core::Secret;
 
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "COSTLINE_";
@@ -85,6 +87,45 @@ impl Default for AlertsConfig {
             config_drift: ConfigDriftConfig::default(),
             unpriced_model: UnpricedModelConfig::default(),
         }
+    }
+}
+
+impl AlertsConfig {
+    /// What the alerts component runs with.
+    pub fn settings(&self) -> costline_alerts::AlertSettings {
+        use costline_core::rules::{ConfigDrift, CostSpike, RetryStorm};
+        let (storm, spike, drift) = (&self.retry_storm, &self.cost_spike, &self.config_drift);
+        let rules = costline_alerts::rule_alerts::RuleSettings {
+            retry_storm: storm.enabled.then_some((
+                RetryStorm { max_ratio: storm.max_retry_ratio, min_requests: storm.min_requests },
+                storm.window_secs,
+            )),
+            cost_spike: spike.enabled.then_some((
+                CostSpike {
+                    factor: spike.factor,
+                    min_cost_usd: spike.min_cost_usd,
+                    min_history_hours: spike.min_history_hours,
+                },
+                spike.trailing_hours,
+            )),
+            config_drift: drift
+                .enabled
+                .then_some((ConfigDrift { min_history_hours: drift.min_history_hours }, drift.lookback_hours)),
+            unpriced_model_window_secs: self.unpriced_model.enabled.then_some(self.unpriced_model.window_secs),
+            cooldown_secs: self.cooldown_secs,
+            max_alerts_per_rule: self.max_alerts_per_rule,
+            webhooks: self.webhooks.clone(),
+        };
+        let interval = Duration::from_millis(self.evaluate_interval_ms);
+        let outbox = costline_alerts::outbox::OutboxSettings {
+            retry_initial: Duration::from_millis(self.retry_initial_ms),
+            retry_max: Duration::from_millis(self.retry_max_ms),
+            max_attempts: self.max_attempts,
+            batch: self.delivery_batch,
+            concurrency: self.delivery_concurrency,
+            poll_interval: interval,
+        };
+        costline_alerts::AlertSettings { evaluate_interval: interval, rules, outbox }
     }
 }
 
@@ -249,6 +290,17 @@ pub struct WebhookConfig {
     pub secret: Option<Secret>,
 }
 
+impl WebhookConfig {
+    /// The sender for this webhook, with the secret loaded from `secret_env`.
+    pub fn sender(&self) -> anyhow::Result<costline_alerts::webhook::Webhook> {
+        let secret = self.secret.clone().with_context(|| {
+            format!("webhook {}: its secret (environment variable {}) was not loaded", self.id, self.secret_env)
+        })?;
+        costline_alerts::webhook::Webhook::new(&self.url, secret, Duration::from_millis(self.timeout_ms))
+            .with_context(|| format!("webhook {}", self.id))
+    }
+}
+
 fn default_webhook_timeout_ms() -> u64 {
     5_000
 }
@@ -296,7 +348,7 @@ pub struct KafkaConfig {
 
 fn serialize_url_origin<S: serde::Serializer>(url: &str, serializer: S) -> Result<S::Ok, S::Error> {
     match reqwest::Url::parse(url) {
-        Ok(parsed) => serializer.serialize_str(&format!("{}…", crate::governance::webhook::origin(&parsed))),
+        Ok(parsed) => serializer.serialize_str(&format!("{}…", costline_alerts::webhook::origin(&parsed))),
         Err(_) => serializer.serialize_str("(not a valid URL)"),
     }
 }
@@ -619,26 +671,6 @@ impl Default for LogConfig {
     }
 }
 
-/// A secret: never printed.
-#[derive(Clone, Serialize)]
-pub struct Secret(#[serde(skip)] String);
-
-impl Secret {
-    pub fn new(value: String) -> Secret {
-        Secret(value)
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
 impl Config {
     /// Reads `path` (if given), applies environment overrides, loads secrets and validates.
     pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
@@ -942,13 +974,13 @@ fn load_librdkafka_secrets(config: &KafkaConfig, env: &[(String, String)]) -> an
                 "config key `kafka.librdkafka_secret_env.\"{property}\"`: environment variable {variable} is not set"
             )
         })?;
-        secrets.insert(property.clone(), Secret(value));
+        secrets.insert(property.clone(), Secret::new(value));
     }
     for (property, path) in &config.librdkafka_secret_files {
         let text = std::fs::read_to_string(path).with_context(|| {
             format!("config key `kafka.librdkafka_secret_files.\"{property}\"`: cannot read {}", path.display())
         })?;
-        secrets.insert(property.clone(), Secret(text.lines().next().unwrap_or_default().to_string()));
+        secrets.insert(property.clone(), Secret::new(text.lines().next().unwrap_or_default().to_string()));
     }
     if let Some(property) = secrets.keys().find(|property| config.librdkafka.contains_key(*property)) {
         bail!("config key `kafka.librdkafka.\"{property}\"` is also given as a secret; give it once");
@@ -985,18 +1017,18 @@ fn load_http_token(config: &HttpConfig, env: &[(String, String)]) -> anyhow::Res
         if token.is_empty() {
             bail!("config key `http.token_file`: the first line of {} is empty", path.display());
         }
-        return Ok(Some(Secret(token.to_string())));
+        return Ok(Some(Secret::new(token.to_string())));
     }
-    Ok(env.iter().find(|(name, v)| name == "COSTLINE_HTTP_TOKEN" && !v.is_empty()).map(|(_, v)| Secret(v.clone())))
+    Ok(env.iter().find(|(name, v)| name == "COSTLINE_HTTP_TOKEN" && !v.is_empty()).map(|(_, v)| Secret::new(v.clone())))
 }
 
 fn load_password(config: &ClickHouseConfig, env: &[(String, String)]) -> anyhow::Result<Option<Secret>> {
     if let Some(path) = &config.password_file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("config key `clickhouse.password_file`: cannot read {}", path.display()))?;
-        return Ok(Some(Secret(text.lines().next().unwrap_or_default().to_string())));
+        return Ok(Some(Secret::new(text.lines().next().unwrap_or_default().to_string())));
     }
-    Ok(env.iter().find(|(name, _)| name == "COSTLINE_CLICKHOUSE_PASSWORD").map(|(_, v)| Secret(v.clone())))
+    Ok(env.iter().find(|(name, _)| name == "COSTLINE_CLICKHOUSE_PASSWORD").map(|(_, v)| Secret::new(v.clone())))
 }
 
 #[cfg(test)]

@@ -12,18 +12,17 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use costline_clickhouse::dashboard::DashboardStore;
+use costline_alerts::status::BudgetStatuses;
+use costline_clickhouse::dashboard_store::DashboardStore;
 use serde::Deserialize;
 use serde_json::json;
-
-use crate::governance::Governance;
 
 const PAGE: &str = include_str!("dashboard.html");
 
 #[derive(Clone)]
 struct Dashboard {
     store: DashboardStore,
-    governance: Arc<Governance>,
+    budgets: Arc<BudgetStatuses>,
 }
 
 #[derive(Deserialize)]
@@ -37,8 +36,8 @@ pub fn page() -> Router {
 }
 
 /// The data the page draws (`GET /v1/dashboard`), to be served behind the token.
-pub fn router(store: DashboardStore, governance: Arc<Governance>) -> Router {
-    Router::new().route("/v1/dashboard", get(data)).with_state(Dashboard { store, governance })
+pub fn router(store: DashboardStore, budgets: Arc<BudgetStatuses>) -> Router {
+    Router::new().route("/v1/dashboard", get(data)).with_state(Dashboard { store, budgets })
 }
 
 async fn data(State(d): State<Dashboard>, Query(params): Query<Params>) -> Response {
@@ -49,8 +48,8 @@ async fn data(State(d): State<Dashboard>, Query(params): Query<Params>) -> Respo
         let endpoint = params.endpoint.or_else(|| endpoints.first().map(|e| e.endpoint_tag.clone())).unwrap_or_default();
         let versions = d.store.prompt_versions(&endpoint, now - 7 * 86_400).await?;
         let budgets: Vec<_> = d
-            .governance
-            .statuses()
+            .budgets
+            .all()
             .await?
             .iter()
             .map(|s| json!({"id": s.budget.id, "spend_usd": s.spend.to_usd_string(), "limit_usd": s.budget.limit.to_usd_string(),

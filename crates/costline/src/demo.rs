@@ -57,8 +57,8 @@ pub async fn run(mut config: Config, args: &DemoArgs) -> anyhow::Result<()> {
     let worker = {
         let (config, telemetry, shutdown) = (config.clone(), telemetry.clone(), shutdown.clone());
         tokio::spawn(async move {
-            let evaluator = Arc::new(AtomicBool::new(false));
-            crate::worker::run(&config, prices, telemetry, evaluator, shutdown).await
+            let (leadership, _) = tokio::sync::watch::channel(false);
+            crate::worker::run(&config, prices, telemetry, leadership, shutdown).await
         })
     };
     let started = Instant::now();

@@ -5,11 +5,11 @@
 //! This file only parses the command line and wires the pieces; each lives in its module.
 
 mod baseline;
+mod budget_api;
 mod config;
 mod config_reference;
 mod dashboard;
 mod demo;
-mod governance;
 mod http;
 mod ingest;
 mod metrics;
@@ -20,13 +20,19 @@ mod replay;
 mod report;
 mod worker;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use costline_alerts::status::BudgetStatuses;
+use costline_alerts::{AlertMetrics, Alerts};
+use costline_clickhouse::alert_store::AlertStore;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::info;
 
 use config::Config;
@@ -210,7 +216,7 @@ async fn run_worker(config: Config) -> anyhow::Result<()> {
     let telemetry = Arc::new(http::Telemetry { metrics, ready: AtomicBool::new(false) });
     let shutdown = CancellationToken::new();
     let target = worker::clickhouse_target(&config);
-    let governance = Arc::new(governance::Governance::new(&config, &target, telemetry.metrics.clone())?);
+    let (alerts, budget_statuses) = alerts(&config, &target, &telemetry.metrics)?;
     let extra = config.kafka.producer_properties();
     let ingest_producer = costline_kafka::RecordProducer::connect(&config.kafka.brokers, &extra)
         .context("creating the ingest producer")?;
@@ -228,13 +234,15 @@ async fn run_worker(config: Config) -> anyhow::Result<()> {
         config.http.max_batch_events,
     );
     let dashboard_data =
-        dashboard::router(costline_clickhouse::dashboard::DashboardStore::new(&target), governance.clone());
+        dashboard::router(costline_clickhouse::dashboard_store::DashboardStore::new(&target), budget_statuses.clone());
     let routes = http::Routes {
         open: dashboard::page(),
-        protected: governance::api::router(governance.clone()).merge(ingest).merge(traces).merge(dashboard_data),
+        protected: budget_api::router(budget_statuses).merge(ingest).merge(traces).merge(dashboard_data),
     };
+    // Every background task ends at shutdown and is awaited before the worker returns.
+    let tasks = TaskTracker::new();
     let http_config = config.http.clone();
-    let server = tokio::spawn({
+    tasks.spawn({
         let (telemetry, shutdown) = (telemetry.clone(), shutdown.clone());
         async move {
             if let Err(e) = http::serve(&http_config, telemetry, routes, shutdown).await {
@@ -242,8 +250,12 @@ async fn run_worker(config: Config) -> anyhow::Result<()> {
             }
         }
     });
-    let alerts = tokio::spawn(governance.clone().run(shutdown.clone()));
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    // The worker's rebalance callbacks publish whether it leads; the alerts follow.
+    let (leads, leadership) = watch::channel(false);
+    // Deliveries in flight stop at shutdown and stay pending in the outbox.
+    tasks.spawn(alerts.run(leadership, shutdown.clone()));
+    tasks.spawn(cancel_on_signal(shutdown.clone()));
+    tasks.close();
     info!(
         models = prices.model_count(),
         budgets = config.budgets.len(),
@@ -251,20 +263,37 @@ async fn run_worker(config: Config) -> anyhow::Result<()> {
         http_token = config.http.token.is_some(),
         "costline worker starting"
     );
-    let result = worker::run(&config, prices, telemetry, governance.evaluator.clone(), shutdown.clone()).await;
+    let result = worker::run(&config, prices, telemetry, leads, shutdown.clone()).await;
     shutdown.cancel();
-    if let Err(e) = server.await {
-        tracing::error!(error = %e, "the HTTP server task failed");
-    }
-    // Deliveries in flight stop here and stay pending in the outbox.
-    if let Err(e) = alerts.await {
-        tracing::warn!(error = %e, "the alert tasks ended abnormally");
-    }
+    tasks.wait().await;
     result
 }
 
-/// Cancels `token` on SIGTERM or SIGINT.
-pub async fn cancel_on_signal(token: CancellationToken) {
+/// The alerts of a worker, and the budget statuses they share with the budget API.
+fn alerts(
+    config: &Config,
+    target: &costline_clickhouse::ClickHouseTarget,
+    metrics: &metrics::Metrics,
+) -> anyhow::Result<(Alerts, Arc<BudgetStatuses>)> {
+    let store = AlertStore::new(target);
+    let budgets = (0..config.budgets.len()).map(|i| config.budget(i)).collect::<anyhow::Result<Vec<_>>>()?;
+    let statuses = Arc::new(BudgetStatuses::new(store.clone(), config.kafka.topic.clone(), budgets));
+    let webhooks = config
+        .webhooks
+        .iter()
+        .map(|hook| Ok((hook.id.clone(), hook.sender()?)))
+        .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+    let alert_metrics = AlertMetrics {
+        fired: metrics.alerts_fired.clone(),
+        deliveries: metrics.alert_deliveries.clone(),
+        evaluations: metrics.alert_evaluations.clone(),
+    };
+    let alerts = Alerts::new(store, statuses.clone(), webhooks, config.alerts.settings(), alert_metrics);
+    Ok((alerts, statuses))
+}
+
+/// Cancels `token` on SIGTERM or SIGINT; ends when `token` is cancelled otherwise.
+async fn cancel_on_signal(token: CancellationToken) {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(signal) => signal,
         Err(e) => {
@@ -273,6 +302,7 @@ pub async fn cancel_on_signal(token: CancellationToken) {
         }
     };
     tokio::select! {
+        _ = token.cancelled() => return,
         _ = term.recv() => info!("SIGTERM received"),
         _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
     }

@@ -17,6 +17,8 @@ pub struct Metrics {
     pub flush_seconds: Histogram,
     pub sink_errors: IntCounter,
     pub fenced_flushes: IntCounter,
+    pub partial_flushes: IntCounter,
+    pub unfinished_flushes: IntCounter,
     pub dead_letters: IntCounter,
     pub dead_letters_truncated: IntCounter,
     pub dead_letters_undeliverable: IntCounter,
@@ -70,6 +72,16 @@ impl Metrics {
             sink_errors: register_int_counter_with_registry!(
                 "sink_errors_total",
                 "Failed ClickHouse inserts (each retried)",
+                r
+            )?,
+            partial_flushes: register_int_counter_with_registry!(
+                "partial_flushes_total",
+                "Failed inserts ClickHouse had applied to some tables; their retry wrote only the others",
+                r
+            )?,
+            unfinished_flushes: register_int_counter_with_registry!(
+                "unfinished_flushes_total",
+                "Flushes a previous owner left half-applied, completed by this worker's replay",
                 r
             )?,
             fenced_flushes: register_int_counter_with_registry!(

@@ -156,7 +156,7 @@ pub async fn publish(config: &Config, args: &ProduceArgs) -> anyhow::Result<Publ
 /// Waits for a record's delivery; writes its line to the record file, with the partition and
 /// offset it got.
 async fn confirm(
-    delivery: rdkafka::producer::DeliveryFuture,
+    delivery: costline_kafka::DeliveryFuture,
     line: Option<serde_json::Value>,
     record_file: Option<&mut std::io::BufWriter<std::fs::File>>,
 ) -> anyhow::Result<()> {

@@ -10,7 +10,7 @@ use clap::Args;
 use clickhouse::Row;
 use serde::Deserialize;
 
-use costline_clickhouse::reprice::IN_FORCE;
+use costline_clickhouse::correction_store::IN_FORCE;
 
 use crate::config::Config;
 use crate::report::align;

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use chrono::{DateTime, Datelike, NaiveDate};
 use clap::Args;
-use costline_clickhouse::reprice::{RepriceRow, RepriceStore, RepricingRecord, REPRICE_TARGETS};
+use costline_clickhouse::correction_store::{RepriceRow, RepriceStore, RepricingRecord, REPRICE_TARGETS};
 use costline_clickhouse::Targets;
 use costline_core::backoff::Backoff;
 use costline_core::budget::{Scope, TagMatch};

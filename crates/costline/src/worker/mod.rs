@@ -10,29 +10,35 @@
 //! One task reads, counts and hands batches to the writer lanes (`flush`); a rebalance runs
 //! inside `recv`, and a revoked partition is let go only once no flush of it is in flight.
 //! Shutdown (SIGTERM/SIGINT) stops reading, flushes, commits and returns.
+//!
+//! This is wiring: writing each flush exactly once, taking partitions over and fencing are
+//! `costline_progress`'s. Here they meet the Kafka source ([`lifecycle`]: the rebalance
+//! callback), the dead-letter topic ([`dead_letters`]) and the metrics ([`flush_metrics`]).
 
-mod flush;
-mod ownership;
-mod partitions;
+mod dead_letters;
+mod flush_metrics;
+mod lifecycle;
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use costline_clickhouse::{ClickHouseTarget, LedgerSink};
-use costline_core::{Outcome, PartitionCounter, PriceTable, RecordMeta};
-use costline_kafka::{KafkaSource, RecordProducer, SourceSettings};
-use rdkafka::message::{Message, Timestamp};
+use costline_core::{Outcome, PartitionCounter, PriceTable};
+use costline_kafka::{DeadLetter, GroupWatch, KafkaSource, RecordProducer, SourceRecord, SourceSettings};
+use costline_progress::{
+    record_time_bound_ms, DedupSettings, Fencing, FlushQueue, Handover, InFlight, LaneSettings, OwnedPartitions,
+    Ownership, PartitionChange, PartitionChanges, Rebalance, Takeover,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::http::Telemetry;
-use flush::{FlushQueue, Handover, InFlight};
-use ownership::Ownership;
-use partitions::{PartitionChange, PartitionChanges, UnfinishedFlush};
+use dead_letters::KafkaDeadLetters;
+use flush_metrics::FlushMetrics;
+use lifecycle::WorkerLifecycle;
 
 /// Sets whether the kernel may back this process's memory with transparent huge pages
 /// (`pipeline.transparent_huge_pages`). A failure costs only speed, so it is logged, not fatal.
@@ -45,13 +51,13 @@ fn set_transparent_huge_pages(enabled: bool) {
     let _ = enabled;
 }
 
-/// Runs a worker until `shutdown` is cancelled. `evaluator` is set while this worker owns
+/// Runs a worker until `shutdown` is cancelled. `leadership` is true while this worker owns
 /// partition 0 (it then evaluates budgets and rules).
 pub async fn run(
     config: &Config,
     prices: PriceTable,
     telemetry: Arc<Telemetry>,
-    evaluator: Arc<std::sync::atomic::AtomicBool>,
+    leadership: tokio::sync::watch::Sender<bool>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     set_transparent_huge_pages(config.pipeline.transparent_huge_pages);
@@ -59,23 +65,35 @@ pub async fn run(
     let applied = costline_clickhouse::migrate::apply(&target).await.context("applying ClickHouse migrations")?;
     info!(steps_applied = applied.len(), database = %target.database, "schema is up to date");
     let sink = LedgerSink::new(&target, Duration::from_secs(config.clickhouse.insert_timeout_secs));
-    let dead_letters = RecordProducer::connect(&config.kafka.brokers, &config.kafka.producer_properties())
+    let producer = RecordProducer::connect(&config.kafka.brokers, &config.kafka.producer_properties())
         .context("creating the dead-letter producer")?;
-    let in_flight = Arc::new(InFlight::default());
     // The consumer is made after the ownership it reports to; a weak link avoids a cycle.
-    let consumer: Arc<OnceLock<Weak<KafkaSource<PartitionChanges>>>> = Arc::new(OnceLock::new());
+    let consumer: Arc<OnceLock<Weak<KafkaSource<WorkerLifecycle>>>> = Arc::new(OnceLock::new());
     let probe = consumer.clone();
-    let ownership = Arc::new(Ownership::new(Arc::new(move || {
-        probe.get().and_then(Weak::upgrade).is_some_and(|source| source.assignment_lost())
-    })));
-    let changes = Arc::new(PartitionChanges::new(
-        sink.clone(),
-        &config.pipeline,
-        evaluator,
-        (in_flight.clone(), ownership.clone()),
-        telemetry.metrics.clone(),
+    let fencing = Fencing {
+        in_flight: Arc::new(InFlight::default()),
+        ownership: Arc::new(Ownership::new(Arc::new(move || {
+            probe.get().and_then(Weak::upgrade).is_some_and(|source| source.assignment_lost())
+        }))),
+    };
+    let pipeline = &config.pipeline;
+    let dedup = DedupSettings {
+        horizon_secs: pipeline.dedup_horizon_secs,
+        grace_secs: pipeline.dedup_grace_secs,
+        max_clock_skew_secs: pipeline.max_clock_skew_secs,
+    };
+    let (rebalance, changes) = Rebalance::new(
+        Takeover::new(sink.clone(), dedup),
+        fencing.ownership.clone(),
+        fencing.in_flight.clone(),
         shutdown.clone(),
-    ));
+    );
+    let lifecycle = Arc::new(WorkerLifecycle {
+        rebalance,
+        leadership,
+        metrics: telemetry.metrics.clone(),
+        group: Mutex::new(GroupWatch::default()),
+    });
     let settings = SourceSettings {
         brokers: config.kafka.brokers.clone(),
         topic: config.kafka.topic.clone(),
@@ -84,36 +102,41 @@ pub async fn run(
         max_poll_interval_ms: config.kafka.max_poll_interval_ms,
         extra: config.kafka.client_properties(),
     };
-    let source = Arc::new(KafkaSource::connect(&settings, changes.clone()).context("creating the Kafka consumer")?);
+    let source = Arc::new(KafkaSource::connect(&settings, lifecycle).context("creating the Kafka consumer")?);
     let _ = consumer.set(Arc::downgrade(&source));
     telemetry.ready.store(true, Ordering::Relaxed);
     info!(topic = %settings.topic, group = %settings.group_id, "worker started");
 
-    let mut worker = Worker {
+    let dead_letters = KafkaDeadLetters {
+        producer,
+        topic: config.kafka.dead_letter_topic.clone(),
+        source_topic: config.kafka.topic.clone(),
+        metrics: telemetry.metrics.clone(),
+    };
+    let lanes = LaneSettings {
+        lanes: config.clickhouse.insert_streams,
         topic: config.kafka.topic.clone(),
+        worker_id: worker_id(),
+    };
+    let report = Arc::new(FlushMetrics { telemetry: telemetry.clone() });
+    let mut worker = Worker {
         prices,
-        partitions: HashMap::new(),
-        unfinished: HashMap::new(),
+        partitions: OwnedPartitions::default(),
+        changes,
         flush_now: false,
         pending: 0,
-        flusher: FlushQueue::start(
-            sink.clone(),
-            dead_letters,
-            config,
-            telemetry.clone(),
-            (in_flight, ownership),
-            shutdown.clone(),
-        ),
+        flusher: FlushQueue::start(sink.clone(), dead_letters, report, lanes, fencing, shutdown.clone()),
         fetching_paused: false,
         telemetry,
-        max_pending: config.pipeline.max_pending_records,
-        max_clock_skew_secs: config.pipeline.max_clock_skew_secs,
-        record_time_bound_ms: record_time_bound_ms(config.pipeline.max_clock_skew_secs),
+        max_pending: pipeline.max_pending_records,
+        max_clock_skew_secs: pipeline.max_clock_skew_secs,
+        dead_letter_max_payload_bytes: config.kafka.dead_letter_max_payload_bytes,
+        record_time_bound_ms: record_time_bound_ms(pipeline.max_clock_skew_secs),
     };
     if config.clickhouse.retention_days > 0 {
         tokio::spawn(enforce_retention(sink, config.clickhouse.retention_days, shutdown.clone()));
     }
-    let mut ticker = tokio::time::interval(Duration::from_millis(config.pipeline.flush_interval_ms));
+    let mut ticker = tokio::time::interval(Duration::from_millis(pipeline.flush_interval_ms));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let received = tokio::select! {
@@ -122,17 +145,17 @@ pub async fn run(
             _ = ticker.tick() => None,
             received = source.recv() => Some(received),
         };
-        worker.apply(changes.drain());
+        worker.apply_changes();
         match received {
             None => worker.flush(&source, Handover::IfRoom).await?,
-            Some(Ok(message)) => {
-                worker.count(&message);
+            Some(Ok(record)) => {
+                worker.count(&record);
                 if worker.flush_now {
                     // The replay reached the end of a flush a previous owner left half-applied:
                     // its completion must be written before the partition counts one record
                     // more (its row goes only to the tables that lack that flush).
                     worker.flush(&source, Handover::Wait).await?;
-                } else if worker.pending() >= worker.max_pending {
+                } else if worker.pending >= worker.max_pending {
                     worker.flush(&source, Handover::IfRoom).await?;
                 }
             }
@@ -148,7 +171,7 @@ pub async fn run(
     let Worker { flusher, .. } = worker;
     let committed = flusher.finish().await?;
     if !committed.is_empty() {
-        if let Err(e) = source.commit(&committed, rdkafka::consumer::CommitMode::Sync) {
+        if let Err(e) = source.commit_and_wait(&committed) {
             warn!(error = %e, "final offset commit failed (ClickHouse holds the progress; harmless)");
         }
     }
@@ -164,7 +187,7 @@ async fn enforce_retention(sink: LedgerSink, retention_days: u32, shutdown: Canc
             _ = shutdown.cancelled() => return,
             _ = hourly.tick() => {}
         }
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let keep_from = now.saturating_sub(u64::from(retention_days) * 86_400) as u32;
         match sink.drop_expired(keep_from).await {
             Ok(dropped) if !dropped.is_empty() => {
@@ -174,17 +197,6 @@ async fn enforce_retention(sink: LedgerSink, retention_days: u32, shutdown: Canc
             Err(e) => warn!(error = %e, "retention: could not drop expired partitions"),
         }
     }
-}
-
-/// The latest Kafka record time believed now: the wall clock plus `max_clock_skew_secs`.
-///
-/// Record times are set by producers (CreateTime) and age the dedup memory; bounding them
-/// keeps one record dated in the future from making every remembered identity look expired.
-/// With `LogAppendTime` topics the broker sets them and this bound only guards against the
-/// broker's clock.
-pub(crate) fn record_time_bound_ms(max_clock_skew_secs: u32) -> i64 {
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-    now_ms + i64::from(max_clock_skew_secs) * 1000
 }
 
 pub fn clickhouse_target(config: &Config) -> ClickHouseTarget {
@@ -197,123 +209,104 @@ pub fn clickhouse_target(config: &Config) -> ClickHouseTarget {
 }
 
 struct Worker {
-    topic: String,
     prices: PriceTable,
-    partitions: HashMap<i32, PartitionCounter>,
-    /// Partitions whose first batch must complete a previous owner's half-applied flush.
-    unfinished: HashMap<i32, UnfinishedFlush>,
+    partitions: OwnedPartitions,
+    changes: PartitionChanges,
     /// Set when a partition reached the end of its unfinished flush: write it now.
     flush_now: bool,
     /// Records counted but not yet handed to the writer.
     pending: u64,
     /// Whether fetching is paused because `max_pending` records wait for a writer lane.
     fetching_paused: bool,
-    flusher: FlushQueue,
+    flusher: FlushQueue<KafkaDeadLetters>,
     telemetry: Arc<Telemetry>,
     max_pending: u64,
     max_clock_skew_secs: u32,
+    dead_letter_max_payload_bytes: usize,
     /// [`record_time_bound_ms`], refreshed for every counter at every flush (at least every
     /// flush interval).
     record_time_bound_ms: i64,
 }
 
 impl Worker {
-    fn apply(&mut self, changes: Vec<PartitionChange>) {
+    /// Takes in the partitions the last poll's rebalance assigned or revoked.
+    fn apply_changes(&mut self) {
+        let changes = self.changes.drain();
+        if changes.is_empty() {
+            return;
+        }
         for change in changes {
             match change {
-                PartitionChange::Assigned { partition, mut counter, unfinished } => {
-                    counter.bound_record_times(self.record_time_bound_ms);
-                    self.partitions.insert(partition, *counter);
-                    match unfinished {
-                        Some(flush) => self.unfinished.insert(partition, flush),
-                        None => self.unfinished.remove(&partition),
-                    };
+                PartitionChange::Assigned { partition, start } => {
+                    self.partitions.assign(partition, *start, self.record_time_bound_ms);
                 }
-                // Unflushed records of a revoked partition are dropped: they were not
-                // committed, and the partition's next owner reads them again from ClickHouse's
-                // progress on.
                 PartitionChange::Revoked { partition } => {
-                    self.unfinished.remove(&partition);
-                    if let Some(counter) = self.partitions.remove(&partition) {
+                    if let Some(dropped) = self.partitions.revoke(partition) {
                         self.flusher.forget(partition);
-                        info!(partition, dropped = counter.pending_records(), "partition revoked");
+                        info!(partition, dropped, "partition revoked");
                     }
                 }
             }
         }
-        self.telemetry.metrics.assigned_partitions.set(self.partitions.len() as i64);
+        self.telemetry.metrics.assigned_partitions.set(self.partitions.partitions().len() as i64);
     }
 
-    fn count(&mut self, message: &rdkafka::message::BorrowedMessage<'_>) {
+    fn count(&mut self, record: &SourceRecord<'_>) {
         let metrics = &self.telemetry.metrics;
         metrics.records_consumed.inc();
-        let partition = message.partition();
-        let Some(counter) = self.partitions.get_mut(&partition) else {
-            error!(partition, offset = message.offset(), "record of a partition without state: not counted here");
+        let partition = record.partition();
+        let meta = record.meta();
+        let Some(counter) = self.partitions.counter_mut(partition) else {
+            error!(partition, offset = meta.offset, "record of a partition without state: not counted here");
             return;
         };
-        let offset = message.offset() as u64;
-        if offset < counter.next_offset() {
+        if meta.offset < counter.next_offset() {
             return; // Already counted (before a seek took effect).
         }
-        let timestamp_ms = match message.timestamp() {
-            Timestamp::CreateTime(ms) | Timestamp::LogAppendTime(ms) => ms,
-            Timestamp::NotAvailable => 0,
-        };
-        let payload = message.payload().unwrap_or_default();
-        match counter.count(RecordMeta { offset, timestamp_ms }, message.key(), payload, &self.prices) {
+        match counter.count(meta, record.key(), record.payload(), &self.prices) {
             Outcome::Counted => metrics.events_counted.inc(),
             Outcome::Duplicate => metrics.events_duplicate.inc(),
-            Outcome::Rejected => {
-                if let Some(rejected) = counter.last_rejected() {
-                    let reason = &rejected.reason;
-                    self.flusher.dead_letter(partition, offset, payload, reason.code(), reason.to_string());
-                }
+            Outcome::Rejected(rejected) => {
+                let reason = &rejected.reason;
+                metrics.events_rejected.with_label_values(&[reason.code()]).inc();
+                self.flusher.dead_letter(DeadLetter::new(
+                    partition,
+                    meta.offset,
+                    record.payload(),
+                    self.dead_letter_max_payload_bytes,
+                    reason.code(),
+                    reason.to_string(),
+                ));
             }
         }
         self.pending += 1;
         metrics.pending_records.set(self.pending as i64);
-        if let Some(flush) = self.unfinished.get(&partition) {
-            if counter.next_offset() >= flush.next_offset {
-                if counter.next_offset() > flush.next_offset {
-                    error!(
-                        partition,
-                        expected = flush.next_offset,
-                        at = counter.next_offset(),
-                        "replay passed the end of an unfinished flush"
-                    );
-                }
-                self.flush_now = true;
-            }
+        if self.partitions.completes_unfinished(partition) {
+            metrics.unfinished_flushes.inc();
+            self.flush_now = true;
         }
-    }
-
-    fn pending(&self) -> u64 {
-        self.pending
     }
 
     /// Hands ready batches to the writer lanes, commits what they wrote, and pauses fetching
     /// while too much waits for a lane (resuming once it is written): the loop keeps polling
     /// either way, so the group never drops this worker for being stuck behind ClickHouse.
-    async fn flush(&mut self, source: &KafkaSource<PartitionChanges>, handover: Handover) -> anyhow::Result<()> {
+    async fn flush(&mut self, source: &KafkaSource<WorkerLifecycle>, handover: Handover) -> anyhow::Result<()> {
         self.flush_now = false;
         self.record_time_bound_ms = record_time_bound_ms(self.max_clock_skew_secs);
-        for counter in self.partitions.values_mut() {
-            counter.bound_record_times(self.record_time_bound_ms);
-        }
-        self.flusher.flush(&self.topic, &mut self.partitions, &mut self.unfinished, handover).await?;
+        self.partitions.bound_record_times(self.record_time_bound_ms);
+        self.flusher.flush(&mut self.partitions, handover).await?;
         let committed = self.flusher.completed();
         if !committed.is_empty() {
-            if let Err(e) = source.commit(&committed, rdkafka::consumer::CommitMode::Async) {
+            if let Err(e) = source.commit(&committed) {
                 warn!(error = %e, "offset commit failed (ClickHouse holds the progress; harmless)");
             }
         }
         let metrics = &self.telemetry.metrics;
-        self.pending = self.partitions.values().map(PartitionCounter::pending_records).sum();
+        self.pending = self.partitions.counters().map(PartitionCounter::pending_records).sum();
         metrics.pending_records.set(self.pending as i64);
         let held_back = self.pending >= self.max_pending;
         if held_back || self.fetching_paused {
-            let partitions: Vec<i32> = self.partitions.keys().copied().collect();
+            let partitions = self.partitions.partitions();
             let switched = if held_back { source.pause(&partitions) } else { source.resume(&partitions) };
             match switched {
                 Ok(()) if held_back != self.fetching_paused => {
@@ -324,13 +317,27 @@ impl Worker {
             }
             self.fetching_paused = held_back;
         }
-        metrics.window_keys.set(self.partitions.values().map(PartitionCounter::pending_keys).sum::<usize>() as i64);
-        metrics.dedup_entries.set(self.partitions.values().map(|c| c.dedup().len()).sum::<usize>() as i64);
+        metrics.window_keys.set(self.partitions.counters().map(PartitionCounter::pending_keys).sum::<usize>() as i64);
+        metrics.dedup_entries.set(self.partitions.counters().map(|c| c.dedup().len()).sum::<usize>() as i64);
         metrics
             .dedup_memory_bytes
-            .set(self.partitions.values().map(|c| c.dedup().memory_bytes()).sum::<usize>() as i64);
+            .set(self.partitions.counters().map(|c| c.dedup().memory_bytes()).sum::<usize>() as i64);
         Ok(())
     }
+}
+
+/// `host-pid`: names the worker in `flushes.worker` and in query ids.
+fn worker_id() -> String {
+    format!("{}-{}", host_name(), std::process::id())
+}
+
+/// This machine's name (`worker` when it has none).
+pub(crate) fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".into())
 }
 
 #[cfg(all(test, target_os = "linux"))]

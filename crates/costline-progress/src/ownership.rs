@@ -28,10 +28,10 @@ impl Ownership {
         Ownership { epochs: Mutex::new(HashMap::new()), next_epoch: AtomicU64::new(1), assignment_lost }
     }
 
-    /// The map is only ever changed by single inserts and removals, so a panic elsewhere
-    /// while it was locked cannot leave it inconsistent.
     fn epochs(&self) -> MutexGuard<'_, HashMap<i32, u64>> {
-        self.epochs.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        // Only single inserts, removals and reads happen under this lock, none of which can
+        // panic; a poisoned lock means fencing can no longer be trusted, so the worker stops.
+        self.epochs.lock().expect("the ownership epochs' lock was poisoned by a panic")
     }
 
     /// Starts a new epoch for `partition` (it was just assigned).
@@ -78,5 +78,18 @@ mod tests {
         assert!(ownership.holds(3, second));
         lost.store(true, Ordering::Relaxed);
         assert!(!ownership.holds(3, second), "the group dropped this member before its callback ran");
+    }
+
+    #[test]
+    #[should_panic(expected = "poisoned")]
+    fn a_poisoned_lock_stops_the_worker() {
+        let ownership = Arc::new(Ownership::new(Arc::new(|| false)));
+        let holder = ownership.clone();
+        let _ = std::thread::spawn(move || {
+            let _guard = holder.epochs.lock();
+            panic!("while holding the lock");
+        })
+        .join();
+        ownership.gain(1);
     }
 }

@@ -11,25 +11,18 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use chrono::{TimeZone, Utc};
+use costline_alerts::status::{BudgetStatus, BudgetStatuses};
 use serde_json::{json, Value};
 
-use super::{by_id, BudgetStatus, Governance};
-
-#[derive(Clone)]
-struct Api {
-    governance: Arc<Governance>,
-}
-
-pub fn router(governance: Arc<Governance>) -> Router {
-    Router::new().route("/v1/budgets", get(list)).route("/v1/budgets/{id}", get(one)).with_state(Api { governance })
+pub fn router(statuses: Arc<BudgetStatuses>) -> Router {
+    Router::new().route("/v1/budgets", get(list)).route("/v1/budgets/{id}", get(one)).with_state(statuses)
 }
 
 fn render(status: &BudgetStatus) -> Value {
     let b = &status.budget;
     json!({
         "id": b.id,
-        "period": format!("{:?}", b.period).to_lowercase(),
+        "period": b.period.as_str(),
         "period_start": status.period_start.to_rfc3339(),
         "period_end": status.period_end.to_rfc3339(),
         "spend_usd": status.spend.to_usd_string(),
@@ -37,7 +30,7 @@ fn render(status: &BudgetStatus) -> Value {
         "ratio": b.ratio(status.spend),
         "state": status.state.as_str(),
         "thresholds": b.thresholds,
-        "as_of": Utc.timestamp_opt(i64::from(status.as_of), 0).single().map(|t| t.to_rfc3339()),
+        "as_of": status.as_of_rfc3339(),
     })
 }
 
@@ -46,17 +39,17 @@ fn unavailable(e: anyhow::Error) -> Response {
         .into_response()
 }
 
-async fn list(State(api): State<Api>) -> Response {
-    match api.governance.statuses().await {
+async fn list(State(statuses): State<Arc<BudgetStatuses>>) -> Response {
+    match statuses.all().await {
         Ok(statuses) => Json(json!({"budgets": statuses.iter().map(render).collect::<Vec<_>>()})).into_response(),
         Err(e) => unavailable(e),
     }
 }
 
-async fn one(State(api): State<Api>, Path(id): Path<String>) -> Response {
-    match api.governance.statuses().await {
-        Ok(statuses) => match by_id(statuses).get(&id) {
-            Some(status) => Json(render(status)).into_response(),
+async fn one(State(statuses): State<Arc<BudgetStatuses>>, Path(id): Path<String>) -> Response {
+    match statuses.one(&id).await {
+        Ok(status) => match status {
+            Some(status) => Json(render(&status)).into_response(),
             None => (StatusCode::NOT_FOUND, Json(json!({"error": format!("no budget {id:?}")}))).into_response(),
         },
         Err(e) => unavailable(e),

@@ -1,13 +1,15 @@
-//! What budgets and alert rules read from ClickHouse, and the `alerts` table they write.
+//! What budgets and alert rules read from ClickHouse, and the `alerts` table they write: the
+//! outbox of webhook deliveries, one row version per state change ([`DeliveryState`]).
 //!
 //! Spend is read from the rollup *state* tables (`sumMerge` with the filter on the table
 //! itself), not from the analyst views: ClickHouse 18.16 does not push a `WHERE` into a view,
 //! and a budget is evaluated every few seconds.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
 use clickhouse::{Client, Row};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use costline_core::budget::{Scope, TagMatch};
 use costline_core::rules::{HourlyCost, ModelUse};
@@ -18,6 +20,58 @@ use crate::sink::{bounded, ClickHouseTarget, SinkError};
 /// Longest wait for one ClickHouse call of the evaluator, the outbox or the budget API: a hung
 /// server must not stall evaluation or delivery for good.
 const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Where one delivery (an alert and a webhook) stands, stored in `alerts.delivery_state` as the
+/// strings analysts query (`pending`, `delivered`, `failed`, `no_webhook`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    /// Not delivered yet: the next attempt is due at `next_attempt_at`.
+    Pending,
+    /// A receiver answered 2xx.
+    Delivered,
+    /// Refused (a 3xx or 4xx other than 429), given up after the last attempt, or its webhook
+    /// is no longer configured: never attempted again.
+    Failed,
+    /// The alert has no webhook to go to; recorded all the same.
+    NoWebhook,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Failed => "failed",
+            DeliveryState::NoWebhook => "no_webhook",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<DeliveryState> {
+        [DeliveryState::Pending, DeliveryState::Delivered, DeliveryState::Failed, DeliveryState::NoWebhook]
+            .into_iter()
+            .find(|state| state.as_str() == text)
+    }
+}
+
+impl fmt::Display for DeliveryState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for DeliveryState {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for DeliveryState {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        DeliveryState::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown alerts.delivery_state {text:?}")))
+    }
+}
 
 /// One row of `alerts` (one alert and one webhook, one version of its delivery state).
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
@@ -37,7 +91,7 @@ pub struct AlertRow {
     pub summary: String,
     /// The JSON body, fixed when the alert fired: every delivery attempt sends the same bytes.
     pub body: String,
-    pub delivery_state: String,
+    pub delivery_state: DeliveryState,
     pub attempts: u32,
     pub next_attempt_at: u32,
     pub last_error: String,
@@ -49,9 +103,9 @@ pub struct AlertRow {
 /// below ClickHouse's `max_query_size` (256 KiB by default).
 const IDS_PER_QUERY: usize = 1_000;
 
-/// Reads for governance and the `alerts` table.
+/// The alerts' reads of the rollups and their reads and writes of the `alerts` table.
 #[derive(Clone)]
-pub struct GovernanceStore {
+pub struct AlertStore {
     client: Client,
 }
 
@@ -59,9 +113,9 @@ const ALERT_COLUMNS: &str = "alert_id, webhook, kind, source, scope, toUInt32(pe
     threshold_percent, spend_usd, limit_usd, value, toUInt32(fired_at) AS fired_at, summary, body, delivery_state, \
     attempts, toUInt32(next_attempt_at) AS next_attempt_at, last_error, toUInt32(updated_at) AS updated_at, version";
 
-impl GovernanceStore {
-    pub fn new(target: &ClickHouseTarget) -> GovernanceStore {
-        GovernanceStore { client: target.client() }
+impl AlertStore {
+    pub fn new(target: &ClickHouseTarget) -> AlertStore {
+        AlertStore { client: target.client() }
     }
 
     /// Spend of `scope` with event times in `[start, end)` (epoch seconds), from the hourly
@@ -241,10 +295,11 @@ impl GovernanceStore {
     /// longest due first.
     pub async fn due(&self, webhook: &str, now: u32, limit: usize) -> Result<Vec<AlertRow>, SinkError> {
         let sql = format!(
-            "SELECT {ALERT_COLUMNS} FROM alerts FINAL WHERE delivery_state = 'pending' AND webhook = ? \
+            "SELECT {ALERT_COLUMNS} FROM alerts FINAL WHERE delivery_state = ? AND webhook = ? \
              AND next_attempt_at <= toDateTime(?) ORDER BY next_attempt_at, fired_at LIMIT ?"
         );
-        let query = self.client.query(&sql).bind(webhook).bind(now).bind(limit as u64);
+        let query =
+            self.client.query(&sql).bind(DeliveryState::Pending.as_str()).bind(webhook).bind(now).bind(limit as u64);
         bounded(READ_TIMEOUT, query.fetch_all::<AlertRow>()).await
     }
 
@@ -254,9 +309,9 @@ impl GovernanceStore {
         // An empty array literal has no element type on ClickHouse 18.16: leave the filter out.
         let filter = if configured.is_empty() { "" } else { " AND NOT has(?, webhook)" };
         let sql = format!(
-            "SELECT {ALERT_COLUMNS} FROM alerts FINAL WHERE delivery_state = 'pending'{filter} ORDER BY fired_at LIMIT ?"
+            "SELECT {ALERT_COLUMNS} FROM alerts FINAL WHERE delivery_state = ?{filter} ORDER BY fired_at LIMIT ?"
         );
-        let mut query = self.client.query(&sql);
+        let mut query = self.client.query(&sql).bind(DeliveryState::Pending.as_str());
         if !configured.is_empty() {
             query = query.bind(configured);
         }
@@ -292,4 +347,23 @@ pub(crate) fn scope_filter(scope: &Scope) -> (String, Vec<String>) {
         None => {}
     }
     (filter, values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivery_states_keep_their_stored_names() {
+        let names: Vec<&str> =
+            [DeliveryState::Pending, DeliveryState::Delivered, DeliveryState::Failed, DeliveryState::NoWebhook]
+                .iter()
+                .map(|state| state.as_str())
+                .collect();
+        assert_eq!(names, ["pending", "delivered", "failed", "no_webhook"]);
+        for name in names {
+            assert_eq!(DeliveryState::parse(name).map(DeliveryState::as_str), Some(name));
+        }
+        assert_eq!(DeliveryState::parse("gave_up"), None);
+    }
 }

@@ -12,7 +12,7 @@ use costline_core::budget::Scope;
 use costline_core::reprice::{rollup_corrections, AttemptInForce, Chunk, Correction, Dimensions};
 use costline_core::PicoUsd;
 
-use crate::governance::scope_filter;
+use crate::alert_store::scope_filter;
 use crate::ledger::Targets;
 use crate::migrate::ROLLUPS;
 use crate::sink::{bounded, ClickHouseTarget, SinkError};

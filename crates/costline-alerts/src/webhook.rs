@@ -1,4 +1,5 @@
-//! Webhook delivery: an HTTP POST of the alert's JSON body, signed.
+//! The webhook sender: an HTTP POST of the alert's JSON body, signed. It only makes one
+//! attempt and says how it ended ([`Attempt`]); what follows is the outbox's decision.
 //!
 //! Headers: `Idempotency-Key: <alert id>` (the same on every attempt, so receivers can drop
 //! repeats), `X-Costline-Timestamp: <unix seconds>` and
@@ -22,17 +23,9 @@ use hmac::{Hmac, Mac};
 use reqwest::{redirect, Url};
 use sha2::Sha256;
 
-use crate::config::Secret;
+use costline_core::Secret;
 
-/// How one attempt ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Attempt {
-    Delivered,
-    /// Timeouts, connection errors, 429 and 5xx: try again later.
-    Retry(String),
-    /// Any other status, redirects included: the receiver refuses this alert; do not try again.
-    Refused(String),
-}
+use crate::outbox::{AlertSender, Attempt};
 
 /// One configured receiver.
 pub struct Webhook {
@@ -109,13 +102,14 @@ impl Webhook {
             .with_context(|| format!("creating the HTTP client for {origin}"))?;
         Ok(Webhook { url, origin, secret, client })
     }
+}
 
-    /// `scheme://host:port/` of the URL, for logs.
-    pub fn origin(&self) -> &str {
+impl AlertSender for Webhook {
+    fn origin(&self) -> &str {
         &self.origin
     }
 
-    pub async fn deliver(&self, alert_id: &str, body: &str, now_secs: i64) -> Attempt {
+    async fn send(&self, alert_id: &str, body: &str, now_secs: i64) -> Attempt {
         let sent = self
             .client
             .post(self.url.clone())
@@ -166,7 +160,7 @@ mod tests {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let url = format!("http://user:pa55word@127.0.0.1:{port}/hook/s3cret-path?token=t0ken");
         let hook = Webhook::new(&url, Secret::new("k".into()), Duration::from_secs(5)).unwrap();
-        let Attempt::Retry(reason) = hook.deliver("al_x", "{}", 0).await else {
+        let Attempt::Retry(reason) = hook.send("al_x", "{}", 0).await else {
             panic!("a refused connection is retried")
         };
         for secret in ["pa55word", "s3cret", "t0ken", "user"] {

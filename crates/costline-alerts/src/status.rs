@@ -1,0 +1,75 @@
+//! Where each budget stands now: spend in its current period, state and `as_of`. The
+//! evaluator fires alerts from it and the budget API and dashboard show it, so all three see
+//! the same numbers.
+//!
+//! Spend is read from ClickHouse, where every worker's flushes merge: the global truth,
+//! whichever worker reads it. It is complete up to `as_of`, the event time every partition of
+//! the usage topic has been flushed to.
+
+use chrono::{DateTime, TimeZone, Utc};
+use costline_clickhouse::alert_store::AlertStore;
+use costline_core::budget::{Budget, BudgetState};
+use costline_core::PicoUsd;
+
+/// Where a budget stands now.
+#[derive(Debug, Clone)]
+pub struct BudgetStatus {
+    pub budget: Budget,
+    pub period_start: DateTime<Utc>,
+    pub period_end: DateTime<Utc>,
+    pub spend: PicoUsd,
+    pub state: BudgetState,
+    /// Event time (epoch seconds) up to which `spend` is complete.
+    pub as_of: u32,
+}
+
+impl BudgetStatus {
+    /// `as_of` in RFC 3339.
+    pub fn as_of_rfc3339(&self) -> Option<String> {
+        Utc.timestamp_opt(i64::from(self.as_of), 0).single().map(|t| t.to_rfc3339())
+    }
+}
+
+/// The configured budgets and where their spend is read.
+pub struct BudgetStatuses {
+    store: AlertStore,
+    topic: String,
+    budgets: Vec<Budget>,
+}
+
+impl BudgetStatuses {
+    /// `topic`: the usage topic, whose flushes say how complete the spend is.
+    pub fn new(store: AlertStore, topic: String, budgets: Vec<Budget>) -> BudgetStatuses {
+        BudgetStatuses { store, topic, budgets }
+    }
+
+    /// Every budget's status now.
+    pub async fn all(&self) -> anyhow::Result<Vec<BudgetStatus>> {
+        self.read(&self.budgets).await
+    }
+
+    /// Budget `id`'s status now; `None` if no budget has that id.
+    pub async fn one(&self, id: &str) -> anyhow::Result<Option<BudgetStatus>> {
+        let Some(budget) = self.budgets.iter().find(|b| b.id == id) else { return Ok(None) };
+        Ok(self.read(std::slice::from_ref(budget)).await?.pop())
+    }
+
+    async fn read(&self, budgets: &[Budget]) -> anyhow::Result<Vec<BudgetStatus>> {
+        let as_of = self.store.as_of(&self.topic).await?;
+        let now = Utc::now();
+        let mut out = Vec::with_capacity(budgets.len());
+        for budget in budgets {
+            let (period_start, period_end) = budget.period.bounds(now, budget.zone);
+            let spend = self.store.spend(&budget.scope, period_start.timestamp(), period_end.timestamp()).await?;
+            out.push(BudgetStatus {
+                budget: budget.clone(),
+                period_start,
+                period_end,
+                spend,
+                state: budget.state(spend),
+                as_of,
+            });
+        }
+        Ok(out)
+    }
+}
