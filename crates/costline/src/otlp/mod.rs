@@ -8,7 +8,8 @@
 //! an OTLP exporter gets only a count and one message back (`partial_success`, as the OTLP
 //! specification prescribes) and usually just logs it, so the span itself would be lost. On
 //! the topic the worker rejects it like any invalid record, into the dead-letter topic and
-//! `rejected_events` with its reason, where whoever runs costline can see it.
+//! `rejected_events` with its reason, where whoever runs costline can see it (unless its
+//! event is over the 1 MiB event limit: the broker might refuse it and fail the whole export).
 //!
 //! Both OTLP encodings (protobuf and JSON, chosen by `Content-Type` and answered in kind) and
 //! gzip bodies are accepted; a gzip body is held to `http.max_body_bytes` unpacked as well.
@@ -28,7 +29,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Router};
-use costline_core::decode_event;
+use costline_core::{decode_event, MAX_EVENT_BYTES};
 use costline_kafka::RecordProducer;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -208,7 +209,7 @@ async fn accept(
     within_batch_limit(spans, state.max_batch_events, "spans")?;
 
     let mut records: Vec<(String, Vec<u8>)> = Vec::new();
-    let (mut ignored, mut rejected) = (0u64, 0u64);
+    let (mut accepted, mut rejected, mut ignored) = (0u64, 0u64, 0u64);
     let mut reasons = Vec::new();
     for resource_spans in &request.resource_spans {
         let resource = resource_spans.resource.as_ref().map_or(&[][..], |r| r.attributes.as_slice());
@@ -221,21 +222,27 @@ async fn accept(
             let event = mapping::usage_event(&state.config, &attributes, span);
             let payload = serde_json::to_vec(&event)
                 .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot write a span's event: {e}")))?;
-            let key = match decode_event(&payload) {
-                Ok(event) => event.external_request_id.to_string(),
+            match decode_event(&payload) {
+                Ok(event) => {
+                    accepted += 1;
+                    records.push((event.external_request_id.to_string(), payload));
+                }
                 Err(reason) => {
                     rejected += 1;
                     if reasons.len() < REASONS_SHOWN {
                         reasons.push(format!("span {}: {reason}", mapping::span_key(span)));
                     }
-                    mapping::span_key(span)
+                    // One over the event size limit could be over the broker's too, and fail
+                    // the whole request: it is only reported.
+                    if payload.len() <= MAX_EVENT_BYTES {
+                        records.push((mapping::span_key(span), payload));
+                    }
                 }
-            };
-            records.push((key, payload));
+            }
         }
     }
-    let published = publish_confirmed(&state.producer, &state.topic, records).await? as u64;
-    let outcomes = [("accepted", published - rejected), ("rejected", rejected), ("ignored", ignored)];
+    publish_confirmed(&state.producer, &state.topic, records).await?;
+    let outcomes = [("accepted", accepted), ("rejected", rejected), ("ignored", ignored)];
     for (outcome, count) in outcomes {
         state.metrics.otlp_spans.with_label_values(&[outcome]).inc_by(count);
     }
