@@ -2,7 +2,6 @@
 //! (`schemas/clickhouse/005_reprice.sql`). What to correct is decided in
 //! [`costline_core::reprice`]; this moves it in and out of ClickHouse.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use clickhouse::{Client, Row};
@@ -173,8 +172,6 @@ struct CorrectionRow {
 
 impl From<CorrectionRow> for Correction {
     fn from(r: CorrectionRow) -> Correction {
-        // Only the delta and the priced state matter for the rollup sums.
-        let was_unpriced = r.unpriced_delta < 0;
         let attempt = AttemptInForce {
             kafka_topic: r.kafka_topic,
             kafka_partition: r.kafka_partition,
@@ -187,10 +184,11 @@ impl From<CorrectionRow> for Correction {
             cache_write_1h_tokens: 0,
             output_tokens: 0,
             cost: PicoUsd(0),
-            price_version: if was_unpriced || (r.unpriced_delta == 0 && r.price_version.is_empty()) {
-                String::new()
-            } else {
-                "priced".to_string()
+            // Any text stands for "priced": only the change of priced state is summed.
+            price_version: match r.unpriced_delta {
+                -1 => String::new(),
+                1 => "priced".to_string(),
+                _ => r.price_version.clone(),
             },
         };
         Correction { attempt, new_cost: PicoUsd(r.cost_delta), new_price_version: r.price_version }
@@ -349,11 +347,5 @@ impl RepriceStore {
             insert.end().await
         };
         bounded(self.timeout, write).await
-    }
-
-    /// The distinct table versions in `versions`, for the audit record.
-    pub fn table_versions<'a>(versions: impl IntoIterator<Item = &'a str>) -> Vec<String> {
-        let set: BTreeSet<&str> = versions.into_iter().map(costline_core::reprice::table_version).collect();
-        set.into_iter().map(str::to_string).collect()
     }
 }

@@ -199,6 +199,12 @@ pub fn changes_by_model<'a>(
     out
 }
 
+/// The distinct table versions of `price_versions`, sorted: what the audit record lists.
+pub fn table_versions<'a>(price_versions: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let set: std::collections::BTreeSet<&str> = price_versions.into_iter().map(table_version).collect();
+    set.into_iter().map(str::to_string).collect()
+}
+
 /// The table version of a price version (`2026-12-07:anthropic/claude…` → `2026-12-07`),
 /// `unpriced` for none.
 pub fn table_version(price_version: &str) -> &str {
@@ -264,6 +270,7 @@ output = "5"
         assert_eq!(c.new_cost, PicoUsd(3_000 * 1_000_000));
         assert_eq!((c.cost_delta(), c.unpriced_delta()), (PicoUsd(3_000_000_000), -1));
         assert_eq!(table_version(&c.new_price_version), "t2");
+        assert_eq!(table_versions(["t2:a", "", "t1:b", "t2:c"]), ["t1", "t2", "unpriced"]);
         // On 2026-07-01 the second row: 600 × 1 + 400 × 0.1 + 100 × 5 = 1140 micro-USD.
         let july = attempt(2, "m1", 181, 5, "t1:acme/m1@2026-06-01");
         let c = correct(&july, &table).unwrap();

@@ -19,7 +19,7 @@ use costline_clickhouse::correction_store::{RepriceRow, RepriceStore, RepricingR
 use costline_clickhouse::Targets;
 use costline_core::backoff::Backoff;
 use costline_core::budget::{Scope, TagMatch};
-use costline_core::reprice::{changes_by_model, chunks, correct, Chunk, Correction};
+use costline_core::reprice::{changes_by_model, chunks, correct, table_versions, Chunk, Correction};
 use costline_core::{DataMode, PicoUsd};
 
 use super::table;
@@ -128,8 +128,8 @@ pub async fn run(config: &Config, args: &RepriceArgs) -> anyhow::Result<()> {
         scope: args.scope.join(" "),
         prices_file: args.prices.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
         forced: u8::from(args.force && !touched.is_empty()),
-        versions_before: RepriceStore::table_versions(corrections.iter().map(|c| c.attempt.price_version.as_str())),
-        versions_after: RepriceStore::table_versions(corrections.iter().map(|c| c.new_price_version.as_str())),
+        versions_before: table_versions(corrections.iter().map(|c| c.attempt.price_version.as_str())),
+        versions_after: table_versions(corrections.iter().map(|c| c.new_price_version.as_str())),
         cost_before_usd: corrections.iter().map(|c| c.attempt.cost.0).sum(),
         cost_after_usd: corrections.iter().map(|c| c.new_cost.0).sum(),
         attempts_changed: corrections.len() as u64,
