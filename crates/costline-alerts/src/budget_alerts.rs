@@ -55,7 +55,7 @@ pub fn budget_alerts(status: &BudgetStatus, now: DateTime<Utc>) -> Vec<FiredAler
 mod tests {
     use super::*;
     use chrono::TimeZone;
-    use costline_core::budget::{Budget, Period, Scope};
+    use costline_core::budget::{Budget, OnExceeded, Period, Scope};
     use costline_core::money::PICO_PER_USD;
     use costline_core::PicoUsd;
 
@@ -69,6 +69,7 @@ mod tests {
             limit: PicoUsd(100 * PICO_PER_USD),
             thresholds: vec![50, 80, 100],
             webhooks: vec!["oncall".into()],
+            on_exceeded: OnExceeded::Warn,
         };
         let start = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).single().expect("a valid date");
         let status = BudgetStatus {

@@ -9,6 +9,8 @@
 //! Layout, one job per module:
 //! - [`status`]: where each budget stands (spend, state, `as_of`), for the evaluator, the budget
 //!   API and the dashboard;
+//! - [`guardrail`]: which budgets cover a call and whether it may be made, from the statuses
+//!   every worker keeps in memory;
 //! - [`budget_alerts`]: the alerts a budget's status calls for;
 //! - [`rule_alerts`]: the alerts the rules find, cooled down and capped;
 //! - [`outbox`]: recording fired alerts once, the delivery state machine and the per-webhook
@@ -21,6 +23,7 @@
 
 pub mod budget_alerts;
 mod evaluator;
+pub mod guardrail;
 pub mod leadership;
 pub mod outbox;
 pub mod rule_alerts;
@@ -67,6 +70,7 @@ pub struct AlertSettings {
 pub struct Alerts {
     evaluator: Evaluator,
     outbox: Arc<Outbox<AlertStore, Webhook>>,
+    statuses: Arc<BudgetStatuses>,
 }
 
 impl Alerts {
@@ -80,20 +84,23 @@ impl Alerts {
     ) -> Alerts {
         let outbox = Arc::new(Outbox::new(store.clone(), webhooks, settings.outbox, &metrics));
         let evaluator = Evaluator {
-            statuses,
+            statuses: statuses.clone(),
             rules: RuleChecks::new(store, settings.rules),
             outbox: outbox.clone(),
             interval: settings.evaluate_interval,
             evaluations: metrics.evaluations,
         };
-        Alerts { evaluator, outbox }
+        Alerts { evaluator, outbox, statuses }
     }
 
     /// Evaluates and delivers while `leadership` says this worker leads, until `shutdown`: one
-    /// task evaluates, one per webhook delivers. Returns once all of them have stopped;
-    /// deliveries in flight are dropped and stay pending in the outbox.
+    /// task evaluates, one per webhook delivers; one more, on every worker, keeps the budget
+    /// statuses in memory fresh for the guardrail check. Returns once all of them have
+    /// stopped; deliveries in flight are dropped and stay pending in the outbox.
     pub async fn run(self, leadership: watch::Receiver<bool>, shutdown: CancellationToken) {
         let mut tasks = JoinSet::new();
+        let (statuses, interval, stop) = (self.statuses.clone(), self.evaluator.interval, shutdown.clone());
+        tasks.spawn(async move { statuses.refresh(interval, stop).await });
         for id in self.outbox.webhook_ids() {
             tasks.spawn(self.outbox.clone().run_deliveries(id.clone(), leadership.clone(), shutdown.clone()));
         }

@@ -5,11 +5,21 @@
 //! Spend is read from ClickHouse, where every worker's flushes merge: the global truth,
 //! whichever worker reads it. It is complete up to `as_of`, the event time every partition of
 //! the usage topic has been flushed to.
+//!
+//! Every worker also keeps the latest statuses in memory ([`BudgetStatuses::latest`]),
+//! refreshed each evaluation interval, so the guardrail check answers without a query.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use costline_clickhouse::alert_store::AlertStore;
 use costline_core::budget::{Budget, BudgetState};
 use costline_core::PicoUsd;
+use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 /// Where a budget stands now.
 #[derive(Debug, Clone)]
@@ -30,22 +40,60 @@ impl BudgetStatus {
     }
 }
 
+/// Every budget's status as read at one moment.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub statuses: Vec<BudgetStatus>,
+    pub read_at: DateTime<Utc>,
+}
+
 /// The configured budgets and where their spend is read.
 pub struct BudgetStatuses {
     store: AlertStore,
     topic: String,
     budgets: Vec<Budget>,
+    latest: watch::Sender<Option<Arc<Snapshot>>>,
 }
 
 impl BudgetStatuses {
     /// `topic`: the usage topic, whose flushes say how complete the spend is.
     pub fn new(store: AlertStore, topic: String, budgets: Vec<Budget>) -> BudgetStatuses {
-        BudgetStatuses { store, topic, budgets }
+        BudgetStatuses { store, topic, budgets, latest: watch::Sender::new(None) }
     }
 
-    /// Every budget's status now.
+    /// Every budget's status now, read from ClickHouse; kept as the latest snapshot.
     pub async fn all(&self) -> anyhow::Result<Vec<BudgetStatus>> {
-        self.read(&self.budgets).await
+        let read_at = Utc::now();
+        let statuses = self.read(&self.budgets).await?;
+        self.latest.send_replace(Some(Arc::new(Snapshot { statuses: statuses.clone(), read_at })));
+        Ok(statuses)
+    }
+
+    /// The statuses last read by [`all`](Self::all); `None` before the first read succeeds.
+    pub fn latest(&self) -> Option<Arc<Snapshot>> {
+        self.latest.borrow().clone()
+    }
+
+    /// Reads every budget's status each `interval` until `shutdown`, on every worker (the
+    /// evaluator reads them only where it leads). A failed read keeps the previous snapshot.
+    pub async fn refresh(&self, interval: Duration, shutdown: CancellationToken) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let read = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                read = self.all() => read,
+            };
+            if let Err(e) = read {
+                warn!(error = format!("{e:#}"), "reading budget statuses failed; the guardrail check keeps the previous ones");
+            }
+        }
     }
 
     /// Budget `id`'s status now; `None` if no budget has that id.

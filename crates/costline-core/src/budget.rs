@@ -97,6 +97,56 @@ impl Default for Scope {
     }
 }
 
+impl Scope {
+    /// Whether a call with these dimensions counts toward this scope: every dimension the
+    /// scope fixes equals the call's (the endpoint tag may match a prefix).
+    pub fn covers(&self, call: &Call) -> bool {
+        fn fixed_equal(fixed: Option<&str>, value: &str) -> bool {
+            fixed.is_none_or(|fixed| fixed == value)
+        }
+        fixed_equal(self.tenant.as_deref(), &call.tenant)
+            && self.endpoint_tag.as_ref().is_none_or(|tag| tag.matches(&call.endpoint_tag))
+            && fixed_equal(self.prompt_version.as_deref(), &call.prompt_version)
+            && fixed_equal(self.provider.as_deref(), &call.provider)
+            && fixed_equal(self.model.as_deref(), &call.model)
+            && fixed_equal(self.environment.as_deref(), &call.environment)
+            && self.data_mode.is_none_or(|mode| mode == call.data_mode)
+    }
+}
+
+/// The dimensions of one LLM call, as its usage event would carry them: what an app asks the
+/// guardrail check about before making the call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    pub tenant: String,
+    pub endpoint_tag: String,
+    pub prompt_version: String,
+    /// Lower-case, as counted.
+    pub provider: String,
+    pub model: String,
+    pub environment: String,
+    pub data_mode: DataMode,
+}
+
+/// What an exceeded budget means for the calls it covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnExceeded {
+    /// Alerts only: the guardrail check still allows calls.
+    #[default]
+    Warn,
+    /// The guardrail check answers `allow: false` until the period resets.
+    Block,
+}
+
+impl OnExceeded {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnExceeded::Warn => "warn",
+            OnExceeded::Block => "block",
+        }
+    }
+}
+
 /// A calendar period in the budget's time zone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Period {
@@ -180,6 +230,7 @@ pub struct Budget {
     /// Percent of the limit, ascending (default 50, 80, 100).
     pub thresholds: Vec<u32>,
     pub webhooks: Vec<String>,
+    pub on_exceeded: OnExceeded,
 }
 
 impl Budget {
@@ -247,6 +298,7 @@ mod tests {
             limit: PicoUsd(limit_usd * crate::money::PICO_PER_USD),
             thresholds: thresholds.to_vec(),
             webhooks: vec![],
+            on_exceeded: OnExceeded::Warn,
         }
     }
 
@@ -303,6 +355,38 @@ mod tests {
         assert_eq!(scope.to_string(), "tenant=acme,endpoint_tag=checkout.*,prompt_version=");
         let any = Scope { environment: None, data_mode: None, ..Scope::default() };
         assert_eq!(any.to_string(), "*");
+    }
+
+    #[test]
+    fn a_scope_covers_calls_on_every_dimension_it_fixes() {
+        let call = Call {
+            tenant: "acme".into(),
+            endpoint_tag: "checkout.summary".into(),
+            prompt_version: "v3".into(),
+            provider: "openai".into(),
+            model: "gpt-4o".into(),
+            environment: "prod".into(),
+            data_mode: DataMode::Real,
+        };
+        assert!(Scope::default().covers(&call));
+        let acme_checkout = Scope {
+            tenant: Some("acme".into()),
+            endpoint_tag: Some(TagMatch::parse("checkout.*")),
+            ..Scope::default()
+        };
+        assert!(acme_checkout.covers(&call));
+        assert!(!acme_checkout.covers(&Call { tenant: "globex".into(), ..call.clone() }));
+        assert!(!acme_checkout.covers(&Call { endpoint_tag: "search.rerank".into(), ..call.clone() }));
+        assert!(!acme_checkout.covers(&Call { environment: "staging".into(), ..call.clone() }));
+        assert!(!acme_checkout.covers(&Call { data_mode: DataMode::Test, ..call.clone() }));
+        let untagged = Scope { prompt_version: Some(String::new()), ..Scope::default() };
+        assert!(!untagged.covers(&call));
+        assert!(untagged.covers(&Call { prompt_version: String::new(), ..call.clone() }));
+        let any = Scope { environment: None, data_mode: None, ..Scope::default() };
+        assert!(any.covers(&Call { environment: "dev".into(), data_mode: DataMode::Demo, ..call.clone() }));
+        let model = Scope { provider: Some("openai".into()), model: Some("gpt-4o".into()), ..Scope::default() };
+        assert!(model.covers(&call));
+        assert!(!model.covers(&Call { model: "gpt-4o-mini".into(), ..call }));
     }
 
     #[test]

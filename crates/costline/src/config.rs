@@ -224,6 +224,20 @@ pub struct BudgetConfig {
     pub time_zone: Option<String>,
     #[serde(default)]
     pub scope: ScopeConfig,
+    /// What the guardrail check (`/v1/budgets/check`) answers for calls this budget covers
+    /// once it is exceeded: `warn` still allows them, `block` refuses them until the period
+    /// resets. Alerts fire either way.
+    #[serde(default)]
+    pub on_exceeded: OnExceededConfig,
+}
+
+/// See `budgets[].on_exceeded`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnExceededConfig {
+    #[default]
+    Warn,
+    Block,
 }
 
 /// A budget's calendar period.
@@ -962,6 +976,10 @@ impl Config {
             limit: costline_core::PicoUsd(limit),
             thresholds,
             webhooks: b.webhooks.clone(),
+            on_exceeded: match b.on_exceeded {
+                OnExceededConfig::Warn => costline_core::budget::OnExceeded::Warn,
+                OnExceededConfig::Block => costline_core::budget::OnExceeded::Block,
+            },
         })
     }
 }
