@@ -28,9 +28,7 @@ pub fn check<'a>(snapshot: &'a Snapshot, call: &Call, now: DateTime<Utc>) -> Ver
     let covering: Vec<&BudgetStatus> = snapshot.statuses.iter().filter(|s| s.budget.scope.covers(call)).collect();
     let resets_at = covering
         .iter()
-        .filter(|s| {
-            s.budget.on_exceeded == OnExceeded::Block && s.state == BudgetState::Exceeded && now < s.period_end
-        })
+        .filter(|s| s.budget.on_exceeded == OnExceeded::Block && s.state == BudgetState::Exceeded && now < s.period_end)
         .map(|s| s.period_end)
         .max();
     Verdict { allow: resets_at.is_none(), covering, resets_at }

@@ -91,7 +91,10 @@ impl BudgetStatuses {
                 read = self.all() => read,
             };
             if let Err(e) = read {
-                warn!(error = format!("{e:#}"), "reading budget statuses failed; the guardrail check keeps the previous ones");
+                warn!(
+                    error = format!("{e:#}"),
+                    "reading budget statuses failed; the guardrail check keeps the previous ones"
+                );
             }
         }
     }

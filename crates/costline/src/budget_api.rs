@@ -94,7 +94,10 @@ fn bad_request(message: String) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({"error": message}))).into_response()
 }
 
-async fn check(State(statuses): State<Arc<BudgetStatuses>>, query: Result<Query<CallQuery>, QueryRejection>) -> Response {
+async fn check(
+    State(statuses): State<Arc<BudgetStatuses>>,
+    query: Result<Query<CallQuery>, QueryRejection>,
+) -> Response {
     let Query(query) = match query {
         Ok(query) => query,
         Err(e) => {
