@@ -1,0 +1,96 @@
+//! The built-in dashboard: `GET /dashboard` is one self-contained page (HTML, JavaScript and
+//! SVG inline, no external script: it must work on closed networks) that draws the JSON of
+//!
+//! - `GET /v1/dashboard`: cost per hour stacked by endpoint (top N and the others), retry
+//!   ratio per hour, endpoints, unpriced models and rejected records by reason, for a period
+//!   and the environment and data mode filters;
+//! - `GET /v1/dashboard/prompt-versions`: the prompt versions of one endpoint before and after
+//!   a split (cost per request, retry ratio, p95 latency, attempts);
+//! - `GET /v1/budgets` (the budget API): budgets with their progress and state.
+//!
+//! Layout: [`params`] checks the query parameters (a refusal is 400 with a sentence naming
+//! the parameter), [`render`] makes the JSON from the store's rows.
+//!
+//! The page holds no data and is served to anyone; with a token set the data needs it (checked
+//! in `http.rs`), and the page takes it from its URL fragment (`/dashboard#token=…`), which
+//! browsers never send to the server.
+
+mod params;
+mod render;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use costline_clickhouse::dashboard_store::DashboardStore;
+use costline_clickhouse::SinkError;
+use serde_json::json;
+
+use params::{OverviewParams, VersionsParams};
+
+const PAGE: &str = include_str!("page.html");
+
+/// The page, open to anyone.
+pub fn page() -> Router {
+    Router::new().route("/dashboard", get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE) }))
+}
+
+/// The data the page draws, to be served behind the token.
+pub fn router(store: DashboardStore) -> Router {
+    Router::new()
+        .route("/v1/dashboard", get(overview))
+        .route("/v1/dashboard/prompt-versions", get(versions))
+        .with_state(store)
+}
+
+fn bad_request(message: String) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({"error": message}))).into_response()
+}
+
+fn unavailable(e: &SinkError) -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": format!("cannot read from ClickHouse: {e}")})))
+        .into_response()
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+async fn overview(
+    State(store): State<DashboardStore>,
+    params: Result<Query<OverviewParams>, QueryRejection>,
+) -> Response {
+    let request = match params.map_err(|e| e.body_text()).and_then(|Query(p)| p.check(now())) {
+        Ok(request) => request,
+        Err(message) => return bad_request(message),
+    };
+    let filter = &request.filter;
+    let read = tokio::try_join!(
+        store.hourly_by_endpoint(filter, request.top),
+        store.unpriced_models(filter),
+        store.rejected_by_reason(filter.from, filter.to),
+        store.traffic_kinds(filter.from, filter.to),
+    );
+    match read {
+        Ok((hourly, unpriced, rejected, kinds)) => {
+            Json(render::overview(filter, &hourly, &unpriced, &rejected, &kinds)).into_response()
+        }
+        Err(e) => unavailable(&e),
+    }
+}
+
+async fn versions(
+    State(store): State<DashboardStore>,
+    params: Result<Query<VersionsParams>, QueryRejection>,
+) -> Response {
+    let request = match params.map_err(|e| e.body_text()).and_then(|Query(p)| p.check(now())) {
+        Ok(request) => request,
+        Err(message) => return bad_request(message),
+    };
+    match store.versions_around(&request.filter, request.split).await {
+        Ok(rows) => Json(render::versions(&request.filter, &request.endpoint, request.split, &rows)).into_response(),
+        Err(e) => unavailable(&e),
+    }
+}
