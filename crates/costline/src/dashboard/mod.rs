@@ -26,7 +26,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use costline_clickhouse::dashboard_store::DashboardStore;
 use costline_clickhouse::SinkError;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use params::{OverviewParams, VersionsParams};
 
@@ -45,13 +45,36 @@ pub fn router(store: DashboardStore) -> Router {
         .with_state(store)
 }
 
-fn bad_request(message: String) -> Response {
-    (StatusCode::BAD_REQUEST, Json(json!({"error": message}))).into_response()
+/// Why a request gets no data.
+enum Refusal {
+    /// A bad parameter: 400 with the sentence that names it.
+    BadRequest(String),
+    /// ClickHouse failed or did not answer in time: 503.
+    Unavailable(SinkError),
 }
 
-fn unavailable(e: &SinkError) -> Response {
-    (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": format!("cannot read from ClickHouse: {e}")})))
-        .into_response()
+impl From<SinkError> for Refusal {
+    fn from(e: SinkError) -> Refusal {
+        Refusal::Unavailable(e)
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let (status, message) = match self {
+            Refusal::BadRequest(message) => (StatusCode::BAD_REQUEST, message),
+            Refusal::Unavailable(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("cannot read from ClickHouse: {e}")),
+        };
+        (status, Json(json!({"error": message}))).into_response()
+    }
+}
+
+/// The request's parameters, checked.
+fn checked<P, R>(
+    params: Result<Query<P>, QueryRejection>,
+    check: impl FnOnce(P) -> Result<R, String>,
+) -> Result<R, Refusal> {
+    params.map_err(|e| e.body_text()).and_then(|Query(p)| check(p)).map_err(Refusal::BadRequest)
 }
 
 fn now() -> i64 {
@@ -61,36 +84,23 @@ fn now() -> i64 {
 async fn overview(
     State(store): State<DashboardStore>,
     params: Result<Query<OverviewParams>, QueryRejection>,
-) -> Response {
-    let request = match params.map_err(|e| e.body_text()).and_then(|Query(p)| p.check(now())) {
-        Ok(request) => request,
-        Err(message) => return bad_request(message),
-    };
+) -> Result<Json<Value>, Refusal> {
+    let request = checked(params, |p| p.check(now()))?;
     let filter = &request.filter;
-    let read = tokio::try_join!(
+    let (hourly, unpriced, rejected, kinds) = tokio::try_join!(
         store.hourly_by_endpoint(filter, request.top),
         store.unpriced_models(filter),
         store.rejected_by_reason(filter.from, filter.to),
         store.traffic_kinds(filter.from, filter.to),
-    );
-    match read {
-        Ok((hourly, unpriced, rejected, kinds)) => {
-            Json(render::overview(filter, &hourly, &unpriced, &rejected, &kinds)).into_response()
-        }
-        Err(e) => unavailable(&e),
-    }
+    )?;
+    Ok(Json(render::overview(filter, &hourly, &unpriced, &rejected, &kinds)))
 }
 
 async fn versions(
     State(store): State<DashboardStore>,
     params: Result<Query<VersionsParams>, QueryRejection>,
-) -> Response {
-    let request = match params.map_err(|e| e.body_text()).and_then(|Query(p)| p.check(now())) {
-        Ok(request) => request,
-        Err(message) => return bad_request(message),
-    };
-    match store.versions_around(&request.filter, request.split).await {
-        Ok(rows) => Json(render::versions(&request.filter, &request.endpoint, request.split, &rows)).into_response(),
-        Err(e) => unavailable(&e),
-    }
+) -> Result<Json<Value>, Refusal> {
+    let request = checked(params, |p| p.check(now()))?;
+    let rows = store.versions_around(&request.filter, request.split).await?;
+    Ok(Json(render::versions(&request.filter, &request.endpoint, request.split, &rows)))
 }

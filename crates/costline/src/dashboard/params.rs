@@ -128,21 +128,8 @@ fn filter(
                 .ok_or_else(|| format!("`data_mode` must be one of real, test, demo or `{ANY}` (any), not {m:?}"))?,
         ),
     };
-    let scope = Scope { environment, data_mode, ..no_scope() };
+    let scope = Scope { environment, data_mode, ..Scope::default() };
     Ok(DashboardFilter { from, to, scope })
-}
-
-/// A scope that fixes nothing.
-fn no_scope() -> Scope {
-    Scope {
-        tenant: None,
-        endpoint_tag: None,
-        prompt_version: None,
-        provider: None,
-        model: None,
-        environment: None,
-        data_mode: None,
-    }
 }
 
 /// A date (`2026-11-01`, its midnight UTC) or an RFC 3339 time on a whole hour, as epoch
