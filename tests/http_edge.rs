@@ -235,7 +235,7 @@ fn ingest_takes_only_json_and_the_token_in_any_scheme_case() {
     for wrong in [format!("Bearer {TOKEN}x"), format!("Bearer {}", &TOKEN[1..]), "Bearer".to_string()] {
         let (status, text) = post(&worker, Some("application/json"), &wrong, &event("wrong-token"));
         assert_eq!(status, Some(401), "{wrong}: {text}");
-        for path in ["/v1/budgets", "/v1/budgets/none", "/v1/dashboard"] {
+        for path in ["/v1/budgets", "/v1/budgets/none", "/v1/dashboard", "/v1/dashboard/prompt-versions"] {
             assert_eq!(get(&worker, path, Some(&wrong)).0, Some(401), "{path} with {wrong}");
         }
     }

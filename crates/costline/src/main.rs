@@ -233,8 +233,7 @@ async fn run_worker(config: Config) -> anyhow::Result<()> {
         config.http.max_body_bytes,
         config.http.max_batch_events,
     );
-    let dashboard_data =
-        dashboard::router(costline_clickhouse::dashboard_store::DashboardStore::new(&target), budget_statuses.clone());
+    let dashboard_data = dashboard::router(costline_clickhouse::dashboard_store::DashboardStore::new(&target));
     let routes = http::Routes {
         open: dashboard::page(),
         protected: budget_api::router(budget_statuses).merge(ingest).merge(traces).merge(dashboard_data),
