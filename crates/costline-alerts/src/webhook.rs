@@ -2,9 +2,9 @@
 //! only makes one attempt and says how it ended ([`Attempt`]); what follows is the outbox's
 //! decision.
 //!
-//! The costline format is the alert's JSON body, signed. Headers: `Idempotency-Key: <alert id>` (the same on every attempt, so receivers can drop
-//! repeats), `X-Costline-Timestamp: <unix seconds>` and
-//! `X-Costline-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`.
+//! The costline format is the alert's JSON body, signed. Headers: `Idempotency-Key: <alert id>`
+//! (the same on every attempt, so receivers can drop repeats), `X-Costline-Timestamp: <unix
+//! seconds>` and `X-Costline-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`.
 //!
 //! A receiver verifies by recomputing the HMAC over the timestamp header, a dot and the raw
 //! body bytes with its copy of the secret, comparing in constant time, and rejecting
