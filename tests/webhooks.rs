@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::receiver::{signature_is_valid, Receiver, Reply};
-use common::{free_port, publish, wait_until, Setup};
+use common::{free_port, publish, wait_for_alerts, wait_until, Setup};
 
 const SECRET: &str = "test-secret-webhooks";
 
@@ -47,21 +47,13 @@ webhooks = ["hook"]
     setup
 }
 
-fn wait_for(setup: &Setup, sql: &str, want: &str, timeout: Duration) {
-    wait_until(
-        timeout,
-        || setup.try_query(sql).is_some_and(|got| got.trim() == want).then_some(()),
-        || format!("{sql} never gave {want}; alerts:\n{}", setup.query("SELECT * FROM alerts FINAL FORMAT TSV")),
-    );
-}
-
 #[test]
 fn retries_5xx_and_timeouts_with_the_same_idempotency_key() {
     let script = vec![Reply::Status(500), Reply::Status(500), Reply::Status(500), Reply::Hang(Duration::from_secs(3))];
     let receiver = Receiver::start(script);
     let setup = setup_with_tiny_budget("webhook_retries", &receiver.url());
     let worker = setup.spawn_worker("retries");
-    wait_for(
+    wait_for_alerts(
         &setup,
         "SELECT delivery_state, attempts FROM alerts FINAL WHERE source = 'tiny' FORMAT TSV",
         "delivered\t5",
@@ -89,7 +81,7 @@ fn a_4xx_answer_is_final() {
     let receiver = Receiver::start(vec![Reply::Status(400)]);
     let setup = setup_with_tiny_budget("webhook_refused", &receiver.url());
     let worker = setup.spawn_worker("refused");
-    wait_for(
+    wait_for_alerts(
         &setup,
         "SELECT delivery_state, attempts FROM alerts FINAL WHERE source = 'tiny' FORMAT TSV",
         "failed\t1",
@@ -106,12 +98,12 @@ fn a_receiver_down_across_a_worker_restart_gets_the_alert_after() {
     let setup = setup_with_tiny_budget("webhook_down", &format!("http://127.0.0.1:{port}/hook"));
     let first = setup.spawn_worker("before");
     let sql = "SELECT delivery_state, attempts > 0 FROM alerts FINAL WHERE source = 'tiny' FORMAT TSV";
-    wait_for(&setup, sql, "pending\t1", Duration::from_secs(60));
+    wait_for_alerts(&setup, sql, "pending\t1", Duration::from_secs(60));
     assert_eq!(first.stop(), 0);
 
     let receiver = Receiver::start_on(port, vec![]);
     let second = setup.spawn_worker("after");
-    wait_for(
+    wait_for_alerts(
         &setup,
         "SELECT delivery_state FROM alerts FINAL WHERE source = 'tiny'",
         "delivered",
@@ -129,7 +121,7 @@ fn a_redirect_is_a_failed_attempt_and_never_followed() {
     let redirecting = Receiver::start(vec![Reply::Redirect(target.url())]);
     let setup = setup_with_tiny_budget("webhook_redirect", &redirecting.url());
     let worker = setup.spawn_worker("redirect");
-    wait_for(
+    wait_for_alerts(
         &setup,
         "SELECT delivery_state, attempts FROM alerts FINAL WHERE source = 'tiny' FORMAT TSV",
         "failed\t1",
@@ -250,7 +242,7 @@ fn delivery_errors_never_show_the_url_secrets() {
     let worker = setup.spawn_worker("secret_url");
     let sql =
         "SELECT delivery_state, attempts > 0, last_error != '' FROM alerts FINAL WHERE source = 'tiny' FORMAT TSV";
-    wait_for(&setup, sql, "pending\t1\t1", Duration::from_secs(60));
+    wait_for_alerts(&setup, sql, "pending\t1\t1", Duration::from_secs(60));
     let error = setup.query("SELECT last_error FROM alerts FINAL WHERE source = 'tiny'");
     let log_path = worker.log_path.clone();
     assert_eq!(worker.stop(), 0);

@@ -257,6 +257,15 @@ pub fn wait_until<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>, fa
     }
 }
 
+/// Waits until `sql` (TSV) answers `want`; the failure shows the `alerts` table.
+pub fn wait_for_alerts(setup: &Setup, sql: &str, want: &str, timeout: Duration) {
+    wait_until(
+        timeout,
+        || setup.try_query(sql).is_some_and(|got| got.trim() == want).then_some(()),
+        || format!("{sql} never gave {want}; alerts:\n{}", setup.query("SELECT * FROM alerts FINAL FORMAT TSV")),
+    );
+}
+
 /// Why a ClickHouse request failed.
 #[derive(Debug)]
 pub enum ClickHouseError {

@@ -9,6 +9,23 @@ use serde_json::json;
 use crate::outbox::{AlertKind, FiredAlert};
 use crate::status::BudgetStatus;
 
+/// The alert's line for people: money in cents, the period and the scope in words; the exact
+/// decimals are the body's fields. E.g. `Budget 'checkout monthly' for tenant acme, endpoint
+/// checkout.ai_summary: $5.01 of $5.00 (100 %) this month; threshold 100 %`.
+pub fn summary(status: &BudgetStatus, threshold: u32) -> String {
+    let budget = &status.budget;
+    // The percentage spent, rounded down: it never shows 100 % before the limit is reached.
+    let percent = if budget.limit.0 > 0 { status.spend.0 * 100 / budget.limit.0 } else { 0 };
+    format!(
+        "Budget '{}' for {}: {} of {} ({percent} %) {}; threshold {threshold} %",
+        budget.id,
+        budget.scope.in_words(),
+        status.spend.to_cents_display(),
+        budget.limit.to_cents_display(),
+        budget.period.current_in_words(),
+    )
+}
+
 /// The alerts for every threshold `status` has reached, fired at `now`.
 pub fn budget_alerts(status: &BudgetStatus, now: DateTime<Utc>) -> Vec<FiredAlert> {
     let budget = &status.budget;
@@ -19,12 +36,7 @@ pub fn budget_alerts(status: &BudgetStatus, now: DateTime<Utc>) -> Vec<FiredAler
         .into_iter()
         .map(|threshold| {
             let id = AlertId::budget(&budget.id, status.period_start, threshold);
-            let summary = format!(
-                "Budget {} reached {threshold}% of ${limit} for the {} starting {}: ${spend} spent",
-                budget.id,
-                budget.period.as_str(),
-                status.period_start.format("%Y-%m-%d"),
-            );
+            let summary = summary(status, threshold);
             let body = json!({
                 "alert_id": id.0, "kind": AlertKind::Budget.as_str(), "budget": budget.id, "rule": null,
                 "scope": scope,
@@ -90,7 +102,9 @@ mod tests {
         assert_eq!(alerts[1].body["spend_usd"], "85.000000000000");
         assert_eq!(
             alerts[1].summary,
-            "Budget acme reached 80% of $100.000000000000 for the month starting 2026-11-01: $85.000000000000 spent"
+            "Budget 'acme' for tenant acme: $85.00 of $100.00 (85 %) this month; threshold 80 %"
         );
+        assert_eq!(alerts[1].body["summary"], alerts[1].summary);
+        assert_eq!(alerts[1].body["limit_usd"], "100.000000000000");
     }
 }

@@ -1,5 +1,6 @@
 //! The evaluation loop: every `alerts.evaluate_interval_ms` while this worker leads, budgets,
-//! then rules, then deliveries to removed webhooks. The parts fail apart: a failing rule never
+//! then rules, then resolves of budget alerts whose period ended, then deliveries to removed
+//! webhooks. The parts fail apart: a failing rule never
 //! stops a budget alert.
 
 use std::sync::Arc;
@@ -44,7 +45,7 @@ impl Evaluator {
         }
     }
 
-    async fn pass(&self) -> [anyhow::Result<()>; 3] {
+    async fn pass(&self) -> [anyhow::Result<()>; 4] {
         let budgets = async {
             let now = Utc::now();
             let statuses = self.statuses.all().await?;
@@ -55,6 +56,7 @@ impl Evaluator {
         [
             budgets.await.context("budgets"),
             rules.await.context("rules"),
+            self.outbox.record_resolves(Utc::now()).await.context("resolves"),
             self.outbox.fail_orphans().await.context("deliveries to removed webhooks"),
         ]
     }

@@ -15,7 +15,9 @@
 //! - [`rule_alerts`]: the alerts the rules find, cooled down and capped;
 //! - [`outbox`]: recording fired alerts once, the delivery state machine and the per-webhook
 //!   delivery loops, generic over its store and its sender;
-//! - [`webhook`]: the sender: signed HTTP POSTs, the URL's secrets kept out of errors;
+//! - [`resolves`]: the end of a budget alert's period, resolved at PagerDuty;
+//! - [`webhook`]: the sender: HTTP POSTs in the webhook's format ([`formats`]: costline's own,
+//!   signed; Slack; PagerDuty), the URL's secrets kept out of errors;
 //! - [`leadership`] and `evaluator`: who evaluates, and the evaluation loop.
 //!
 //! The ClickHouse side (spend, rule aggregates, the `alerts` rows) is
@@ -23,9 +25,11 @@
 
 pub mod budget_alerts;
 mod evaluator;
+pub mod formats;
 pub mod guardrail;
 pub mod leadership;
 pub mod outbox;
+pub mod resolves;
 pub mod rule_alerts;
 pub mod status;
 pub mod webhook;

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::leadership::LeaderTicks;
-use crate::AlertMetrics;
+use crate::{resolves, AlertMetrics};
 
 /// How one delivery attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +67,13 @@ pub trait OutboxStore: Send + Sync + 'static {
         configured: &[String],
         limit: usize,
     ) -> impl Future<Output = anyhow::Result<Vec<AlertRow>>> + Send;
+    /// Up to `limit` budget alerts sent to `webhooks` that no resolve names yet, the oldest
+    /// periods first.
+    fn unresolved(
+        &self,
+        webhooks: &[String],
+        limit: usize,
+    ) -> impl Future<Output = anyhow::Result<Vec<AlertRow>>> + Send;
 }
 
 impl OutboxStore for AlertStore {
@@ -85,12 +92,18 @@ impl OutboxStore for AlertStore {
     async fn orphaned(&self, configured: &[String], limit: usize) -> anyhow::Result<Vec<AlertRow>> {
         Ok(AlertStore::orphaned(self, configured, limit).await?)
     }
+
+    async fn unresolved(&self, webhooks: &[String], limit: usize) -> anyhow::Result<Vec<AlertRow>> {
+        Ok(AlertStore::unresolved(self, webhooks, limit).await?)
+    }
 }
 
 /// Makes one delivery attempt to one receiver (a signed HTTP POST in production).
 pub trait AlertSender: Send + Sync + 'static {
     /// What logs may show of the receiver (no secrets).
     fn origin(&self) -> &str;
+    /// Whether the receiver takes resolves of budget alerts whose period ended (PagerDuty).
+    fn takes_resolves(&self) -> bool;
     fn send(&self, alert_id: &str, body: &str, now_secs: i64) -> impl Future<Output = Attempt> + Send;
 }
 
@@ -99,6 +112,8 @@ pub trait AlertSender: Send + Sync + 'static {
 pub enum AlertKind {
     Budget,
     Rule,
+    /// The end of a budget alert's period ([`crate::resolves`]).
+    Resolve,
 }
 
 impl AlertKind {
@@ -106,6 +121,7 @@ impl AlertKind {
         match self {
             AlertKind::Budget => "budget",
             AlertKind::Rule => "rule",
+            AlertKind::Resolve => "resolve",
         }
     }
 }
@@ -222,6 +238,11 @@ pub fn after_attempt(
     row
 }
 
+/// Most budget alerts one evaluation looks at for resolves: the alerts of the current periods
+/// (not due yet) come back every time, so this must exceed their number (budgets × thresholds
+/// × PagerDuty webhooks); the oldest periods come first.
+const RESOLVE_SCAN: usize = 1_000;
+
 fn now_secs() -> u32 {
     u32::try_from(chrono::Utc::now().timestamp()).unwrap_or(u32::MAX)
 }
@@ -275,6 +296,18 @@ impl<S: OutboxStore, H: AlertSender> Outbox<S, H> {
             self.recorded.send_modify(|n| *n = n.wrapping_add(1));
         }
         Ok(())
+    }
+
+    /// Records the resolves due at `now` ([`crate::resolves`]) of up to `RESOLVE_SCAN` budget
+    /// alerts sent to webhooks that take resolves.
+    pub async fn record_resolves(&self, now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<()> {
+        let hooks: Vec<String> =
+            self.webhooks.iter().filter(|(_, hook)| hook.takes_resolves()).map(|(id, _)| id.clone()).collect();
+        if hooks.is_empty() {
+            return Ok(());
+        }
+        let open = self.store.unresolved(&hooks, RESOLVE_SCAN).await.context("reading unresolved budget alerts")?;
+        self.record_fired(open.iter().filter_map(|row| resolves::resolve(row, now)).collect()).await
     }
 
     /// Marks a batch of pending deliveries to webhooks no longer configured as failed.

@@ -1,9 +1,10 @@
-//! The webhook sender: an HTTP POST of the alert's JSON body, signed. It only makes one
-//! attempt and says how it ended ([`Attempt`]); what follows is the outbox's decision.
+//! The webhook sender: an HTTP POST of the alert, in the webhook's format ([`Payload`]). It
+//! only makes one attempt and says how it ended ([`Attempt`]); what follows is the outbox's
+//! decision.
 //!
-//! Headers: `Idempotency-Key: <alert id>` (the same on every attempt, so receivers can drop
-//! repeats), `X-Costline-Timestamp: <unix seconds>` and
-//! `X-Costline-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`.
+//! The costline format is the alert's JSON body, signed. Headers: `Idempotency-Key: <alert id>`
+//! (the same on every attempt, so receivers can drop repeats), `X-Costline-Timestamp: <unix
+//! seconds>` and `X-Costline-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`.
 //!
 //! A receiver verifies by recomputing the HMAC over the timestamp header, a dot and the raw
 //! body bytes with its copy of the secret, comparing in constant time, and rejecting
@@ -12,6 +13,10 @@
 //! Redirects are not followed: a signed alert goes to the configured URL or nowhere, and a 3xx
 //! answer is not an acceptance. It is final like other 4xx-style refusals (the receiver's
 //! configuration, not a passing fault, sends it elsewhere; retrying gets the same answer).
+//!
+//! Slack and PagerDuty payloads ([`crate::formats`]) are not signed: Slack's URL is its secret,
+//! PagerDuty's routing key is in the body. Both answer like any webhook (2xx accepted; 429 and
+//! 5xx retried; other 4xx final), so the outbox treats all formats alike.
 //!
 //! A webhook URL may carry secrets (userinfo, a token in the path as Slack's do, or `?token=`),
 //! so errors, logs and the stored delivery error name only its origin (`scheme://host:port/`).
@@ -25,14 +30,25 @@ use sha2::Sha256;
 
 use costline_core::Secret;
 
+use crate::formats;
 use crate::outbox::{AlertSender, Attempt};
+
+/// What a webhook is sent, with the secret that format needs.
+pub enum Payload {
+    /// costline's JSON body, signed with this HMAC secret.
+    Costline { secret: Secret },
+    /// A Slack incoming-webhook message (the URL holds Slack's token).
+    Slack,
+    /// A PagerDuty Events API v2 event for the integration with this routing key.
+    PagerDuty { routing_key: Secret },
+}
 
 /// One configured receiver.
 pub struct Webhook {
     url: Url,
     /// `scheme://host:port/`: what errors and logs may show of `url`.
     origin: String,
-    secret: Secret,
+    payload: Payload,
     client: reqwest::Client,
 }
 
@@ -90,7 +106,7 @@ fn scrub(mut text: String, url: &Url) -> String {
 }
 
 impl Webhook {
-    pub fn new(url: &str, secret: Secret, timeout: Duration) -> anyhow::Result<Webhook> {
+    pub fn new(url: &str, payload: Payload, timeout: Duration) -> anyhow::Result<Webhook> {
         // Neither message quotes the URL.
         let url = Url::parse(url).map_err(|e| anyhow::anyhow!("invalid URL: {e}"))?;
         let origin = origin(&url);
@@ -100,7 +116,25 @@ impl Webhook {
             .build()
             .map_err(|e| anyhow::anyhow!("{}", describe(e, &url)))
             .with_context(|| format!("creating the HTTP client for {origin}"))?;
-        Ok(Webhook { url, origin, secret, client })
+        Ok(Webhook { url, origin, payload, client })
+    }
+
+    /// The request for one attempt: `body` (the stored costline body) in this webhook's format.
+    fn request(&self, alert_id: &str, body: &str, now_secs: i64) -> Result<reqwest::RequestBuilder, String> {
+        let post = self.client.post(self.url.clone()).header("content-type", "application/json");
+        let parsed = || serde_json::from_str(body).map_err(|e| format!("the stored alert body is not JSON: {e}"));
+        let rewritten = match &self.payload {
+            Payload::Costline { secret } => {
+                return Ok(post
+                    .header("idempotency-key", alert_id)
+                    .header("x-costline-timestamp", now_secs.to_string())
+                    .header("x-costline-signature", signature(secret.expose().as_bytes(), now_secs, body.as_bytes()))
+                    .body(body.to_string()))
+            }
+            Payload::Slack => formats::slack(&parsed()?),
+            Payload::PagerDuty { routing_key } => formats::pagerduty(&parsed()?, routing_key.expose()),
+        };
+        Ok(post.body(rewritten.to_string()))
     }
 }
 
@@ -109,18 +143,16 @@ impl AlertSender for Webhook {
         &self.origin
     }
 
+    fn takes_resolves(&self) -> bool {
+        matches!(self.payload, Payload::PagerDuty { .. })
+    }
+
     async fn send(&self, alert_id: &str, body: &str, now_secs: i64) -> Attempt {
-        let sent = self
-            .client
-            .post(self.url.clone())
-            .header("content-type", "application/json")
-            .header("idempotency-key", alert_id)
-            .header("x-costline-timestamp", now_secs.to_string())
-            .header("x-costline-signature", signature(self.secret.expose().as_bytes(), now_secs, body.as_bytes()))
-            .body(body.to_string())
-            .send()
-            .await;
-        match sent {
+        let request = match self.request(alert_id, body, now_secs) {
+            Ok(request) => request,
+            Err(reason) => return Attempt::Refused(reason),
+        };
+        match request.send().await {
             Ok(response) if response.status().is_success() => Attempt::Delivered,
             Ok(response) => {
                 let status = response.status();
@@ -159,7 +191,8 @@ mod tests {
     async fn a_refused_connection_is_described_without_the_url() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let url = format!("http://user:pa55word@127.0.0.1:{port}/hook/s3cret-path?token=t0ken");
-        let hook = Webhook::new(&url, Secret::new("k".into()), Duration::from_secs(5)).unwrap();
+        let payload = Payload::Costline { secret: Secret::new("k".into()) };
+        let hook = Webhook::new(&url, payload, Duration::from_secs(5)).unwrap();
         let Attempt::Retry(reason) = hook.send("al_x", "{}", 0).await else {
             panic!("a refused connection is retried")
         };

@@ -317,6 +317,17 @@ impl AlertStore {
         }
         bounded(READ_TIMEOUT, query.bind(limit as u64).fetch_all::<AlertRow>()).await
     }
+
+    /// Up to `limit` budget alerts sent to one of `webhooks` that no resolve names yet (a
+    /// resolve's `source` is the id of the alert it resolves), the oldest periods first.
+    pub async fn unresolved(&self, webhooks: &[String], limit: usize) -> Result<Vec<AlertRow>, SinkError> {
+        let sql = format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts FINAL WHERE kind = 'budget' AND has(?, webhook) \
+             AND alert_id NOT IN (SELECT source FROM alerts WHERE kind = 'resolve') ORDER BY period_start, alert_id LIMIT ?"
+        );
+        let query = self.client.query(&sql).bind(webhooks).bind(limit as u64);
+        bounded(READ_TIMEOUT, query.fetch_all::<AlertRow>()).await
+    }
 }
 
 /// ` AND column = ?…` for every dimension the scope fixes, and the values to bind.

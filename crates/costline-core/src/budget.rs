@@ -83,6 +83,41 @@ impl fmt::Display for Scope {
     }
 }
 
+impl Scope {
+    /// The scope for people: each key it fixes in words (`tenant acme, endpoints checkout.*`),
+    /// the environment and data mode only where they differ from real traffic in `prod`;
+    /// `all real prod traffic` when it fixes nothing else.
+    pub fn in_words(&self) -> String {
+        let mut words = Vec::new();
+        words.extend(self.tenant.as_ref().map(|tenant| format!("tenant {tenant}")));
+        words.extend(self.endpoint_tag.as_ref().map(|tag| match tag {
+            TagMatch::Exact(tag) => format!("endpoint {tag}"),
+            TagMatch::Prefix(_) => format!("endpoints {tag}"),
+        }));
+        words.extend(self.prompt_version.as_ref().map(|version| match version.as_str() {
+            "" => "untagged prompts".to_string(),
+            version => format!("prompt version {version}"),
+        }));
+        words.extend(self.provider.as_ref().map(|provider| format!("provider {provider}")));
+        words.extend(self.model.as_ref().map(|model| format!("model {model}")));
+        match self.environment.as_deref() {
+            Some("prod") => {}
+            Some(environment) => words.push(format!("environment {environment}")),
+            None => words.push("every environment".into()),
+        }
+        match self.data_mode {
+            Some(DataMode::Real) => {}
+            Some(mode) => words.push(format!("{} traffic", mode.as_str())),
+            None => words.push("real, test and demo traffic".into()),
+        }
+        if words.is_empty() {
+            "all real prod traffic".into()
+        } else {
+            words.join(", ")
+        }
+    }
+}
+
 impl Default for Scope {
     fn default() -> Self {
         Scope {
@@ -161,6 +196,15 @@ impl Period {
             Period::Day => "day",
             Period::Week => "week",
             Period::Month => "month",
+        }
+    }
+
+    /// The current period in words: `today`, `this week`, `this month`.
+    pub fn current_in_words(self) -> &'static str {
+        match self {
+            Period::Day => "today",
+            Period::Week => "this week",
+            Period::Month => "this month",
         }
     }
 
@@ -278,6 +322,11 @@ impl AlertId {
         AlertId::from_parts(&["rule", rule, scope, &window_start_secs.to_string()])
     }
 
+    /// The resolve of alert `alert_id`, sent once a budget's period ended.
+    pub fn resolve(alert_id: &str) -> AlertId {
+        AlertId::from_parts(&["resolve", alert_id])
+    }
+
     fn from_parts(parts: &[&str]) -> AlertId {
         let joined = parts.join("\u{1f}");
         let hash = xxhash_rust::xxh3::xxh3_128(joined.as_bytes());
@@ -300,6 +349,30 @@ mod tests {
             webhooks: vec![],
             on_exceeded: OnExceeded::Warn,
         }
+    }
+
+    #[test]
+    fn scopes_in_words_name_what_they_fix() {
+        assert_eq!(Scope::default().in_words(), "all real prod traffic");
+        let scope = Scope {
+            tenant: Some("acme".into()),
+            endpoint_tag: Some(TagMatch::parse("checkout.ai_summary")),
+            ..Scope::default()
+        };
+        assert_eq!(scope.in_words(), "tenant acme, endpoint checkout.ai_summary");
+        let scope = Scope {
+            endpoint_tag: Some(TagMatch::parse("checkout.*")),
+            prompt_version: Some(String::new()),
+            provider: Some("openai".into()),
+            model: Some("gpt-4o".into()),
+            environment: None,
+            data_mode: Some(DataMode::Test),
+            ..Scope::default()
+        };
+        assert_eq!(
+            scope.in_words(),
+            "endpoints checkout.*, untagged prompts, provider openai, model gpt-4o, every environment, test traffic"
+        );
     }
 
     #[test]

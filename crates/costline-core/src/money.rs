@@ -107,6 +107,23 @@ impl PicoUsd {
         let unit = PICO_PER_USD as u128;
         format!("{sign}{}.{:012}", abs / unit, abs % unit)
     }
+
+    /// The amount for people: dollars and cents, rounded half away from zero, with thousands
+    /// separators (`"$1,234.57"`, `"-$0.50"`). Exact amounts go in data fields, never this.
+    pub fn to_cents_display(self) -> String {
+        let sign = if self.0 < 0 { "-" } else { "" };
+        let pico_per_cent = (PICO_PER_USD / 100) as u128;
+        let cents = (self.0.unsigned_abs() + pico_per_cent / 2) / pico_per_cent;
+        let dollars = (cents / 100).to_string();
+        let mut grouped = String::with_capacity(dollars.len() + dollars.len() / 3);
+        for (i, digit) in dollars.chars().enumerate() {
+            if i > 0 && (dollars.len() - i).is_multiple_of(3) {
+                grouped.push(',');
+            }
+            grouped.push(digit);
+        }
+        format!("{sign}${grouped}.{:02}", cents % 100)
+    }
 }
 
 impl Add for PicoUsd {
@@ -167,5 +184,18 @@ mod tests {
     fn formats_usd() {
         assert_eq!(PicoUsd(2_500_000).to_usd_string(), "0.000002500000");
         assert_eq!(PicoUsd(12 * PICO_PER_USD + 5).to_usd_string(), "12.000000000005");
+    }
+
+    #[test]
+    fn formats_cents_for_people() {
+        let cents = |pico: i128| PicoUsd(pico).to_cents_display();
+        assert_eq!(cents(5_005_000_000_000), "$5.01");
+        assert_eq!(cents(5_004_999_999_999), "$5.00");
+        assert_eq!(cents(0), "$0.00");
+        assert_eq!(cents(4_999_999), "$0.00");
+        assert_eq!(cents(-500_000_000_000), "-$0.50");
+        assert_eq!(cents(1_234_567 * PICO_PER_USD + 890_000_000_000), "$1,234,567.89");
+        assert_eq!(cents(100_000 * PICO_PER_USD), "$100,000.00");
+        assert_eq!(cents(999_995_000_000_000), "$1,000.00");
     }
 }

@@ -294,23 +294,73 @@ pub struct WebhookConfig {
     /// `config check` prints only `scheme://host:port/…`.
     #[serde(serialize_with = "serialize_url_origin")]
     pub url: String,
-    /// Name of the environment variable holding the HMAC secret (required, not empty).
-    pub secret_env: String,
+    /// What is sent: `costline` (the signed JSON body of the contract), `slack` (an incoming
+    /// webhook message) or `pagerduty` (an Events API v2 event: a trigger per alert, a resolve
+    /// when a budget's period ends).
+    #[serde(default)]
+    pub format: WebhookFormat,
+    /// Name of the environment variable holding the HMAC secret: required (not empty) with
+    /// the `costline` format, refused with the others (they are not signed).
+    pub secret_env: Option<String>,
+    /// Name of the environment variable holding the PagerDuty integration's routing key:
+    /// required (not empty) with the `pagerduty` format, refused with the others.
+    pub routing_key_env: Option<String>,
     /// Per-attempt timeout.
     #[serde(default = "default_webhook_timeout_ms")]
     pub timeout_ms: u64,
-    /// The secret, read from `secret_env` when the configuration is loaded.
+    /// The HMAC secret or the routing key, read from its variable when the configuration is
+    /// loaded.
     #[serde(skip)]
     pub secret: Option<Secret>,
 }
 
+/// What a webhook is sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// The contract's JSON body, signed with HMAC-SHA256.
+    #[default]
+    Costline,
+    /// A Slack incoming-webhook message (`text` and `blocks`).
+    Slack,
+    /// A PagerDuty Events API v2 event.
+    PagerDuty,
+}
+
+impl WebhookFormat {
+    fn name(self) -> &'static str {
+        match self {
+            WebhookFormat::Costline => "costline",
+            WebhookFormat::Slack => "slack",
+            WebhookFormat::PagerDuty => "pagerduty",
+        }
+    }
+
+    /// The key naming the variable this format's secret comes from, if it needs one.
+    fn secret_key(self) -> Option<&'static str> {
+        match self {
+            WebhookFormat::Costline => Some("secret_env"),
+            WebhookFormat::Slack => None,
+            WebhookFormat::PagerDuty => Some("routing_key_env"),
+        }
+    }
+}
+
 impl WebhookConfig {
-    /// The sender for this webhook, with the secret loaded from `secret_env`.
+    /// The sender for this webhook, with its secret loaded.
     pub fn sender(&self) -> anyhow::Result<costline_alerts::webhook::Webhook> {
-        let secret = self.secret.clone().with_context(|| {
-            format!("webhook {}: its secret (environment variable {}) was not loaded", self.id, self.secret_env)
-        })?;
-        costline_alerts::webhook::Webhook::new(&self.url, secret, Duration::from_millis(self.timeout_ms))
+        use costline_alerts::webhook::Payload;
+        let secret = || {
+            self.secret
+                .clone()
+                .with_context(|| format!("webhook {}: its secret or routing key was not loaded", self.id))
+        };
+        let payload = match self.format {
+            WebhookFormat::Costline => Payload::Costline { secret: secret()? },
+            WebhookFormat::Slack => Payload::Slack,
+            WebhookFormat::PagerDuty => Payload::PagerDuty { routing_key: secret()? },
+        };
+        costline_alerts::webhook::Webhook::new(&self.url, payload, Duration::from_millis(self.timeout_ms))
             .with_context(|| format!("webhook {}", self.id))
     }
 }
@@ -1006,19 +1056,32 @@ fn load_librdkafka_secrets(config: &KafkaConfig, env: &[(String, String)]) -> an
     Ok(secrets)
 }
 
-/// Each webhook's HMAC secret from the environment variable its `secret_env` names. A missing
-/// or empty secret is refused: an empty HMAC key lets anyone forge a valid signature.
+/// Each webhook's secret from the environment variable its format's key names (`secret_env`:
+/// the HMAC secret; `routing_key_env`: PagerDuty's routing key). A missing or empty one is
+/// refused (an empty HMAC key lets anyone forge a valid signature), and so is a key the format
+/// does not use (a Slack or PagerDuty webhook is not signed).
 fn load_webhook_secrets(webhooks: &mut [WebhookConfig], env: &[(String, String)]) -> anyhow::Result<()> {
     for (i, hook) in webhooks.iter_mut().enumerate() {
-        let Some((_, value)) = env.iter().find(|(name, _)| *name == hook.secret_env) else {
-            bail!("config key `webhooks[{i}].secret_env`: environment variable {} is not set", hook.secret_env);
+        let needed = hook.format.secret_key();
+        for (key, value) in [("secret_env", &hook.secret_env), ("routing_key_env", &hook.routing_key_env)] {
+            if value.is_some() && needed != Some(key) {
+                bail!("config key `webhooks[{i}].{key}` does not apply to the {} format", hook.format.name());
+            }
+        }
+        let Some(key) = needed else { continue };
+        let variable = if key == "secret_env" { &hook.secret_env } else { &hook.routing_key_env };
+        let Some(variable) = variable else {
+            bail!("config key `webhooks[{i}].{key}` is required by the {} format", hook.format.name());
+        };
+        let Some((_, value)) = env.iter().find(|(name, _)| name == variable) else {
+            bail!("config key `webhooks[{i}].{key}`: environment variable {variable} is not set");
         };
         if value.is_empty() {
-            bail!(
-                "config key `webhooks[{i}].secret_env`: environment variable {} is empty; an empty HMAC secret \
-                 would let anyone sign alerts",
-                hook.secret_env
-            );
+            let why = match hook.format {
+                WebhookFormat::Costline => "an empty HMAC secret would let anyone sign alerts",
+                _ => "PagerDuty refuses events without a routing key",
+            };
+            bail!("config key `webhooks[{i}].{key}`: environment variable {variable} is empty; {why}");
         }
         hook.secret = Some(Secret::new(value.clone()));
     }
@@ -1197,6 +1260,41 @@ mod tests {
         let config = Config::from_parts(text, "c.toml", &env(&[("HOOK_SECRET", "s3cret")])).unwrap();
         assert_eq!(config.webhooks[0].secret.as_ref().map(Secret::expose), Some("s3cret"));
         assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn each_webhook_format_takes_only_the_secret_it_uses() {
+        let hook = |extra: &str| format!("[[webhooks]]\nid = \"h\"\nurl = \"http://127.0.0.1:9/x\"\n{extra}");
+        let vars = env(&[("HOOK_SECRET", "s3cret"), ("PD_KEY", "R0UTING")]);
+        let err = |extra: &str| Config::from_parts(&hook(extra), "c.toml", &vars).unwrap_err().to_string();
+        assert_eq!(err(""), "config key `webhooks[0].secret_env` is required by the costline format");
+        assert_eq!(
+            err("format = \"slack\"\nsecret_env = \"HOOK_SECRET\"\n"),
+            "config key `webhooks[0].secret_env` does not apply to the slack format"
+        );
+        assert_eq!(
+            err("format = \"pagerduty\"\nsecret_env = \"HOOK_SECRET\"\n"),
+            "config key `webhooks[0].secret_env` does not apply to the pagerduty format"
+        );
+        assert_eq!(
+            err("format = \"pagerduty\"\n"),
+            "config key `webhooks[0].routing_key_env` is required by the pagerduty format"
+        );
+        let empty = Config::from_parts(
+            &hook("format = \"pagerduty\"\nrouting_key_env = \"EMPTY\"\n"),
+            "c.toml",
+            &env(&[("EMPTY", "")]),
+        );
+        assert!(empty.unwrap_err().to_string().ends_with("is empty; PagerDuty refuses events without a routing key"));
+
+        let slack = Config::from_parts(&hook("format = \"slack\"\n"), "c.toml", &vars).unwrap();
+        assert!(slack.webhooks[0].secret.is_none() && slack.webhooks[0].sender().is_ok());
+        let pagerduty =
+            Config::from_parts(&hook("format = \"pagerduty\"\nrouting_key_env = \"PD_KEY\"\n"), "c.toml", &vars)
+                .unwrap();
+        assert_eq!(pagerduty.webhooks[0].secret.as_ref().map(Secret::expose), Some("R0UTING"));
+        let printed = toml::to_string_pretty(&pagerduty).unwrap();
+        assert!(printed.contains("format = \"pagerduty\"") && !printed.contains("R0UTING"), "{printed}");
     }
 
     #[test]

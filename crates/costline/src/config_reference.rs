@@ -17,8 +17,8 @@ A TOML file (`--config FILE` or `COSTLINE_CONFIG`) holds the keys below; every k
 section can also be set as `COSTLINE_<SECTION>__<KEY>` (e.g. `COSTLINE_KAFKA__BROKERS`), and
 unknown keys are refused. Secrets come only from the environment or files:
 `COSTLINE_CLICKHOUSE_PASSWORD` (or `clickhouse.password_file`), `COSTLINE_HTTP_TOKEN` (or
-`http.token_file`), each webhook's `secret_env`, and `kafka.librdkafka_secret_env` /
-`kafka.librdkafka_secret_files`.
+`http.token_file`), each webhook's `secret_env` or `routing_key_env`, and
+`kafka.librdkafka_secret_env` / `kafka.librdkafka_secret_files`.
 ";
 
 /// The reference as Markdown.

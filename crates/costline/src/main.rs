@@ -96,9 +96,9 @@ enum Command {
     },
     /// Backfill usage events from a JSON-lines file (or stdin) into the topic.
     Replay(replay::ReplayArgs),
-    /// Analyst shortcuts: aligned tables from ClickHouse, each with the SQL it ran.
-    #[command(subcommand)]
-    Report(report::ReportCommand),
+    /// Analyst shortcuts: aligned tables from ClickHouse, each with the SQL it ran (or CSV or
+    /// JSON with `--format`).
+    Report(report::ReportArgs),
     /// Benchmark baseline: how fast a bare consumer reads the topic (counts records only).
     BaselineConsume(baseline::ConsumeArgs),
     /// Benchmark baseline: how fast ClickHouse takes the ledger rows a worker run wrote for the
@@ -190,7 +190,7 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(config, &args).await,
         Command::BaselineConsume(args) => baseline::consume(&config, &args).await,
         Command::BaselineInsert(args) => baseline::insert(&config, &args).await,
-        Command::Report(command) => report::run(&config, &command).await,
+        Command::Report(args) => report::run(&config, &args).await,
         Command::Replay(args) => replay::run(&config, &args).await,
         Command::Reprice(args) => prices::reprice::run(&config, &args).await,
         Command::Prices(command) => prices::run(&config, &command).await.map(|_| ()),

@@ -65,6 +65,19 @@ impl OutboxStore for Arc<MemoryStore> {
         Ok(due)
     }
 
+    async fn unresolved(&self, webhooks: &[String], limit: usize) -> anyhow::Result<Vec<AlertRow>> {
+        let latest = self.latest();
+        let resolved: BTreeSet<&String> = latest.iter().filter(|r| r.kind == "resolve").map(|r| &r.source).collect();
+        let mut open: Vec<AlertRow> = latest
+            .iter()
+            .filter(|r| r.kind == "budget" && webhooks.contains(&r.webhook) && !resolved.contains(&r.alert_id))
+            .cloned()
+            .collect();
+        open.sort_by_key(|r| r.period_start);
+        open.truncate(limit);
+        Ok(open)
+    }
+
     async fn orphaned(&self, configured: &[String], limit: usize) -> anyhow::Result<Vec<AlertRow>> {
         let mut orphans: Vec<AlertRow> = self
             .latest()
@@ -97,6 +110,10 @@ impl ScriptedReceiver {
 impl AlertSender for Arc<ScriptedReceiver> {
     fn origin(&self) -> &str {
         "http://receiver.test:80/"
+    }
+
+    fn takes_resolves(&self) -> bool {
+        true
     }
 
     async fn send(&self, alert_id: &str, _body: &str, _now_secs: i64) -> Attempt {
@@ -319,4 +336,45 @@ async fn a_follower_delivers_nothing_until_it_leads() {
     eventually("the new leader did not deliver", || !receiver.sent().is_empty()).await;
     shutdown.cancel();
     task.await.expect("the loop stops at shutdown");
+}
+
+/// A budget alert of November 2026 for webhook `hook`.
+fn november_budget_alert() -> FiredAlert {
+    FiredAlert {
+        kind: AlertKind::Budget,
+        source: "acme".into(),
+        threshold_percent: 100,
+        body: serde_json::json!({
+            "alert_id": "al_budget", "kind": "budget",
+            "period": {"start": "2026-11-01T00:00:00+00:00", "end": "2026-12-01T00:00:00+00:00"},
+        }),
+        ..alert("budget", &["hook"])
+    }
+}
+
+#[tokio::test]
+async fn a_budget_alert_is_resolved_once_after_its_period_and_its_delivery() {
+    let at = |text: &str| chrono::DateTime::parse_from_rfc3339(text).expect("a time").with_timezone(&chrono::Utc);
+    let store = Arc::new(MemoryStore::default());
+    let receiver = Arc::new(ScriptedReceiver::answering([Attempt::Retry("HTTP 503".into())]));
+    let first = outbox(&store, &[("hook", &receiver)], 5);
+    first.record_fired(vec![november_budget_alert()]).await.expect("recorded");
+    first.deliver_due("hook").await.expect("a pass");
+    // The period ended, but the trigger is still being retried: no resolve may overtake it.
+    first.record_resolves(at("2026-12-01T00:00:05Z")).await.expect("resolves");
+    assert_eq!(store.latest().len(), 1);
+
+    store.make_due();
+    first.deliver_due("hook").await.expect("a pass");
+    first.record_resolves(at("2026-11-30T23:59:59Z")).await.expect("resolves");
+    assert_eq!(store.latest().len(), 1, "the period has not ended");
+    first.record_resolves(at("2026-12-01T00:00:05Z")).await.expect("resolves");
+    // A restarted worker's outbox finds the resolve recorded already.
+    let second = outbox(&store, &[("hook", &receiver)], 5);
+    second.record_resolves(at("2026-12-01T00:00:10Z")).await.expect("resolves");
+    let resolves: Vec<AlertRow> = store.latest().into_iter().filter(|r| r.kind == "resolve").collect();
+    assert_eq!(resolves.len(), 1, "{resolves:?}");
+    assert_eq!((resolves[0].source.as_str(), resolves[0].webhook.as_str()), ("al_budget", "hook"));
+    second.deliver_due("hook").await.expect("a pass");
+    assert_eq!(receiver.sent(), ["al_budget", "al_budget", resolves[0].alert_id.as_str()]);
 }

@@ -1,16 +1,30 @@
 //! `costline report …`: the analyst shortcuts. Each answers one question of SPEC §3 as an
 //! aligned table and prints the SQL it ran (with the literals filled in) so it can be pasted
-//! into `clickhouse-client`. Real, prod traffic unless `--all-traffic`.
+//! into `clickhouse-client`; `--format csv|json` prints the rows alone for other tools (the
+//! SQL then goes to stderr). Real, prod traffic unless `--all-traffic`.
 
 use anyhow::{bail, Context};
 use chrono::{Datelike, NaiveDate, Utc};
 use clap::{Args, Subcommand};
 
 use crate::config::Config;
+mod format;
+mod monthly;
 mod queries;
 
+pub use format::OutputFormat;
 use queries::Report;
 pub use queries::{align, demo_reports, render};
+
+#[derive(Args, Debug, Clone)]
+pub struct ReportArgs {
+    #[command(subcommand)]
+    command: ReportCommand,
+    /// How to print the rows: an aligned table with its SQL, CSV (RFC 4180) or a JSON array of
+    /// objects (decimals as strings); CSV and JSON print the SQL on stderr.
+    #[arg(long, value_enum, default_value_t, global = true)]
+    format: OutputFormat,
+}
 
 #[derive(Subcommand, Debug, Clone)]
 pub enum ReportCommand {
@@ -42,6 +56,18 @@ pub enum ReportCommand {
         /// Only this endpoint.
         #[arg(long)]
         endpoint: Option<String>,
+    },
+    /// Spend per tenant, endpoint tag and model for one calendar month, and its total.
+    Monthly {
+        /// The month (YYYY-MM).
+        #[arg(long)]
+        month: String,
+        /// The time zone whose calendar bounds the month (IANA name).
+        #[arg(long, default_value = "UTC")]
+        time_zone: String,
+        /// Include test, demo and non-prod traffic.
+        #[arg(long)]
+        all_traffic: bool,
     },
 }
 
@@ -77,16 +103,25 @@ impl PeriodArgs {
         if from >= to {
             bail!("--from must be before --to");
         }
-        let traffic = if self.all_traffic { "" } else { " AND data_mode = 'real' AND environment = 'prod'" };
         Ok(format!(
-            "window_start >= toDateTime('{from} 00:00:00', 'UTC') AND window_start < toDateTime('{to} 00:00:00', 'UTC'){traffic}"
+            "window_start >= toDateTime('{from} 00:00:00', 'UTC') AND window_start < toDateTime('{to} 00:00:00', 'UTC'){}",
+            traffic(self.all_traffic)
         ))
     }
 }
 
-pub fn reports(command: &ReportCommand, config: &Config) -> anyhow::Result<Vec<Report>> {
+/// The filter that keeps real, prod traffic unless `all` is set.
+fn traffic(all: bool) -> &'static str {
+    if all {
+        ""
+    } else {
+        " AND data_mode = 'real' AND environment = 'prod'"
+    }
+}
+
+pub fn report(command: &ReportCommand, config: &Config) -> anyhow::Result<Report> {
     Ok(match command {
-        ReportCommand::TopEndpoints { period, limit } => vec![Report {
+        ReportCommand::TopEndpoints { period, limit } => Report {
             title: "Top endpoints by cost",
             sql: format!(
                 "SELECT endpoint_tag, sum(requests) AS total_requests, toDecimal64(sum(cost_usd), 4) AS total_cost_usd, \
@@ -96,10 +131,10 @@ pub fn reports(command: &ReportCommand, config: &Config) -> anyhow::Result<Vec<R
                 period.filter()?
             ),
             params: Vec::new(),
-        }],
+        },
         ReportCommand::PromptVersions { endpoint, split, period } => {
             let split = date(split, "split")?;
-            vec![Report {
+            Report {
                 title: "Prompt versions before and after the split date",
                 sql: format!(
                     "SELECT if(window_start < toDateTime('{split} 00:00:00', 'UTC'), 'before', 'after') AS side, \
@@ -110,7 +145,7 @@ pub fn reports(command: &ReportCommand, config: &Config) -> anyhow::Result<Vec<R
                     period.filter()?
                 ),
                 params: vec![endpoint.clone()],
-            }]
+            }
         }
         ReportCommand::Tenants => {
             let month = Utc::now().date_naive().with_day(1).unwrap_or_default();
@@ -137,7 +172,7 @@ pub fn reports(command: &ReportCommand, config: &Config) -> anyhow::Result<Vec<R
             // `{budget}` appears three times, each with its tenants, then their limits.
             let (tenants, limits): (Vec<String>, Vec<String>) = budgets.into_iter().unzip();
             let budget_params = [tenants, limits].concat();
-            vec![Report {
+            Report {
                 title: "Spend per tenant this month against monthly tenant budgets (0 = no budget)",
                 sql: format!(
                     "SELECT if(tenant = '', '(none)', tenant) AS tenant_id, toDecimal64(sum(cost_usd), 4) AS spend_usd, \
@@ -147,11 +182,11 @@ pub fn reports(command: &ReportCommand, config: &Config) -> anyhow::Result<Vec<R
                      AND data_mode = 'real' AND environment = 'prod' GROUP BY tenant ORDER BY sum(cost_usd) DESC LIMIT 50"
                 ),
                 params: [&budget_params[..], &budget_params, &budget_params].concat(),
-            }]
+            }
         }
         ReportCommand::ModelMix { period, endpoint } => {
             let only = if endpoint.is_some() { " AND endpoint_tag = ?" } else { "" };
-            vec![Report {
+            Report {
                 title: "Model mix per day, endpoint and prompt version",
                 sql: format!(
                     "SELECT toDate(window_start) AS day, endpoint_tag, if(prompt_version = '', '(untagged)', prompt_version) AS version, \
@@ -161,15 +196,32 @@ pub fn reports(command: &ReportCommand, config: &Config) -> anyhow::Result<Vec<R
                     period.filter()?
                 ),
                 params: endpoint.iter().cloned().collect(),
-            }]
+            }
+        }
+        ReportCommand::Monthly { month, time_zone, all_traffic } => {
+            let zone = time_zone
+                .parse::<chrono_tz::Tz>()
+                .map_err(|_| anyhow::anyhow!("--time-zone must be an IANA time zone like Europe/Berlin, not {time_zone:?}"))?;
+            monthly::report(month, zone, traffic(*all_traffic))?
         }
     })
 }
 
-pub async fn run(config: &Config, command: &ReportCommand) -> anyhow::Result<()> {
+pub async fn run(config: &Config, args: &ReportArgs) -> anyhow::Result<()> {
     let client = crate::worker::clickhouse_target(config).client();
-    for report in reports(command, config)? {
-        print!("{}", render(&client, &report).await?);
+    let report = report(&args.command, config)?;
+    let answer = queries::fetch(&client, &report).await?;
+    let rows = match args.format {
+        OutputFormat::Table => None,
+        OutputFormat::Csv => Some(answer.to_csv()?),
+        OutputFormat::Json => Some(answer.to_json()?),
+    };
+    match rows {
+        None => print!("{}", queries::table(&report, &answer)),
+        Some(rows) => {
+            eprintln!("-- {}\n-- SQL: {}", report.title, report.filled_sql());
+            print!("{rows}");
+        }
     }
     Ok(())
 }
@@ -186,7 +238,7 @@ mod tests {
             split: "2026-11-01".into(),
             period: PeriodArgs { from: Some("2026-10-01".into()), to: Some("2026-12-01".into()), all_traffic: false },
         };
-        let report = &reports(&command, &Config::default()).unwrap()[0];
+        let report = &report(&command, &Config::default()).unwrap();
         assert!(report.sql.contains("endpoint_tag = ? AND") && !report.sql.contains("DROP"), "{}", report.sql);
         assert_eq!(report.params, ["x?'); DROP TABLE t; --"]);
         let shown = report.filled_sql();
@@ -196,7 +248,19 @@ mod tests {
     #[test]
     fn bad_dates_are_refused() {
         let period = PeriodArgs { from: Some("yesterday".into()), to: None, all_traffic: false };
-        let err = reports(&ReportCommand::TopEndpoints { period, limit: 5 }, &Config::default()).unwrap_err();
+        let err = report(&ReportCommand::TopEndpoints { period, limit: 5 }, &Config::default()).unwrap_err();
         assert_eq!(err.to_string(), "--from must be a date like 2026-11-01");
+    }
+
+    #[test]
+    fn the_monthly_report_needs_a_known_time_zone() {
+        let monthly =
+            |zone: &str| ReportCommand::Monthly { month: "2026-09".into(), time_zone: zone.into(), all_traffic: false };
+        let err = report(&monthly("Mars/Olympus"), &Config::default()).unwrap_err();
+        assert_eq!(err.to_string(), "--time-zone must be an IANA time zone like Europe/Berlin, not \"Mars/Olympus\"");
+        let berlin = report(&monthly("Europe/Berlin"), &Config::default()).unwrap();
+        assert!(berlin
+            .filled_sql()
+            .contains("FROM usage_hour WHERE window_start >= toDateTime('2026-08-31 22:00:00', 'UTC')"));
     }
 }

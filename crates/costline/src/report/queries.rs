@@ -4,6 +4,8 @@
 use anyhow::Context;
 use clickhouse::Client;
 
+use super::format::Answer;
+
 /// A titled query. User-given values are bound to its `?` placeholders, never spliced into
 /// the text (so that a tag holding `?` or a quote is only ever a value).
 #[derive(Debug)]
@@ -77,21 +79,23 @@ pub fn demo_reports() -> Vec<Report> {
     ]
 }
 
-/// Runs a query and renders it as an aligned text table.
-pub async fn render(client: &Client, report: &Report) -> anyhow::Result<String> {
+/// Runs a report's query.
+pub async fn fetch(client: &Client, report: &Report) -> anyhow::Result<Answer> {
     let query = report.params.iter().fold(client.query(&report.sql), |query, value| query.bind(value.as_str()));
-    let mut cursor = query.fetch_bytes("TSVWithNames").context("starting the query")?;
+    let mut cursor = query.fetch_bytes("TSVWithNamesAndTypes").context("starting the query")?;
     let bytes = cursor.collect().await.with_context(|| format!("running: {}", report.filled_sql()))?;
-    let text = String::from_utf8_lossy(&bytes);
-    let rows: Vec<Vec<String>> = text.lines().map(|l| l.split('\t').map(unescape_tsv).collect()).collect();
-    let mut out = format!("\n== {} ==\n", report.title);
-    out.push_str(&align(&rows));
-    out.push_str(&format!("-- SQL: {}\n", report.filled_sql()));
-    Ok(out)
+    let text = std::str::from_utf8(&bytes).context("the answer is not UTF-8")?;
+    Answer::from_tsv(text).with_context(|| format!("reading the answer of: {}", report.filled_sql()))
 }
 
-fn unescape_tsv(field: &str) -> String {
-    field.replace("\\t", "\t").replace("\\n", "\n").replace("\\\\", "\\")
+/// Runs a query and renders it as an aligned text table, followed by its SQL.
+pub async fn render(client: &Client, report: &Report) -> anyhow::Result<String> {
+    Ok(table(report, &fetch(client, report).await?))
+}
+
+/// The title, the answer as an aligned table, and the SQL.
+pub fn table(report: &Report, answer: &Answer) -> String {
+    format!("\n== {} ==\n{}-- SQL: {}\n", report.title, align(&answer.lines()), report.filled_sql())
 }
 
 /// Left-aligns text columns and right-aligns numeric ones.
