@@ -91,9 +91,11 @@ fn zookeeper_down_for_20_seconds_loses_and_doubles_nothing() {
 
 #[test]
 fn a_worker_killed_while_writing_to_the_cluster_loses_and_doubles_nothing() {
+    const RECORDS: u64 = 120_000;
     let setup = cluster_setup("cluster_sigkill");
     let record_file = setup.scratch_file(".jsonl");
-    let producer = setup.spawn_producer(60_000, 2_000, 41, 1_790_000_000_000, &record_file);
+    // ~80 s of traffic: every round (a rebalance to join, one to leave) finds records to count.
+    let producer = setup.spawn_producer(RECORDS, 1_500, 41, 1_790_000_000_000, &record_file);
     let first = setup.spawn_worker("w1");
     wait_settled(&[&first], "one worker");
     let second = setup.spawn_worker("w2");
@@ -110,11 +112,52 @@ fn a_worker_killed_while_writing_to_the_cluster_loses_and_doubles_nothing() {
         );
         std::thread::sleep(Duration::from_millis(700 + 300 * round));
         accounted = setup.records_accounted();
-        assert!(accounted < 60_000, "round {round}: the kill struck after everything was counted");
+        assert!(accounted < RECORDS, "round {round}: the kill struck after everything was counted");
         assert!(victim.assigned_partitions() > Some(0), "round {round}: the victim owned no partition");
         eprintln!("round {round}: SIGKILL with {accounted} records accounted for");
         victim.kill9();
     }
+    wait_producer(producer, Duration::from_secs(120));
+    assert_totals_exact(&setup, &record_file);
+    assert_eq!(first.stop(), 0);
+    assert_eq!(second.stop(), 0);
+}
+
+/// Kafka side: librdkafka's mock cluster of three brokers, whose partition leaders move from
+/// broker to broker while two workers count into the ClickHouse cluster.
+#[test]
+fn partition_leaders_moving_between_three_brokers_lose_and_double_nothing() {
+    let brokers = rdkafka::mocking::MockCluster::new(3).expect("starting the mock cluster");
+    let mut setup = cluster_setup("cluster_leaders");
+    setup.brokers = brokers.bootstrap_servers();
+    brokers.create_topic(&setup.topic, 4, 3).expect("creating the topic on the mock cluster");
+    let record_file = setup.scratch_file(".jsonl");
+    // The mock keeps at most ~5 MiB per partition: stay well under it, and publish for ~33 s
+    // so that every move of the leaders happens while records are still being counted.
+    let producer = setup
+        .produce_command(20_000, 600, 43, 1_790_000_000_000, &record_file)
+        .arg("--no-create-topic")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("starting costline produce");
+    let first = setup.spawn_worker("w1");
+    setup.wait_started(1_000, &first);
+    let second = setup.spawn_worker("w2");
+    let mut moves = 0;
+    for round in 0..8 {
+        let accounted = setup.records_accounted();
+        if accounted >= 20_000 {
+            break;
+        }
+        for partition in 0..4 {
+            let leader = 1 + (partition + round) % 3;
+            brokers.partition_leader(&setup.topic, partition, Some(leader)).expect("moving a partition leader");
+            moves += 1;
+        }
+        eprintln!("round {round}: leaders moved with {accounted} records accounted for");
+        std::thread::sleep(Duration::from_millis(1_500));
+    }
+    assert!(moves >= 8, "the leaders moved only {moves} times before everything was counted");
     wait_producer(producer, Duration::from_secs(120));
     assert_totals_exact(&setup, &record_file);
     assert_eq!(first.stop(), 0);
