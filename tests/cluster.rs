@@ -10,6 +10,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::expected::month_start_secs;
 use common::{assert_totals_exact, services, wait_producer, wait_settled, wait_until, Setup};
 
 /// Workers and the test's queries go through the last server (shard 2, replica 2): the faults
@@ -35,17 +36,50 @@ fn flushes_per_shard(setup: &Setup) -> Vec<u64> {
 
 #[test]
 fn two_workers_count_exactly_through_the_distributed_tables() {
-    let setup = cluster_setup("cluster_totals");
+    // Events of the last minute and the next few, all in this month: the budget covers them.
+    common::clear_of_midnight(Duration::from_secs(600));
+    let mut setup = cluster_setup("cluster_totals");
+    setup.use_config("[[budgets]]\nid = \"all\"\nperiod = \"month\"\nlimit_usd = \"1000000\"\n");
     let record_file = setup.scratch_file(".jsonl");
-    let producer = setup.spawn_producer(40_000, 8_000, 31, 1_790_000_000_000, &record_file);
+    let start_ms = common::now_ms() - 60_000;
+    let producer = setup.spawn_producer(40_000, 8_000, 31, start_ms, &record_file);
     let first = setup.spawn_worker("w1");
     wait_settled(&[&first], "one worker");
     let second = setup.spawn_worker("w2");
     wait_settled(&[&first, &second], "two workers");
     wait_producer(producer, Duration::from_secs(120));
-    assert_totals_exact(&setup, &record_file);
+    let expected = assert_totals_exact(&setup, &record_file);
     let per_shard = flushes_per_shard(&setup);
     assert!(per_shard.iter().all(|&n| n > 0), "each shard holds its partitions' flushes: {per_shard:?}");
+
+    // The budget reads spend on every shard, and its as_of covers every partition.
+    let month_start = month_start_secs(start_ms / 1000);
+    let spend: i128 = expected
+        .minutes
+        .iter()
+        .filter(|(d, _)| d.data_mode == "real" && d.environment == "prod" && i64::from(d.window_start) >= month_start)
+        .map(|(_, m)| m.cost_pico)
+        .sum();
+    let want = format!("{}.{:012}", spend / 1_000_000_000_000, spend % 1_000_000_000_000);
+    let newest: Vec<String> = setup
+        .query("SELECT toString(max(newest_record_time)) FROM flushes GROUP BY kafka_partition ORDER BY 1 FORMAT TSV")
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(newest.len(), 4, "every partition flushed");
+    let want_as_of = newest[0].replace(' ', "T") + "+00:00";
+    for worker in [&first, &second] {
+        let budget = wait_until(
+            Duration::from_secs(30),
+            || {
+                let (status, body) = worker.http_get("/v1/budgets/all");
+                let budget: serde_json::Value = serde_json::from_str(&body).ok().filter(|_| status == 200)?;
+                (budget["spend_usd"] == want.as_str()).then_some(budget)
+            },
+            || format!("the budget's spend never reached {want}: {}", worker.http_get("/v1/budgets/all").1),
+        );
+        assert_eq!(budget["as_of"], want_as_of.as_str(), "as_of: the oldest partition's newest record");
+    }
     assert_eq!(first.stop(), 0);
     assert_eq!(second.stop(), 0);
 }

@@ -342,7 +342,12 @@ pub async fn apply(target: &ClickHouseTarget) -> anyhow::Result<Vec<&'static Ste
     for changed in status.changed() {
         tracing::warn!(step = changed.version, name = %changed.name, "a migration step's file changed after it ran");
     }
-    let pending = status.pending();
+    let mut pending = status.pending();
+    if target.cluster.is_some() && status.recorded && !servers_lacking_tables(target).await?.is_empty() {
+        // A server added to the cluster: every step again, ON CLUSTER (each statement only
+        // creates what is missing), and the analysts' tables anew.
+        pending = STEPS.iter().collect();
+    }
     if pending.is_empty() {
         if let Some(cluster) = &target.cluster {
             // A migration stopped after its last step, before the analysts' tables.
@@ -367,7 +372,8 @@ pub async fn apply(target: &ClickHouseTarget) -> anyhow::Result<Vec<&'static Ste
     let mut applied = Vec::new();
     for step in pending {
         // A worker started at the same time may have applied it meanwhile.
-        if applied_steps(&client, database).await?.iter().any(|a| a.version == step.version) {
+        let recorded = applied_steps(&client, database).await?.iter().any(|a| a.version == step.version);
+        if recorded && status.pending().iter().any(|p| p.version == step.version) {
             continue;
         }
         for statement in step.statements(database, chain) {
@@ -376,6 +382,10 @@ pub async fn apply(target: &ClickHouseTarget) -> anyhow::Result<Vec<&'static Ste
                 Some(cluster) => execute_on_cluster(target, cluster, database, &statement.sql).await,
             };
             run.with_context(|| format!("migration step {} failed on statement:\n{}", step.file, statement.sql))?;
+        }
+        if recorded {
+            applied.push(step);
+            continue;
         }
         client
             .query(&format!(
@@ -396,6 +406,18 @@ pub async fn apply(target: &ClickHouseTarget) -> anyhow::Result<Vec<&'static Ste
         build_analyst_tables(target, cluster, chain).await.context("creating the analysts' Distributed tables")?;
     }
     Ok(applied)
+}
+
+/// The cluster's servers whose local database lacks costline's tables (added servers).
+async fn servers_lacking_tables(target: &ClickHouseTarget) -> anyhow::Result<Vec<String>> {
+    let mut lacking = Vec::new();
+    let sql = format!("EXISTS TABLE {}.flushes", target.local_database());
+    for (url, server) in target.cluster_server_clients() {
+        if server.query(&sql).fetch_one::<u8>().await.with_context(|| format!("checking the tables on {url}"))? == 0 {
+            lacking.push(url);
+        }
+    }
+    Ok(lacking)
 }
 
 /// Runs one statement of a step on every server of `cluster`: DDL `ON CLUSTER` with
