@@ -128,7 +128,8 @@ fn cluster_overlay_is_valid() {
     assert_eq!(config.matches("config.d/cluster.xml").count(), 4, "every server mounts the cluster");
     let root = repo_root();
     for server in ["s1r1", "s1r2", "s2r1", "s2r2"] {
-        let macros = std::fs::read_to_string(root.join(format!("deploy/clickhouse-cluster/macros-{server}.xml"))).unwrap();
+        let macros =
+            std::fs::read_to_string(root.join(format!("deploy/clickhouse-cluster/macros-{server}.xml"))).unwrap();
         let (shard, replica) = (&server[1..2], &server[2..]);
         assert!(macros.contains(&format!("<shard>{shard}</shard><replica>{replica}</replica>")), "{server}: {macros}");
     }

@@ -209,7 +209,9 @@ fn record_table_sql(database: &str, cluster: Option<&Cluster>) -> String {
         None => (String::new(), "MergeTree".to_string()),
         Some(c) => (
             format!(" ON CLUSTER {}", c.name),
-            format!("ReplicatedMergeTree('/clickhouse/tables/all/{database}/schema_migrations', '{{shard}}-{{replica}}')"),
+            format!(
+                "ReplicatedMergeTree('/clickhouse/tables/all/{database}/schema_migrations', '{{shard}}-{{replica}}')"
+            ),
         ),
     };
     format!(
@@ -352,9 +354,12 @@ pub async fn apply(target: &ClickHouseTarget) -> anyhow::Result<Vec<&'static Ste
         if let Some(cluster) = &target.cluster {
             // A migration stopped after its last step, before the analysts' tables.
             let sql = format!("EXISTS TABLE {}.flushes", target.database);
-            if target.server_client().query(&sql).fetch_one::<u8>().await.context("checking the analysts' tables")? == 0 {
+            if target.server_client().query(&sql).fetch_one::<u8>().await.context("checking the analysts' tables")? == 0
+            {
                 let chain = probe_chain_style(&target.server_client(), &target.local_database()).await?;
-                build_analyst_tables(target, cluster, chain).await.context("creating the analysts' Distributed tables")?;
+                build_analyst_tables(target, cluster, chain)
+                    .await
+                    .context("creating the analysts' Distributed tables")?;
             }
         }
         return Ok(pending);
@@ -641,7 +646,10 @@ mod tests {
     #[test]
     fn cluster_statements_run_on_every_server_with_replicated_engines() {
         let on = |sql: &str| on_cluster(sql, "c1", "db_local");
-        assert_eq!(on("CREATE DATABASE IF NOT EXISTS db_local"), "CREATE DATABASE IF NOT EXISTS db_local ON CLUSTER c1");
+        assert_eq!(
+            on("CREATE DATABASE IF NOT EXISTS db_local"),
+            "CREATE DATABASE IF NOT EXISTS db_local ON CLUSTER c1"
+        );
         assert_eq!(
             on("CREATE TABLE IF NOT EXISTS db_local.flushes\n(\n    a UInt8\n)\nENGINE = MergeTree\nORDER BY a"),
             "CREATE TABLE IF NOT EXISTS db_local.flushes ON CLUSTER c1\n(\n    a UInt8\n)\nENGINE = \

@@ -348,7 +348,11 @@ impl LedgerSink {
         next_offset: u64,
     ) -> Result<Targets, SinkError> {
         let mut holding = Targets::NONE;
-        if self.shard_progress(shard, topic).await?.iter().any(|p| p.kafka_partition == partition && p.next_offset >= next_offset)
+        if self
+            .shard_progress(shard, topic)
+            .await?
+            .iter()
+            .any(|p| p.kafka_partition == partition && p.next_offset >= next_offset)
         {
             holding = holding.with(Targets::PROGRESS);
         }
@@ -400,7 +404,13 @@ impl LedgerSink {
     }
 
     /// The newest flush end recorded by a rollup table's progress row (0 if none).
-    async fn rollup_progress(&self, client: &Client, rollup: &str, topic: &str, partition: u32) -> Result<u64, SinkError> {
+    async fn rollup_progress(
+        &self,
+        client: &Client,
+        rollup: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<u64, SinkError> {
         let sql = format!(
             "SELECT maxMerge(flush_offset_state) FROM usage_{rollup}_state \
              WHERE endpoint_tag = '' AND prompt_version = ? AND tenant = ?"
