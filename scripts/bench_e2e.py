@@ -40,12 +40,18 @@ with the defaults RSS grows for 70 minutes before it can be flat; --rss-dedup-ho
 (default 60, grace 60) makes the index reach its steady size in ~3 minutes (sweeps run once a
 minute).
 
+Cluster mode (--cluster): the same throughput runs with the workers writing to the loopback
+ClickHouse cluster (2 shards x 2 replicas of 18.16 and ZooKeeper on one machine: a correctness
+rig, not a capacity claim), without the ceiling and Kafka-engine baselines, which need one
+server; compare with a run without --cluster in the same sitting.
+
 Children run a copy of target/release/costline taken at start (a rebuild mid-run changes
 nothing); worker logs go to <state>/bench/*.log.
 
 Usage:
   scripts/bench_e2e.py [--records 1000000] [--runs 1] [--workers 1] [--latency-rate 20000]
                        [--probes 20] [--no-kafka-engine] [--kafka-block-size 0] [--no-build]
+  scripts/bench_e2e.py --cluster [--records 300000] [--workers 2] --probes 0
   scripts/bench_e2e.py --rss-minutes 10 --rss-rate 5000 [--rss-interval 10]
                        [--rss-dedup-horizon-secs 60]
 Prints per-run figures, medians and a JSON summary; BENCHMARKS.md records the results.
@@ -79,6 +85,11 @@ STATE = pathlib.Path(os.environ.get("COSTLINE_STATE_DIR", ROOT / ".state"))
 BIN = str(STATE / "bench" / "costline-snapshot")
 BROKERS = f"127.0.0.1:{os.environ.get('COSTLINE_KAFKA_PORT', '19092')}"
 CLICKHOUSE = f"http://127.0.0.1:{os.environ.get('COSTLINE_CLICKHOUSE_HTTP_PORT', '18123')}"
+# --cluster: the loopback cluster of scripts/clickhouse_cluster.sh, entered through its first server.
+CLUSTER_NAME = "costline_cluster"
+CLUSTER_SHARDS = [["http://127.0.0.1:28121", "http://127.0.0.1:28122"],
+                  ["http://127.0.0.1:28123", "http://127.0.0.1:28124"]]
+CLUSTER_ENV = {}
 SERVICES = str(ROOT / "scripts/services.sh")
 
 CHILDREN = []  # every process started here, stopped in stop_children()
@@ -153,8 +164,23 @@ def on_sigterm(signum, frame):
 # ---------------------------------------------------------------- ClickHouse
 
 
-def query(database, sql, url=CLICKHOUSE, check=False, timeout=30):
-    return clickhouse_http.query(database, sql, url, check=check, timeout=timeout)
+def query(database, sql, url=None, check=False, timeout=30):
+    return clickhouse_http.query(database, sql, url or CLICKHOUSE, check=check, timeout=timeout)
+
+
+def use_cluster():
+    """Points the workers and every query at the loopback cluster."""
+    global CLICKHOUSE
+    CLICKHOUSE = CLUSTER_SHARDS[0][0]
+    CLUSTER_ENV.update(COSTLINE_CLICKHOUSE__CLUSTER=CLUSTER_NAME, COSTLINE_CLICKHOUSE__SHARDS=json.dumps(CLUSTER_SHARDS))
+
+
+def drop_database(tag):
+    if CLUSTER_ENV:
+        for database in (tag, f"{tag}_local"):
+            query("", f"DROP DATABASE IF EXISTS {database} ON CLUSTER {CLUSTER_NAME}")
+    else:
+        query("", f"DROP DATABASE IF EXISTS {tag}")
 
 
 def rollup_totals(database, url, table):
@@ -180,6 +206,7 @@ def env_for(tag, **extra):
                COSTLINE_CLICKHOUSE__URL=CLICKHOUSE, COSTLINE_CLICKHOUSE__DATABASE=tag,
                COSTLINE_KAFKA__SESSION_TIMEOUT_MS="6000", COSTLINE_HTTP__LISTEN=f"127.0.0.1:{free_port()}",
                COSTLINE_LOG__LEVEL="warn,costline=info")
+    env.update(CLUSTER_ENV)
     env.update(extra)
     return env
 
@@ -357,7 +384,7 @@ def throughput(args, tag, run_index):
     record_log = bench_dir / f"{tag}.records.jsonl"
     CLEANUP.append(lambda: record_log.unlink(missing_ok=True))
     if not args.keep:
-        CLEANUP.append(lambda: query("", f"DROP DATABASE IF EXISTS {tag}"))
+        CLEANUP.append(lambda: drop_database(tag))
     out = run([BIN, "produce", "--count", str(args.records), "--seed", str(run_index + 1), "--partitions", "4",
                "--record", str(record_log)], timeout=1800, env=env)
     print(f"preload: {out}", flush=True)
@@ -381,7 +408,12 @@ def throughput(args, tag, run_index):
           f"{workers_text}", flush=True)
 
     # ClickHouse's ceiling for the same write set: the ledger rows this run wrote, rebuilt and
-    # inserted into a fresh database as fast as the server takes them.
+    # inserted into a fresh database as fast as the server takes them (one server only).
+    if args.cluster:
+        print("reconciliation:")
+        result["check"] = reconcile(tag, None, counts, totals)
+        result["ratio_costline_to_raw_consume"] = c["rate"] / raw_rate
+        return result
     ceiling = run([BIN, "baseline-insert", "--count", str(args.records), "--flushes-from", tag,
                    "--timeout-secs", str(args.timeout)], timeout=args.timeout + 300, env=env)
     print(ceiling, flush=True)
@@ -666,6 +698,8 @@ def main():
     parser.add_argument("--rss-dedup-horizon-secs", type=int, default=60)
     parser.add_argument("--rss-dedup-grace-secs", type=int, default=60)
     parser.add_argument("--keep", action="store_true", help="keep the benchmark's databases")
+    parser.add_argument("--cluster", action="store_true",
+                        help="write to the loopback ClickHouse cluster (no ceiling or Kafka-engine baseline)")
     parser.add_argument("--no-build", action="store_true", help="use target/release/costline as it is")
     args = parser.parse_args()
     if args.workers < 1 or args.runs < 1 or args.records < 1:
@@ -677,6 +711,10 @@ def main():
     signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
     try:
         run([SERVICES, "up"], timeout=300)
+        if args.cluster:
+            run([SERVICES, "up", "cluster"], timeout=300)
+            use_cluster()
+            args.no_kafka_engine = True
         if not args.no_kafka_engine and not args.rss_minutes:
             kafka_engine_baseline.start_server()
         if not args.no_build:
@@ -714,13 +752,17 @@ def main():
             "runs": args.runs,
             "failed_runs": failures,
             "workers": args.workers,
+            "cluster": args.cluster,
             "median_costline_records_per_s": round(medians["costline_records_per_s"]),
             "median_raw_consume_records_per_s": round(medians["raw_consume_records_per_s"]),
             "median_kafka_engine_records_per_s": None if medians["kafka_engine_records_per_s"] is None
             else round(medians["kafka_engine_records_per_s"]),
             "median_ratio_costline_to_raw_consume": round(medians["ratio_costline_to_raw_consume"], 3),
-            "median_clickhouse_ceiling_records_per_s": round(medians["clickhouse_ceiling_records_per_s"]),
-            "median_ratio_costline_to_clickhouse_ceiling": round(medians["ratio_costline_to_clickhouse_ceiling"], 3),
+            "median_clickhouse_ceiling_records_per_s": None if medians["clickhouse_ceiling_records_per_s"] is None
+            else round(medians["clickhouse_ceiling_records_per_s"]),
+            "median_ratio_costline_to_clickhouse_ceiling": None
+            if medians["ratio_costline_to_clickhouse_ceiling"] is None
+            else round(medians["ratio_costline_to_clickhouse_ceiling"], 3),
             "median_ratio_costline_to_kafka_engine": None if medians["ratio_costline_to_kafka_engine"] is None
             else round(medians["ratio_costline_to_kafka_engine"], 3),
             "median_ratio_costline_to_kafka_engine_steady": None

@@ -21,8 +21,12 @@
 # The services run detached (setsid) and survive the calling shell.
 #
 # Usage: scripts/services.sh COMMAND [NAME]
-#   up [kafka|clickhouse|all]     install if missing, start if not running, wait until ready
-#   down [kafka|clickhouse|all]   stop (SIGTERM, then SIGKILL after ~10 s); idempotent
+#   up [kafka|clickhouse|all|cluster]
+#                                 install if missing, start if not running, wait until ready
+#                                 (cluster: ZooKeeper and 2 shards x 2 replicas of ClickHouse
+#                                 18.16, see scripts/clickhouse_cluster.sh; not part of all)
+#   down [kafka|clickhouse|all|cluster]
+#                                 stop (SIGTERM, then SIGKILL after ~10 s); idempotent
 #   start NAME | stop NAME        same as up/down for one service (outage tests)
 #   restart NAME                  stop then start
 #   status                        one line per service: state, pid, address
@@ -195,10 +199,12 @@ check_name() {
     esac
 }
 
-expand_names() {  # all -> every service
+expand_names() {  # all -> every service the tests need; cluster -> ZooKeeper and the four servers
     local arg="${1:-all}"
     if [[ "$arg" == all ]]; then
         echo "${SERVICES[@]}"
+    elif [[ "$arg" == cluster ]]; then
+        echo "${CLUSTER_SERVICES[@]}"
     else
         check_name "$arg"
         echo "$arg"
@@ -460,7 +466,8 @@ main() {
             for name in $names; do service_up "$name"; done ;;
         down)
             take_lock "$STATE/services.lock"
-            for name in $names; do service_down "$name"; done ;;
+            # In reverse: the cluster's servers stop before the ZooKeeper they use.
+            for name in $(printf '%s\n' $names | tac); do service_down "$name"; done ;;
         start)
             [[ $# -ge 1 ]] || die "usage: services.sh start kafka|clickhouse"
             check_name "$1"
@@ -488,6 +495,9 @@ main() {
         *) usage ;;
     esac
 }
+
+# The loopback ClickHouse cluster (ZooKeeper and four servers): `up cluster`, `down cluster`.
+source "$REPO/scripts/clickhouse_cluster.sh"
 
 # Sourced by another script: define everything, run nothing.
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then

@@ -4,6 +4,8 @@
 //! compose file mounts from `deploy/` exist (Compose does not check that), and the Grafana
 //! dashboard is valid JSON.
 //!
+//! The cluster overlay, `docker-compose.cluster.yml`, is checked the same way on top of it.
+//!
 //! `docker-compose` must be on PATH: `scripts/test.sh` installs it. Without it this test fails;
 //! it is never skipped.
 
@@ -29,9 +31,15 @@ fn repo_root() -> PathBuf {
 /// Runs `docker-compose -f <repo>/docker-compose.yml [--profile P] <args>`; panics if the binary
 /// is missing or the command fails, with its stderr.
 fn docker_compose(profile: Option<&str>, args: &[&str]) -> Output {
-    let compose_file = repo_root().join("docker-compose.yml");
+    docker_compose_files(&["docker-compose.yml"], profile, args)
+}
+
+/// [`docker_compose`] with the compose files `files` (of the repository), in order.
+fn docker_compose_files(files: &[&str], profile: Option<&str>, args: &[&str]) -> Output {
     let mut command = Command::new("docker-compose");
-    command.arg("-f").arg(&compose_file);
+    for file in files {
+        command.arg("-f").arg(repo_root().join(file));
+    }
     if let Some(profile) = profile {
         command.args(["--profile", profile]);
     }
@@ -103,4 +111,29 @@ fn compose_file_is_valid() {
     let dashboard: serde_json::Value =
         serde_json::from_str(&dashboard).expect("deploy/grafana/dashboards/costline.json is not valid JSON");
     assert_eq!(dashboard["uid"], "costline", "dashboard uid");
+}
+
+/// The cluster overlay (`docker-compose.cluster.yml`) on top of the stack: Keeper and four
+/// ClickHouse servers, the files they mount, and costline told about the cluster.
+#[test]
+fn cluster_overlay_is_valid() {
+    let files = ["docker-compose.yml", "docker-compose.cluster.yml"];
+    let output = docker_compose_files(&files, None, &["config"]);
+    let config = String::from_utf8(output.stdout).expect("docker-compose config prints UTF-8");
+    let services = service_names(&config);
+    for wanted in SERVICES.iter().chain(&["keeper", "clickhouse-s1r2", "clickhouse-s2r1", "clickhouse-s2r2"]) {
+        assert!(services.iter().any(|name| name == wanted), "service {wanted} missing: {services:?}");
+    }
+    assert_eq!(config.matches("COSTLINE_CLICKHOUSE__CLUSTER: costline_cluster").count(), 3, "{config}");
+    assert_eq!(config.matches("config.d/cluster.xml").count(), 4, "every server mounts the cluster");
+    let root = repo_root();
+    for server in ["s1r1", "s1r2", "s2r1", "s2r2"] {
+        let macros =
+            std::fs::read_to_string(root.join(format!("deploy/clickhouse-cluster/macros-{server}.xml"))).unwrap();
+        let (shard, replica) = (&server[1..2], &server[2..]);
+        assert!(macros.contains(&format!("<shard>{shard}</shard><replica>{replica}</replica>")), "{server}: {macros}");
+    }
+    for file in ["cluster.xml", "keeper.xml"] {
+        assert!(root.join("deploy/clickhouse-cluster").join(file).is_file(), "{file} is mounted but missing");
+    }
 }

@@ -25,25 +25,44 @@ pub fn repo_root() -> PathBuf {
 /// Starts Kafka (Tansu) and ClickHouse on loopback, once per test process.
 pub fn ensure_services() {
     static STARTED: OnceLock<Result<(), String>> = OnceLock::new();
-    let result = STARTED.get_or_init(|| {
-        let output = Command::new("bash")
-            .arg(repo_root().join("scripts/services.sh"))
-            .arg("up")
-            .output()
-            .map_err(|e| format!("cannot run scripts/services.sh: {e}"))?;
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "scripts/services.sh up failed ({}):\n{}\n{}",
-                output.status,
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            ))
-        }
-    });
+    let result = STARTED.get_or_init(|| services(&["up"]));
     if let Err(message) = result {
         panic!("the real services this test needs could not be started:\n{message}");
+    }
+}
+
+/// The loopback cluster's name and its servers' HTTP endpoints, shard by shard.
+pub const CLUSTER: &str = "costline_cluster";
+pub const CLUSTER_SERVERS: [&str; 4] =
+    ["http://127.0.0.1:28121", "http://127.0.0.1:28122", "http://127.0.0.1:28123", "http://127.0.0.1:28124"];
+
+/// Starts ZooKeeper and the four ClickHouse servers of the loopback cluster, once per test
+/// process (and Kafka and the single server, which every setup also uses).
+pub fn ensure_cluster() {
+    static STARTED: OnceLock<Result<(), String>> = OnceLock::new();
+    let result = STARTED.get_or_init(|| services(&["up", "cluster"]));
+    if let Err(message) = result {
+        panic!("the loopback ClickHouse cluster could not be started:\n{message}");
+    }
+}
+
+/// Runs `scripts/services.sh` with `args`; its output when it fails.
+pub fn services(args: &[&str]) -> Result<(), String> {
+    let output = Command::new("bash")
+        .arg(repo_root().join("scripts/services.sh"))
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run scripts/services.sh: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "scripts/services.sh {} failed ({}):\n{}\n{}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ))
     }
 }
 
@@ -76,6 +95,10 @@ pub fn free_port() -> u16 {
 #[derive(Debug)]
 pub struct Setup {
     pub brokers: String,
+    /// The ClickHouse server the workers and the test's queries go through.
+    pub clickhouse_url: String,
+    /// Set for a setup on the loopback cluster (`scripts/services.sh up cluster`).
+    pub cluster: Option<String>,
     pub topic: String,
     pub database: String,
     pub group: String,
@@ -99,10 +122,28 @@ impl Setup {
         self.config_file = Some(path);
     }
 
+    /// A setup on the loopback cluster of 2 shards × 2 replicas (`scripts/services.sh up
+    /// cluster`): workers and queries go through `server` (an index into [`CLUSTER_SERVERS`]).
+    pub fn on_cluster(name: &str, server: usize) -> Setup {
+        ensure_cluster();
+        let mut setup = Setup::new(name);
+        setup.clickhouse_url = CLUSTER_SERVERS[server].to_string();
+        setup.cluster = Some(CLUSTER.to_string());
+        let shards = format!(
+            "[[\"{}\", \"{}\"], [\"{}\", \"{}\"]]",
+            CLUSTER_SERVERS[0], CLUSTER_SERVERS[1], CLUSTER_SERVERS[2], CLUSTER_SERVERS[3]
+        );
+        setup.env.push(("COSTLINE_CLICKHOUSE__CLUSTER".into(), CLUSTER.into()));
+        setup.env.push(("COSTLINE_CLICKHOUSE__SHARDS".into(), shards));
+        setup
+    }
+
     pub fn new(name: &str) -> Setup {
         ensure_services();
         Setup {
             brokers: KAFKA.to_string(),
+            clickhouse_url: CLICKHOUSE.to_string(),
+            cluster: None,
             topic: unique_name(&format!("test.{name}")),
             database: unique_name(&format!("test_{name}")),
             group: unique_name(&format!("group-{name}")),
@@ -122,7 +163,7 @@ impl Setup {
             .env("COSTLINE_KAFKA__GROUP_ID", &self.group)
             .env("COSTLINE_KAFKA__DEAD_LETTER_TOPIC", format!("{}.dead-letter", self.topic))
             .env("COSTLINE_KAFKA__SESSION_TIMEOUT_MS", "6000")
-            .env("COSTLINE_CLICKHOUSE__URL", CLICKHOUSE)
+            .env("COSTLINE_CLICKHOUSE__URL", &self.clickhouse_url)
             .env("COSTLINE_CLICKHOUSE__DATABASE", &self.database)
             .env("COSTLINE_PIPELINE__FLUSH_INTERVAL_MS", self.flush_interval_ms.to_string())
             .env("COSTLINE_LOG__LEVEL", std::env::var("COSTLINE_TEST_LOG_LEVEL").unwrap_or("info,rdkafka=warn".into()));
@@ -192,12 +233,16 @@ impl Setup {
 
     /// Like [`Setup::query`], but `None` when the query fails (e.g. tables not created yet).
     pub fn try_query(&self, sql: &str) -> Option<String> {
-        clickhouse(Some(&self.database), sql).ok()
+        clickhouse_at(&self.clickhouse_url, Some(&self.database), sql).ok()
     }
 
     /// Runs a query in this setup's database and returns its TSV output.
     pub fn query(&self, sql: &str) -> String {
-        clickhouse_query(&self.database, sql)
+        match clickhouse_at(&self.clickhouse_url, Some(&self.database), sql) {
+            Ok(body) => body,
+            Err(_) if database_missing(&self.clickhouse_url, &self.database) => String::new(),
+            Err(e) => panic!("{e}\n{sql}"),
+        }
     }
 
     /// Records ClickHouse has accounted for (counted + duplicate + rejected), from `flushes`;
@@ -209,7 +254,7 @@ impl Setup {
     /// starts on a database that lacks objects, as every test's fresh database does.
     pub fn records_accounted(&self) -> u64 {
         let sql = "SELECT sum(counted + duplicates + rejected) FROM flushes";
-        match clickhouse(Some(&self.database), sql) {
+        match clickhouse_at(&self.clickhouse_url, Some(&self.database), sql) {
             Ok(body) => body.trim().parse().unwrap_or_else(|e| panic!("`{sql}` gave {body:?}: {e}")),
             // UNKNOWN_TABLE, UNKNOWN_DATABASE: the worker has not migrated yet.
             Err(ClickHouseError::Query(body)) if body.starts_with("Code: 60,") || body.starts_with("Code: 81,") => 0,
@@ -287,9 +332,14 @@ impl std::fmt::Display for ClickHouseError {
 /// The tests' one ClickHouse client: runs `sql` (in `database`, if given) over HTTP and
 /// returns the whole answer.
 pub fn clickhouse(database: Option<&str>, sql: &str) -> Result<String, ClickHouseError> {
+    clickhouse_at(CLICKHOUSE, database, sql)
+}
+
+/// [`clickhouse`] on the server at `server`.
+pub fn clickhouse_at(server: &str, database: Option<&str>, sql: &str) -> Result<String, ClickHouseError> {
     let url = match database {
-        Some(database) => format!("{CLICKHOUSE}/?database={database}"),
-        None => format!("{CLICKHOUSE}/"),
+        Some(database) => format!("{server}/?database={database}"),
+        None => format!("{server}/"),
     };
     let mut response = ureq::post(&url)
         .config()
@@ -315,20 +365,29 @@ pub fn clickhouse(database: Option<&str>, sql: &str) -> Result<String, ClickHous
 pub fn clickhouse_query(database: &str, sql: &str) -> String {
     match clickhouse(Some(database), sql) {
         Ok(body) => body,
-        Err(_) if database_missing(database) => String::new(),
+        Err(_) if database_missing(CLICKHOUSE, database) => String::new(),
         Err(e) => panic!("{e}\n{sql}"),
     }
 }
 
-fn database_missing(database: &str) -> bool {
-    clickhouse(None, &format!("SELECT count() FROM system.databases WHERE name = '{database}'"))
+fn database_missing(server: &str, database: &str) -> bool {
+    clickhouse_at(server, None, &format!("SELECT count() FROM system.databases WHERE name = '{database}'"))
         .is_ok_and(|s| s.trim() == "0")
 }
 
 impl Drop for Setup {
     fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = clickhouse(None, &format!("DROP DATABASE IF EXISTS {}", self.database));
+        if std::thread::panicking() {
+            return;
+        }
+        match &self.cluster {
+            None => drop(clickhouse(None, &format!("DROP DATABASE IF EXISTS {}", self.database))),
+            Some(cluster) => {
+                for database in [self.database.clone(), format!("{}_local", self.database)] {
+                    let sql = format!("DROP DATABASE IF EXISTS {database} ON CLUSTER {cluster}");
+                    drop(clickhouse_at(&self.clickhouse_url, None, &sql));
+                }
+            }
         }
     }
 }

@@ -233,13 +233,17 @@ pub const IN_FORCE: &str = "(SELECT *, cost_usd + correction AS cost_in_force, \
 
 /// Reads and writes what a reprice needs. Every call is bounded by `timeout`.
 pub struct RepriceStore {
+    /// Reads (on a cluster: the analysts' Distributed tables, every shard).
     client: Client,
+    /// Chunk inserts into `reprice_ledger`, whose views fan out on the server written to.
+    writer: Client,
     timeout: Duration,
 }
 
 impl RepriceStore {
     pub fn new(target: &ClickHouseTarget, timeout: Duration) -> RepriceStore {
-        RepriceStore { client: target.client().with_compression(clickhouse::Compression::None), timeout }
+        let uncompressed = |client: Client| client.with_compression(clickhouse::Compression::None);
+        RepriceStore { client: uncompressed(target.client()), writer: uncompressed(target.local_client()), timeout }
     }
 
     /// The counted attempts with event times in `[from, to)` (epoch seconds) inside `scope`
@@ -268,7 +272,7 @@ impl RepriceStore {
     pub async fn write(&self, row: &RepriceRow, query_id: &str) -> Result<(), SinkError> {
         let write = async {
             let mut insert =
-                self.client.insert::<RepriceRow>("reprice_ledger").await?.with_setting("query_id", query_id);
+                self.writer.insert::<RepriceRow>("reprice_ledger").await?.with_setting("query_id", query_id);
             insert.write(row).await?;
             insert.end().await
         };
@@ -277,7 +281,7 @@ impl RepriceStore {
 
     /// Stops a possibly still running insert and waits until it is gone.
     pub async fn cancel(&self, query_id: &str) -> Result<(), SinkError> {
-        bounded(self.timeout, self.client.query("KILL QUERY WHERE query_id = ? SYNC").bind(query_id).execute()).await
+        bounded(self.timeout, self.writer.query("KILL QUERY WHERE query_id = ? SYNC").bind(query_id).execute()).await
     }
 
     /// The tables that hold `chunk` (whose first minute is `first_minute`).

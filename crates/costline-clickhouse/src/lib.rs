@@ -17,7 +17,7 @@ pub mod migrate;
 pub mod sink;
 
 pub use ledger::{LedgerRow, Targets};
-pub use sink::{ClickHouseTarget, LedgerSink, PartitionProgress, RememberedAttempt, SinkError};
+pub use sink::{ClickHouseTarget, Cluster, LedgerSink, PartitionProgress, RememberedAttempt, SinkError};
 
 /// This machine's host name: names workers in `flushes` and migrators in `schema_migrations`.
 pub fn host_name() -> Option<String> {

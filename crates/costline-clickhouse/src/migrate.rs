@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::ledger::Targets;
-use crate::sink::ClickHouseTarget;
+use crate::sink::{ClickHouseTarget, Cluster};
 
 /// One migration step: `schemas/clickhouse/{file}`, whose name starts with its version.
 #[derive(Debug)]
@@ -203,10 +203,21 @@ pub async fn probe_chain_style(client: &Client, database: &str) -> anyhow::Resul
 }
 
 /// The record of applied steps. Several migrators may record one step; readers take the first.
-fn record_table_sql(database: &str) -> String {
+/// On a cluster every server holds the whole record (one replica set across all shards).
+fn record_table_sql(database: &str, cluster: Option<&Cluster>) -> String {
+    let (on_cluster, engine) = match cluster {
+        None => (String::new(), "MergeTree".to_string()),
+        Some(c) => (
+            format!(" ON CLUSTER {}", c.name),
+            format!(
+                "ReplicatedMergeTree('/clickhouse/tables/all/{database}/schema_migrations', '{{shard}}-{{replica}}')"
+            ),
+        ),
+    };
     format!(
-        "CREATE TABLE IF NOT EXISTS {database}.schema_migrations (version UInt32, name String, checksum String, \
-         applied_at DateTime('UTC'), costline_version String, host String) ENGINE = MergeTree ORDER BY version"
+        "CREATE TABLE IF NOT EXISTS {database}.schema_migrations{on_cluster} (version UInt32, name String, \
+         checksum String, applied_at DateTime('UTC'), costline_version String, host String) ENGINE = {engine} \
+         ORDER BY version"
     )
 }
 
@@ -302,10 +313,10 @@ impl fmt::Display for MigrationStatus {
     }
 }
 
-/// Reads what `target`'s database has recorded.
+/// Reads what `target`'s database has recorded (on a cluster: its local database).
 pub async fn status(target: &ClickHouseTarget) -> anyhow::Result<MigrationStatus> {
     let client = target.server_client();
-    let database = &target.database;
+    let database = &target.local_database();
     let recorded = client
         .query(&format!("EXISTS TABLE {database}.schema_migrations"))
         .fetch_one::<u8>()
@@ -333,25 +344,53 @@ pub async fn apply(target: &ClickHouseTarget) -> anyhow::Result<Vec<&'static Ste
     for changed in status.changed() {
         tracing::warn!(step = changed.version, name = %changed.name, "a migration step's file changed after it ran");
     }
-    let pending = status.pending();
+    let mut pending = status.pending();
+    if target.cluster.is_some() && status.recorded && !servers_lacking_tables(target).await?.is_empty() {
+        // A server added to the cluster: every step again, ON CLUSTER (each statement only
+        // creates what is missing), and the analysts' tables anew.
+        pending = STEPS.iter().collect();
+    }
     if pending.is_empty() {
+        if let Some(cluster) = &target.cluster {
+            // A migration stopped after its last step, before the analysts' tables.
+            let sql = format!("EXISTS TABLE {}.flushes", target.database);
+            if target.server_client().query(&sql).fetch_one::<u8>().await.context("checking the analysts' tables")? == 0
+            {
+                let chain = probe_chain_style(&target.server_client(), &target.local_database()).await?;
+                build_analyst_tables(target, cluster, chain)
+                    .await
+                    .context("creating the analysts' Distributed tables")?;
+            }
+        }
         return Ok(pending);
     }
     let client = target.server_client();
-    let database = &target.database;
+    let database = &target.local_database();
     let chain = probe_chain_style(&client, database).await?;
-    client.query(&record_table_sql(database)).execute().await.context("creating schema_migrations")?;
+    if let Some(cluster) = &target.cluster {
+        let sql = format!("CREATE DATABASE IF NOT EXISTS {database} ON CLUSTER {}", cluster.name);
+        client.query(&sql).execute().await.context("creating the local database on every server")?;
+    }
+    let record_sql = record_table_sql(database, target.cluster.as_ref());
+    client.query(&record_sql).execute().await.context("creating schema_migrations")?;
     let host = crate::host_name().unwrap_or_default();
     let mut applied = Vec::new();
     for step in pending {
         // A worker started at the same time may have applied it meanwhile.
-        if applied_steps(&client, database).await?.iter().any(|a| a.version == step.version) {
+        let recorded = applied_steps(&client, database).await?.iter().any(|a| a.version == step.version);
+        if recorded && status.pending().iter().any(|p| p.version == step.version) {
             continue;
         }
         for statement in step.statements(database, chain) {
-            execute(&client, database, &statement.sql)
-                .await
-                .with_context(|| format!("migration step {} failed on statement:\n{}", step.file, statement.sql))?;
+            let run = match &target.cluster {
+                None => execute(&client, database, &statement.sql).await,
+                Some(cluster) => execute_on_cluster(target, cluster, database, &statement.sql).await,
+            };
+            run.with_context(|| format!("migration step {} failed on statement:\n{}", step.file, statement.sql))?;
+        }
+        if recorded {
+            applied.push(step);
+            continue;
         }
         client
             .query(&format!(
@@ -368,7 +407,153 @@ pub async fn apply(target: &ClickHouseTarget) -> anyhow::Result<Vec<&'static Ste
             .with_context(|| format!("recording migration step {}", step.file))?;
         applied.push(step);
     }
+    if let Some(cluster) = &target.cluster {
+        build_analyst_tables(target, cluster, chain).await.context("creating the analysts' Distributed tables")?;
+    }
     Ok(applied)
+}
+
+/// The cluster's servers whose local database lacks costline's tables (added servers).
+async fn servers_lacking_tables(target: &ClickHouseTarget) -> anyhow::Result<Vec<String>> {
+    let mut lacking = Vec::new();
+    let sql = format!("EXISTS TABLE {}.flushes", target.local_database());
+    for (url, server) in target.cluster_server_clients() {
+        if server.query(&sql).fetch_one::<u8>().await.with_context(|| format!("checking the tables on {url}"))? == 0 {
+            lacking.push(url);
+        }
+    }
+    Ok(lacking)
+}
+
+/// Runs one statement of a step on every server of `cluster`: DDL `ON CLUSTER` with
+/// MergeTree-family engines made Replicated ([`on_cluster`]); an added column server by server
+/// (18.16 refuses `ALTER … ON CLUSTER` on the Null tables of a replicated cluster), once per
+/// shard for a Replicated table (its replicas follow through ZooKeeper).
+async fn execute_on_cluster(
+    target: &ClickHouseTarget,
+    cluster: &Cluster,
+    database: &str,
+    sql: &str,
+) -> anyhow::Result<()> {
+    let Some((table, _)) = added_column(sql, database) else {
+        return Ok(target.server_client().query(&on_cluster(sql, &cluster.name, database)).execute().await?);
+    };
+    let engine: String = target
+        .server_client()
+        .query("SELECT engine FROM system.tables WHERE database = ? AND name = ?")
+        .bind(database)
+        .bind(table)
+        .fetch_one()
+        .await
+        .with_context(|| format!("reading the engine of {database}.{table}"))?;
+    let servers: Vec<(String, Client)> = if engine.starts_with("Replicated") {
+        let first_replicas = ClickHouseTarget {
+            cluster: Some(Cluster {
+                name: cluster.name.clone(),
+                shards: cluster.shards.iter().filter_map(|r| r.first().cloned()).map(|url| vec![url]).collect(),
+            }),
+            ..target.clone()
+        };
+        first_replicas.cluster_server_clients()
+    } else {
+        target.cluster_server_clients()
+    };
+    for (url, server) in servers {
+        execute(&server, database, sql).await.with_context(|| format!("on {url}"))?;
+    }
+    Ok(())
+}
+
+/// The analysts' database on a cluster: a `Distributed` table over every Replicated table of
+/// the local database, with the same name and columns, and the views of the steps over those
+/// (so a rollup view merges its states across shards: one row per key, exact percentiles).
+/// Made anew after each migration: they hold no data, and so they follow every new column.
+async fn build_analyst_tables(target: &ClickHouseTarget, cluster: &Cluster, chain: ChainStyle) -> anyhow::Result<()> {
+    let client = target.server_client();
+    let (public, local, name) = (&target.database, target.local_database(), &cluster.name);
+    client.query(&format!("CREATE DATABASE IF NOT EXISTS {public} ON CLUSTER {name}")).execute().await?;
+    let tables: Vec<String> = client
+        .query(
+            "SELECT name FROM system.tables WHERE database = ? AND engine LIKE 'Replicated%' \
+             AND name != 'schema_migrations' ORDER BY name",
+        )
+        .bind(&local)
+        .fetch_all()
+        .await
+        .context("listing the local tables")?;
+    for table in &tables {
+        // Rows written through the Distributed table (alerts, repricings) keep every version
+        // of one id on one shard, where ReplacingMergeTree can fold them.
+        let key = match table.as_str() {
+            "alerts" => "cityHash64(alert_id)",
+            "repricings" => "cityHash64(reprice_id)",
+            _ => "rand()",
+        };
+        for sql in [
+            format!("DROP TABLE IF EXISTS {public}.{table} ON CLUSTER {name}"),
+            format!(
+                "CREATE TABLE {public}.{table} ON CLUSTER {name} AS {local}.{table} \
+                 ENGINE = Distributed({name}, {local}, {table}, {key})"
+            ),
+        ] {
+            client.query(&sql).execute().await.with_context(|| sql.clone())?;
+        }
+    }
+    let mut views: Vec<Statement> = Vec::new();
+    for statement in statements(public, chain) {
+        if statement.sql.starts_with("CREATE VIEW IF NOT EXISTS ") {
+            views.retain(|v| view_name(&v.sql) != view_name(&statement.sql));
+            views.push(statement);
+        }
+    }
+    for view in views {
+        let drop = format!("DROP TABLE IF EXISTS {} ON CLUSTER {name}", view_name(&view.sql));
+        client.query(&drop).execute().await.with_context(|| drop.clone())?;
+        let create = on_cluster(&view.sql, name, public);
+        client.query(&create).execute().await.with_context(|| create.clone())?;
+    }
+    Ok(())
+}
+
+/// `database.view` of a `CREATE VIEW IF NOT EXISTS database.view AS …` statement.
+fn view_name(sql: &str) -> &str {
+    sql.split_whitespace().nth(5).unwrap_or_default()
+}
+
+/// A step's statement made to run on every server of `cluster`: `ON CLUSTER` after the object
+/// it creates or drops, and a MergeTree-family engine replaced by its Replicated form, keyed in
+/// ZooKeeper by shard, database and table.
+fn on_cluster(sql: &str, cluster: &str, database: &str) -> String {
+    let words: Vec<&str> = sql.split_whitespace().take(6).collect();
+    let name_at = match words.as_slice() {
+        ["CREATE", "DATABASE", "IF", "NOT", "EXISTS", ..]
+        | ["CREATE", "TABLE", "IF", "NOT", "EXISTS", ..]
+        | ["CREATE", "VIEW", "IF", "NOT", "EXISTS", ..] => 5,
+        ["CREATE", "MATERIALIZED", "VIEW", "IF", "NOT", "EXISTS"] => 6,
+        ["DROP", "TABLE", "IF", "EXISTS", ..] => 4,
+        _ => return sql.to_string(),
+    };
+    let Some(name) = sql.split_whitespace().nth(name_at) else { return sql.to_string() };
+    let Some(name_start) = sql.find(name) else { return sql.to_string() };
+    let name_end = name_start + name.len();
+    let mut out = format!("{} ON CLUSTER {cluster}{}", &sql[..name_end], &sql[name_end..]);
+    if let Some(engine_at) = out.find("ENGINE = ") {
+        let after = engine_at + "ENGINE = ".len();
+        let engine_len = out[after..].find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(out.len() - after);
+        let engine = out[after..after + engine_len].to_string();
+        if engine.ends_with("MergeTree") {
+            let table = name.rsplit('.').next().unwrap_or(name);
+            let path = format!("'/clickhouse/tables/{{shard}}/{database}/{table}', '{{replica}}'");
+            let rest = &out[after + engine_len..];
+            let replaced = match rest.strip_prefix('(') {
+                Some(args) if !args.starts_with(')') => format!("Replicated{engine}({path}, {args}"),
+                Some(args) => format!("Replicated{engine}({path}{args}"),
+                None => format!("Replicated{engine}({path}){rest}"),
+            };
+            out = format!("{}{replaced}", &out[..after]);
+        }
+    }
+    out
 }
 
 /// Runs one statement; `ADD COLUMN IF NOT EXISTS` as described in the module doc.
@@ -455,6 +640,40 @@ mod tests {
                 || sql.starts_with("DROP TABLE IF EXISTS ")
                 || added_column(sql, "analytics").is_some_and(|_| sql.matches("ADD COLUMN").count() == 1);
             assert!(rerunnable, "{}: cannot run twice:\n{sql}", statement.file);
+        }
+    }
+
+    #[test]
+    fn cluster_statements_run_on_every_server_with_replicated_engines() {
+        let on = |sql: &str| on_cluster(sql, "c1", "db_local");
+        assert_eq!(
+            on("CREATE DATABASE IF NOT EXISTS db_local"),
+            "CREATE DATABASE IF NOT EXISTS db_local ON CLUSTER c1"
+        );
+        assert_eq!(
+            on("CREATE TABLE IF NOT EXISTS db_local.flushes\n(\n    a UInt8\n)\nENGINE = MergeTree\nORDER BY a"),
+            "CREATE TABLE IF NOT EXISTS db_local.flushes ON CLUSTER c1\n(\n    a UInt8\n)\nENGINE = \
+             ReplicatedMergeTree('/clickhouse/tables/{shard}/db_local/flushes', '{replica}')\nORDER BY a"
+        );
+        assert_eq!(
+            on("CREATE TABLE IF NOT EXISTS db_local.alerts (v UInt64) ENGINE = ReplacingMergeTree(v) ORDER BY v"),
+            "CREATE TABLE IF NOT EXISTS db_local.alerts ON CLUSTER c1 (v UInt64) ENGINE = \
+             ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/db_local/alerts', '{replica}', v) ORDER BY v"
+        );
+        assert_eq!(
+            on("CREATE TABLE IF NOT EXISTS db_local.flush_ledger (a UInt8) ENGINE = Null"),
+            "CREATE TABLE IF NOT EXISTS db_local.flush_ledger ON CLUSTER c1 (a UInt8) ENGINE = Null"
+        );
+        assert_eq!(
+            on("CREATE MATERIALIZED VIEW IF NOT EXISTS db_local.x_mv TO db_local.x AS SELECT 1"),
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS db_local.x_mv ON CLUSTER c1 TO db_local.x AS SELECT 1"
+        );
+        assert_eq!(on("DROP TABLE IF EXISTS db_local.x_mv"), "DROP TABLE IF EXISTS db_local.x_mv ON CLUSTER c1");
+        // Every statement of every step is one the cluster form covers, or an added column.
+        for statement in statements("db_local", ChainStyle::ViewName) {
+            let sql = &statement.sql;
+            assert!(on(sql) != *sql || added_column(sql, "db_local").is_some(), "not made to run on a cluster:\n{sql}");
+            assert!(!on(sql).contains("ENGINE = MergeTree") && !on(sql).contains("ENGINE = AggregatingMergeTree"));
         }
     }
 

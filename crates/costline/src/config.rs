@@ -532,6 +532,16 @@ pub struct ClickHouseConfig {
     /// 0 keeps everything. Must cover `pipeline.dedup_horizon_secs` + `dedup_grace_secs`:
     /// restarts rebuild the dedup memory from `usage_events`.
     pub retention_days: u32,
+    /// The name of a ClickHouse cluster (in the servers' `<remote_servers>`) to run on, with
+    /// Replicated tables on every server and `Distributed` tables for analysts in
+    /// `clickhouse.database`; unset: one server. Needs `clickhouse.shards`; `clickhouse.url`
+    /// is then one of the cluster's servers (analysts' reads, alerts and migrations go there).
+    pub cluster: Option<String>,
+    /// With `clickhouse.cluster`: the HTTP endpoints of each shard's replicas, shard by shard,
+    /// in the order the servers' `<remote_servers>` lists them, e.g.
+    /// `[["http://ch1a:8123", "http://ch1b:8123"], ["http://ch2a:8123", "http://ch2b:8123"]]`.
+    /// Kafka partition p is written to shard p mod the number of shards.
+    pub shards: Vec<Vec<String>>,
     #[serde(skip)]
     pub password: Option<Secret>,
 }
@@ -546,6 +556,8 @@ impl Default for ClickHouseConfig {
             insert_timeout_secs: 30,
             insert_streams: 1,
             retention_days: 0,
+            cluster: None,
+            shards: Vec::new(),
             password: None,
         }
     }
@@ -837,6 +849,25 @@ impl Config {
             "must be a plain identifier (letters, digits, _)",
         )?;
         require(self.clickhouse.insert_timeout_secs >= 1, "clickhouse.insert_timeout_secs", "must be at least 1")?;
+        match &self.clickhouse.cluster {
+            Some(name) => {
+                require(
+                    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                    "clickhouse.cluster",
+                    "must be a plain identifier (letters, digits, _)",
+                )?;
+                require(
+                    !self.clickhouse.shards.is_empty()
+                        && self.clickhouse.shards.iter().all(|replicas| {
+                            !replicas.is_empty()
+                                && replicas.iter().all(|url| url.starts_with("http://") || url.starts_with("https://"))
+                        }),
+                    "clickhouse.shards",
+                    "must list each shard's replicas as http(s) URLs, at least one shard of at least one replica",
+                )?;
+            }
+            None => require(self.clickhouse.shards.is_empty(), "clickhouse.shards", "needs clickhouse.cluster")?,
+        }
         require(
             (1..=64).contains(&self.clickhouse.insert_streams),
             "clickhouse.insert_streams",

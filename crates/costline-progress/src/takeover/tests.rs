@@ -29,6 +29,7 @@ async fn a_flushed_partition_resumes_after_its_progress_and_remembers_its_attemp
     flushed.newest_record_time = now_secs;
     ledger.apply(&flushed, Targets::ALL);
     ledger.set_remembered(vec![RememberedAttempt {
+        kafka_offset: 0,
         external_request_id: "seen".into(),
         attempt: 1,
         record_secs: now_secs,

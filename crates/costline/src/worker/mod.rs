@@ -205,6 +205,11 @@ pub fn clickhouse_target(config: &Config) -> ClickHouseTarget {
         database: config.clickhouse.database.clone(),
         user: config.clickhouse.user.clone(),
         password: config.clickhouse.password.as_ref().map(|s| s.expose().to_string()),
+        cluster: config
+            .clickhouse
+            .cluster
+            .as_ref()
+            .map(|name| costline_clickhouse::Cluster { name: name.clone(), shards: config.clickhouse.shards.clone() }),
     }
 }
 
