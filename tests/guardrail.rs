@@ -109,12 +109,12 @@ fn verdicts_equal_an_independent_computation_and_a_crossing_blocks_within_one_in
     let month_start = month_start_secs(now_ms() / 1000);
 
     let tenant = top(&expected, |d| d.tenant.clone(), &[]);
-    let second_tenant = top(&expected, |d| d.tenant.clone(), &[tenant.clone()]);
+    let second_tenant = top(&expected, |d| d.tenant.clone(), std::slice::from_ref(&tenant));
     let endpoint = top(&expected, |d| d.endpoint_tag.clone(), &[]);
     let prefix = format!("{}.", endpoint.split('.').next().unwrap());
     let model = top(&expected, |d| format!("{}/{}", d.provider, d.model), &[]);
     let (provider, model) = model.split_once('/').map(|(p, m)| (p.to_string(), m.to_string())).unwrap();
-    let other_endpoint = top(&expected, |d| d.endpoint_tag.clone(), &[endpoint.clone()]);
+    let other_endpoint = top(&expected, |d| d.endpoint_tag.clone(), std::slice::from_ref(&endpoint));
     let other_endpoint = if other_endpoint.starts_with(&prefix) { "search.none".to_string() } else { other_endpoint };
 
     let prod_real = |d: &Dims| d.environment == "prod" && d.data_mode == "real";
