@@ -31,12 +31,7 @@ fn each_threshold_fires_once_across_two_workers_and_a_restart() {
     scratch.produce(30_000, 17, start_ms, &record_file);
     let expected = Expected::from_record_file(&record_file);
     let month_start = month_start_secs(now_ms / 1000);
-    let spend: i128 = expected
-        .minutes
-        .iter()
-        .filter(|(d, _)| d.data_mode == "real" && d.environment == "prod" && i64::from(d.window_start) >= month_start)
-        .map(|(_, m)| m.cost_pico)
-        .sum();
+    let spend = expected.prod_real_cost_since(month_start);
     let limit = spend * 100 / 120;
     let config = format!(
         r#"

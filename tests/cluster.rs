@@ -54,12 +54,7 @@ fn two_workers_count_exactly_through_the_distributed_tables() {
 
     // The budget reads spend on every shard, and its as_of covers every partition.
     let month_start = month_start_secs(start_ms / 1000);
-    let spend: i128 = expected
-        .minutes
-        .iter()
-        .filter(|(d, _)| d.data_mode == "real" && d.environment == "prod" && i64::from(d.window_start) >= month_start)
-        .map(|(_, m)| m.cost_pico)
-        .sum();
+    let spend = expected.prod_real_cost_since(month_start);
     let want = format!("{}.{:012}", spend / 1_000_000_000_000, spend % 1_000_000_000_000);
     let newest: Vec<String> = setup
         .query("SELECT toString(max(newest_record_time)) FROM flushes GROUP BY kafka_partition ORDER BY 1 FORMAT TSV")

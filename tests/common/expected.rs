@@ -242,6 +242,18 @@ impl Expected {
         expected
     }
 
+    /// The cost (pico-USD) of real prod traffic from `since_secs` on: what a budget of the
+    /// default scope covers.
+    pub fn prod_real_cost_since(&self, since_secs: i64) -> i128 {
+        self.minutes
+            .iter()
+            .filter(|(d, _)| {
+                d.data_mode == "real" && d.environment == "prod" && i64::from(d.window_start) >= since_secs
+            })
+            .map(|(_, m)| m.cost_pico)
+            .sum()
+    }
+
     /// Sums over every window and key.
     pub fn totals(&self) -> Measures {
         let mut total = Measures::default();
