@@ -85,6 +85,12 @@ impl BudgetStatuses {
                 _ = shutdown.cancelled() => return,
                 _ = ticker.tick() => {}
             }
+            // Where this worker leads, the evaluator has just read them.
+            let half = chrono::TimeDelta::from_std(interval / 2).unwrap_or(chrono::TimeDelta::MAX);
+            let fresh = self.latest().is_some_and(|s| Utc::now() - s.read_at < half);
+            if fresh {
+                continue;
+            }
             let read = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return,
@@ -108,19 +114,25 @@ impl BudgetStatuses {
     async fn read(&self, budgets: &[Budget]) -> anyhow::Result<Vec<BudgetStatus>> {
         let as_of = self.store.as_of(&self.topic).await?;
         let now = Utc::now();
-        let mut out = Vec::with_capacity(budgets.len());
-        for budget in budgets {
-            let (period_start, period_end) = budget.period.bounds(now, budget.zone);
-            let spend = self.store.spend(&budget.scope, period_start.timestamp(), period_end.timestamp()).await?;
-            out.push(BudgetStatus {
+        let periods: Vec<_> = budgets.iter().map(|b| b.period.bounds(now, b.zone)).collect();
+        let asked: Vec<_> = budgets
+            .iter()
+            .zip(&periods)
+            .map(|(budget, (start, end))| (&budget.scope, start.timestamp(), end.timestamp()))
+            .collect();
+        let spends = self.store.spends(&asked).await?;
+        Ok(budgets
+            .iter()
+            .zip(periods)
+            .zip(spends)
+            .map(|((budget, (period_start, period_end)), spend)| BudgetStatus {
                 budget: budget.clone(),
                 period_start,
                 period_end,
                 spend,
                 state: budget.state(spend),
                 as_of,
-            });
-        }
-        Ok(out)
+            })
+            .collect())
     }
 }

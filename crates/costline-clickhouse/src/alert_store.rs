@@ -118,20 +118,45 @@ impl AlertStore {
         AlertStore { client: target.client() }
     }
 
-    /// Spend of `scope` with event times in `[start, end)` (epoch seconds), from the hourly
-    /// rollup when both ends fall on hours, else from the minute rollup.
-    pub async fn spend(&self, scope: &Scope, start: i64, end: i64) -> Result<PicoUsd, SinkError> {
-        let table = if start % 3600 == 0 && end % 3600 == 0 { "usage_hour_state" } else { "usage_minute_state" };
-        let (filter, values) = scope_filter(scope);
-        let sql = format!(
-            "SELECT sumMerge(cost_usd_state) FROM {table} WHERE window_start >= toDateTime(?) AND window_start < toDateTime(?) \
-             AND endpoint_tag != ''{filter}"
-        );
-        let mut query = self.client.query(&sql).bind(start).bind(end);
-        for value in values {
-            query = query.bind(value);
+    /// Spend of each `(scope, start, end)`, with event times in `[start, end)` (epoch seconds),
+    /// in the same order: one query per rollup read (the hourly rollup for periods that start
+    /// and end on hours, else the minute rollup), however many budgets there are.
+    pub async fn spends(&self, periods: &[(&Scope, i64, i64)]) -> Result<Vec<PicoUsd>, SinkError> {
+        let mut spends = vec![PicoUsd(0); periods.len()];
+        let on_hours = |&(_, start, end): &(&Scope, i64, i64)| start % 3600 == 0 && end % 3600 == 0;
+        for (table, hourly) in [("usage_hour_state", true), ("usage_minute_state", false)] {
+            let chosen: Vec<usize> = (0..periods.len()).filter(|&i| on_hours(&periods[i]) == hourly).collect();
+            let (Some(from), Some(to)) = (
+                chosen.iter().map(|&i| periods[i].1).min(),
+                chosen.iter().map(|&i| periods[i].2).max(),
+            ) else {
+                continue;
+            };
+            let mut sums = Vec::with_capacity(chosen.len());
+            let mut values: Vec<String> = Vec::new();
+            for &i in &chosen {
+                let (scope, start, end) = periods[i];
+                let (filter, scope_values) = scope_filter(scope);
+                sums.push(format!(
+                    "sumMergeIf(cost_usd_state, window_start >= toDateTime({start}) AND window_start < toDateTime({end}){filter})"
+                ));
+                values.extend(scope_values);
+            }
+            let sql = format!(
+                "SELECT [{}] FROM {table} WHERE window_start >= toDateTime(?) AND window_start < toDateTime(?) \
+                 AND endpoint_tag != ''",
+                sums.join(", ")
+            );
+            let mut query = self.client.query(&sql);
+            for value in values {
+                query = query.bind(value);
+            }
+            let found = bounded(READ_TIMEOUT, query.bind(from).bind(to).fetch_one::<Vec<i128>>()).await?;
+            for (&i, spend) in chosen.iter().zip(found) {
+                spends[i] = PicoUsd(spend);
+            }
         }
-        Ok(PicoUsd(bounded(READ_TIMEOUT, query.fetch_one::<i128>()).await?))
+        Ok(spends)
     }
 
     /// Event time up to which every partition of `topic` has been flushed: the oldest of the
