@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # All tests, in one command: formatting and lints, unit and property tests of every crate, then
 # the integration and end-to-end tests against real services (Kafka-protocol broker Tansu,
-# ClickHouse 18.16, chDB), which this script installs and starts on loopback if needed.
+# ClickHouse 18.16, chDB; for tests/cluster.rs, which starts them itself, ZooKeeper and four
+# more ClickHouse 18.16 servers: `scripts/services.sh up cluster`), installed and started on
+# loopback if needed.
 # A test whose service cannot start fails; nothing is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
