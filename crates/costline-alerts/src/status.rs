@@ -112,6 +112,9 @@ impl BudgetStatuses {
     }
 
     async fn read(&self, budgets: &[Budget]) -> anyhow::Result<Vec<BudgetStatus>> {
+        if budgets.is_empty() {
+            return Ok(Vec::new());
+        }
         let as_of = self.store.as_of(&self.topic).await?;
         let now = Utc::now();
         let periods: Vec<_> = budgets.iter().map(|b| b.period.bounds(now, b.zone)).collect();

@@ -492,7 +492,7 @@ async fn build_analyst_tables(target: &ClickHouseTarget, cluster: &Cluster, chai
         for sql in [
             format!("DROP TABLE IF EXISTS {public}.{table} ON CLUSTER {name}"),
             format!(
-                "CREATE TABLE {public}.{table} ON CLUSTER {name} AS {local}.{table} \
+                "CREATE TABLE IF NOT EXISTS {public}.{table} ON CLUSTER {name} AS {local}.{table} \
                  ENGINE = Distributed({name}, {local}, {table}, {key})"
             ),
         ] {
