@@ -489,6 +489,11 @@ async fn build_analyst_tables(target: &ClickHouseTarget, cluster: &Cluster, chai
             "repricings" => "cityHash64(reprice_id)",
             _ => "rand()",
         };
+        // Remade only when a step changed the local table's columns: a migrator started at the
+        // same time then finds it in place rather than gone.
+        if columns(&client, public, table).await? == columns(&client, &local, table).await? {
+            continue;
+        }
         for sql in [
             format!("DROP TABLE IF EXISTS {public}.{table} ON CLUSTER {name}"),
             format!(
@@ -508,11 +513,23 @@ async fn build_analyst_tables(target: &ClickHouseTarget, cluster: &Cluster, chai
     }
     for view in views {
         let drop = format!("DROP TABLE IF EXISTS {} ON CLUSTER {name}", view_name(&view.sql));
+        // Views hold nothing; one made anew by another migrator meanwhile is the same view.
         client.query(&drop).execute().await.with_context(|| drop.clone())?;
         let create = on_cluster(&view.sql, name, public);
         client.query(&create).execute().await.with_context(|| create.clone())?;
     }
     Ok(())
+}
+
+/// `name type` of each column of `database.table`, by name (none if it does not exist).
+async fn columns(client: &Client, database: &str, table: &str) -> anyhow::Result<Vec<(String, String)>> {
+    client
+        .query("SELECT name, type FROM system.columns WHERE database = ? AND table = ? ORDER BY name")
+        .bind(database)
+        .bind(table)
+        .fetch_all()
+        .await
+        .with_context(|| format!("reading the columns of {database}.{table}"))
 }
 
 /// `database.view` of a `CREATE VIEW IF NOT EXISTS database.view AS …` statement.
