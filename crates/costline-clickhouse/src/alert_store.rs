@@ -126,10 +126,9 @@ impl AlertStore {
         let on_hours = |&(_, start, end): &(&Scope, i64, i64)| start % 3600 == 0 && end % 3600 == 0;
         for (table, hourly) in [("usage_hour_state", true), ("usage_minute_state", false)] {
             let chosen: Vec<usize> = (0..periods.len()).filter(|&i| on_hours(&periods[i]) == hourly).collect();
-            let (Some(from), Some(to)) = (
-                chosen.iter().map(|&i| periods[i].1).min(),
-                chosen.iter().map(|&i| periods[i].2).max(),
-            ) else {
+            let (Some(from), Some(to)) =
+                (chosen.iter().map(|&i| periods[i].1).min(), chosen.iter().map(|&i| periods[i].2).max())
+            else {
                 continue;
             };
             let mut sums = Vec::with_capacity(chosen.len());
