@@ -43,7 +43,7 @@ minute).
 Cluster mode (--cluster): the same throughput runs with the workers writing to the loopback
 ClickHouse cluster (2 shards x 2 replicas of 18.16 and ZooKeeper on one machine: a correctness
 rig, not a capacity claim), without the ceiling and Kafka-engine baselines, which need one
-server; compare with a run without --cluster in the same sitting.
+server; compare with a run without --cluster made right before or after it.
 
 Children run a copy of target/release/costline taken at start (a rebuild mid-run changes
 nothing); worker logs go to <state>/bench/*.log.

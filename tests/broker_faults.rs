@@ -21,12 +21,7 @@ fn broker_down_and_request_errors_lose_and_double_nothing() {
     let record_file = setup.scratch_file(".jsonl");
     // Published while the faults happen, so that they hit a worker in the middle of its work.
     // The mock keeps at most ~5 MiB per partition: stay well under it.
-    let producer = setup
-        .produce_command(20_000, 1_500, 5, 1_790_000_000_000, &record_file)
-        .arg("--no-create-topic")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("starting costline produce");
+    let producer = setup.spawn_producer_to_made_topic(20_000, 1_500, 5, 1_790_000_000_000, &record_file);
 
     let worker = setup.spawn_worker("faults");
     setup.wait_started(1_000, &worker);

@@ -36,12 +36,15 @@ fn flushes_per_shard(setup: &Setup) -> Vec<u64> {
 
 #[test]
 fn two_workers_count_exactly_through_the_distributed_tables() {
-    // Events of the last minute and the next few, all in this month: the budget covers them.
+    // Events of the last minutes and the next few, all in this month: the budget covers them.
+    // The corpus's record times span ~290 s: starting 150 s back keeps every one well within
+    // `pipeline.max_clock_skew_secs` (300 s) of the worker's clock, beyond which a record time
+    // is counted as now + 300 s and would leave the independent computation's minute.
     common::clear_of_midnight(Duration::from_secs(600));
     let mut setup = cluster_setup("cluster_totals");
     setup.use_config("[[budgets]]\nid = \"all\"\nperiod = \"month\"\nlimit_usd = \"1000000\"\n");
     let record_file = setup.scratch_file(".jsonl");
-    let start_ms = common::now_ms() - 60_000;
+    let start_ms = common::now_ms() - 150_000;
     let producer = setup.spawn_producer(40_000, 8_000, 31, start_ms, &record_file);
     let first = setup.spawn_worker("w1");
     wait_settled(&[&first], "one worker");
@@ -163,12 +166,7 @@ fn partition_leaders_moving_between_three_brokers_lose_and_double_nothing() {
     let record_file = setup.scratch_file(".jsonl");
     // The mock keeps at most ~5 MiB per partition: stay well under it, and publish for ~33 s
     // so that every move of the leaders happens while records are still being counted.
-    let producer = setup
-        .produce_command(20_000, 600, 43, 1_790_000_000_000, &record_file)
-        .arg("--no-create-topic")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("starting costline produce");
+    let producer = setup.spawn_producer_to_made_topic(20_000, 600, 43, 1_790_000_000_000, &record_file);
     let first = setup.spawn_worker("w1");
     setup.wait_started(1_000, &first);
     let second = setup.spawn_worker("w2");

@@ -189,6 +189,22 @@ impl Setup {
             .expect("starting costline produce")
     }
 
+    /// [`Setup::spawn_producer`] to a topic the test made itself (e.g. on a mock cluster).
+    pub fn spawn_producer_to_made_topic(
+        &self,
+        count: u64,
+        rate: u64,
+        seed: u64,
+        start_ms: i64,
+        record_file: &Path,
+    ) -> Child {
+        self.produce_command(count, rate, seed, start_ms, record_file)
+            .arg("--no-create-topic")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting costline produce")
+    }
+
     pub fn produce_command(&self, count: u64, rate: u64, seed: u64, start_ms: i64, record_file: &Path) -> Command {
         let (count, rate, seed, start_ms) =
             (count.to_string(), rate.to_string(), seed.to_string(), start_ms.to_string());

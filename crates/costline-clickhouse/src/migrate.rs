@@ -345,7 +345,7 @@ pub async fn apply(target: &ClickHouseTarget) -> anyhow::Result<Vec<&'static Ste
         tracing::warn!(step = changed.version, name = %changed.name, "a migration step's file changed after it ran");
     }
     let mut pending = status.pending();
-    if target.cluster.is_some() && status.recorded && !servers_lacking_tables(target).await?.is_empty() {
+    if target.cluster.is_some() && status.recorded && a_server_lacks_tables(target).await? {
         // A server added to the cluster: every step again, ON CLUSTER (each statement only
         // creates what is missing), and the analysts' tables anew.
         pending = STEPS.iter().collect();
@@ -413,16 +413,17 @@ pub async fn apply(target: &ClickHouseTarget) -> anyhow::Result<Vec<&'static Ste
     Ok(applied)
 }
 
-/// The cluster's servers whose local database lacks costline's tables (added servers).
-async fn servers_lacking_tables(target: &ClickHouseTarget) -> anyhow::Result<Vec<String>> {
-    let mut lacking = Vec::new();
+/// Whether a server of the cluster lacks costline's tables in its local database (a server
+/// added to the cluster).
+async fn a_server_lacks_tables(target: &ClickHouseTarget) -> anyhow::Result<bool> {
     let sql = format!("EXISTS TABLE {}.flushes", target.local_database());
-    for (url, server) in target.cluster_server_clients() {
-        if server.query(&sql).fetch_one::<u8>().await.with_context(|| format!("checking the tables on {url}"))? == 0 {
-            lacking.push(url);
+    for url in target.cluster.iter().flat_map(Cluster::servers) {
+        let query = target.client_for(url).query(&sql);
+        if query.fetch_one::<u8>().await.with_context(|| format!("checking the tables on {url}"))? == 0 {
+            return Ok(true);
         }
     }
-    Ok(lacking)
+    Ok(false)
 }
 
 /// Runs one statement of a step on every server of `cluster`: DDL `ON CLUSTER` with
@@ -446,20 +447,13 @@ async fn execute_on_cluster(
         .fetch_one()
         .await
         .with_context(|| format!("reading the engine of {database}.{table}"))?;
-    let servers: Vec<(String, Client)> = if engine.starts_with("Replicated") {
-        let first_replicas = ClickHouseTarget {
-            cluster: Some(Cluster {
-                name: cluster.name.clone(),
-                shards: cluster.shards.iter().filter_map(|r| r.first().cloned()).map(|url| vec![url]).collect(),
-            }),
-            ..target.clone()
-        };
-        first_replicas.cluster_server_clients()
+    let servers: Vec<&str> = if engine.starts_with("Replicated") {
+        cluster.shards.iter().filter_map(|replicas| replicas.first().map(String::as_str)).collect()
     } else {
-        target.cluster_server_clients()
+        cluster.servers().collect()
     };
-    for (url, server) in servers {
-        execute(&server, database, sql).await.with_context(|| format!("on {url}"))?;
+    for url in servers {
+        execute(&target.client_for(url), database, sql).await.with_context(|| format!("on {url}"))?;
     }
     Ok(())
 }

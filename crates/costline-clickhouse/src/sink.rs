@@ -60,7 +60,8 @@ impl ClickHouseTarget {
         self.client_for(&self.url)
     }
 
-    fn client_for(&self, url: &str) -> Client {
+    /// A client of the server at `url`, not bound to a database.
+    pub fn client_for(&self, url: &str) -> Client {
         let client = Client::default().with_url(url).with_user(&self.user).with_validation(false);
         let client = match &self.password {
             Some(password) => client.with_password(password),
@@ -110,11 +111,6 @@ impl ClickHouseTarget {
                 .map(|replicas| replicas.iter().map(|url| self.client_for(url).with_database(&local)).collect())
                 .collect(),
         }
-    }
-
-    /// A client per server of the cluster (none without one), not bound to a database.
-    pub fn cluster_server_clients(&self) -> Vec<(String, Client)> {
-        self.cluster.iter().flat_map(|c| c.servers()).map(|url| (url.to_string(), self.client_for(url))).collect()
     }
 }
 
